@@ -17,24 +17,34 @@ import time
 from types import TracebackType
 from typing import Final
 
-from ._config import Clock, Duration, clock as check_clock, required_duration
+from ._config import Clock, Duration, required_duration
+from ._config import clock as check_clock
 from ._errors import DeadlineExceeded
 
 __all__ = ["Deadline", "check_deadline", "current_deadline", "deadline", "remaining"]
 
 
 class _Expiry:
-    """An absolute expiry time on a given clock (immutable, shared between contexts)."""
+    """An absolute expiry time on a given clock (immutable, shared between contexts).
 
-    __slots__ = ("at", "clock")
+    ``task`` is the asyncio task whose timer enforces it (None: cooperative only). An inner
+    async scope in the same task that keeps this earlier expiry needs no timer of its own;
+    two timers firing together would make the inner one see a cancellation it cannot claim.
+    """
 
-    def __init__(self, at: float, clock: Clock) -> None:
+    __slots__ = ("at", "clock", "task")
+
+    def __init__(self, at: float, clock: Clock, task: asyncio.Task[object] | None = None) -> None:
         self.at = at
         self.clock = clock
+        self.task = task
 
     def remaining(self) -> float:
         left = self.at - self.clock()
         return left if left > 0.0 else 0.0
+
+    def __repr__(self) -> str:
+        return f"<deadline remaining={self.remaining():.6g}s>"
 
 
 _CURRENT: Final[contextvars.ContextVar[_Expiry | None]] = contextvars.ContextVar(
@@ -58,22 +68,48 @@ def remaining() -> float | None:
 
 
 def current_deadline() -> _Expiry | None:
-    """The active expiry, for components that check it repeatedly."""
+    """The active expiry, for components that check it repeatedly.
+
+    Example:
+        >>> from resilience._deadline import current_deadline, deadline
+        >>> with deadline(1.0):
+        ...     current_deadline().remaining() <= 1.0
+        True
+    """
     return _CURRENT.get()
 
 
+def _exceeded(what: str, seconds: float | None = None) -> DeadlineExceeded:
+    """Build the error (and emit the event) for an expired deadline; off the happy path."""
+    from ._events import DeadlineExceededEvent, emit
+
+    emit(DeadlineExceededEvent(where=what, seconds=seconds))
+    if seconds is None:
+        msg = f"deadline exceeded before {what} could start"
+    else:
+        msg = f"{what} exceeded its deadline of {seconds:g} s"
+    return DeadlineExceeded(msg)
+
+
 def check_deadline(what: str = "the operation") -> float | None:
-    """Raise `DeadlineExceeded` if the active deadline has passed; else return what remains."""
+    """Raise `DeadlineExceeded` if the active deadline has passed; else return what remains.
+
+    Example:
+        >>> from resilience._deadline import check_deadline, deadline
+        >>> check_deadline() is None
+        True
+        >>> with deadline(0):
+        ...     check_deadline("the query")
+        Traceback (most recent call last):
+        ...
+        resilience._errors.DeadlineExceeded: deadline exceeded before the query could start
+    """
     expiry = _CURRENT.get()
     if expiry is None:
         return None
     left = expiry.remaining()
     if left <= 0.0:
-        from ._events import DeadlineExceededEvent, emit
-
-        emit(DeadlineExceededEvent(where=what))
-        msg = f"deadline exceeded before {what} could start"
-        raise DeadlineExceeded(msg)
+        raise _exceeded(what)
     return left
 
 
@@ -81,14 +117,25 @@ class Deadline:
     """A deadline scope; use `deadline(seconds)` to make one.
 
     Works as ``with`` (sync or async code; cooperative) and ``async with`` (cancels the
-    enclosed work at expiry and raises `DeadlineExceeded`).
+    enclosed work at expiry and raises `DeadlineExceeded`). A scope can be entered again after
+    it exits, but not while it is active.
+
+    Example:
+        >>> from resilience import deadline
+        >>> scope = deadline(3.0)
+        >>> with scope:
+        ...     scope.remaining() <= 3.0
+        True
     """
 
-    __slots__ = ("_clock", "_expiry", "_seconds", "_timeout", "_token")
+    __slots__ = ("_clock", "_expiry", "_seconds", "_timeout", "_token", "_what")
 
-    def __init__(self, seconds: Duration, *, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, seconds: Duration, *, clock: Clock = time.monotonic, what: str = "deadline"
+    ) -> None:
         self._seconds = required_duration("seconds", seconds, allow_zero=True)
         self._clock = check_clock("clock", clock)
+        self._what = what
         self._token: contextvars.Token[_Expiry | None] | None = None
         self._expiry: _Expiry | None = None
         self._timeout: asyncio.Timeout | None = None
@@ -102,19 +149,24 @@ class Deadline:
         """Seconds left in this scope (the effective, possibly earlier, deadline)."""
         return None if self._expiry is None else self._expiry.remaining()
 
-    def _enter(self) -> _Expiry:
+    def _enter(self, task: asyncio.Task[object] | None) -> bool:
+        """Set the scope's expiry; return True when this scope must arm a timer for *task*."""
         if self._token is not None:
-            msg = "a deadline scope cannot be entered twice; create a new deadline(...)"
+            msg = "a deadline scope cannot be entered twice at once; create a new deadline(...)"
             raise RuntimeError(msg)
         outer = _CURRENT.get()
-        at = self._clock() + self._seconds
-        if outer is not None and outer.remaining() <= at - self._clock():
-            expiry = outer  # nested deadlines keep the earlier one
+        arm = task is not None
+        if outer is not None and outer.remaining() <= self._seconds:
+            # Nested deadlines keep the earlier one.
+            if task is None or outer.task is task:
+                expiry, arm = outer, False
+            else:
+                expiry = _Expiry(outer.at, outer.clock, task)
         else:
-            expiry = _Expiry(at, self._clock)
+            expiry = _Expiry(self._clock() + self._seconds, self._clock, task)
         self._expiry = expiry
         self._token = _CURRENT.set(expiry)
-        return expiry
+        return arm
 
     def _exit(self) -> None:
         assert self._token is not None
@@ -122,7 +174,7 @@ class Deadline:
         self._token = None
 
     def __enter__(self) -> Deadline:
-        self._enter()
+        self._enter(None)
         return self
 
     def __exit__(
@@ -134,14 +186,18 @@ class Deadline:
         self._exit()
 
     async def __aenter__(self) -> Deadline:
-        expiry = self._enter()
+        task = asyncio.current_task()
+        if not self._enter(task):
+            return self
+        assert self._expiry is not None
         loop = asyncio.get_running_loop()
         # asyncio.Timeout tells our own cancellation apart from one that came from outside
         # (that one keeps propagating as CancelledError).
-        self._timeout = asyncio.timeout_at(loop.time() + expiry.remaining())
+        self._timeout = asyncio.timeout_at(loop.time() + self._expiry.remaining())
         try:
             await self._timeout.__aenter__()
         except BaseException:
+            self._timeout = None
             self._exit()
             raise
         return self
@@ -153,18 +209,16 @@ class Deadline:
         tb: TracebackType | None,
     ) -> None:
         timeout = self._timeout
-        assert timeout is not None
+        if timeout is None:
+            self._exit()
+            return
         self._timeout = None
         try:
             await timeout.__aexit__(exc_type, exc, tb)
         except TimeoutError as timed_out:
             if isinstance(timed_out, DeadlineExceeded):
                 raise
-            from ._events import DeadlineExceededEvent, emit
-
-            emit(DeadlineExceededEvent(where="async deadline", seconds=self._seconds))
-            msg = f"deadline of {self._seconds:g} s exceeded"
-            raise DeadlineExceeded(msg) from None
+            raise _exceeded(self._what, self._seconds) from None
         finally:
             self._exit()
 
@@ -174,6 +228,9 @@ class Deadline:
 
 def deadline(seconds: Duration, *, clock: Clock = time.monotonic) -> Deadline:
     """Run the enclosed block under a deadline of *seconds* (nested: the earlier one wins).
+
+    ``with deadline(s)`` is cooperative (our retries, policies and transports inside check it);
+    ``async with deadline(s)`` also cancels the block at expiry and raises `DeadlineExceeded`.
 
     Example:
         >>> from resilience import deadline, remaining
