@@ -98,7 +98,7 @@ def clock(name: str, value: object) -> Clock:
     if not callable(value):
         msg = f"{name} must be a callable returning seconds, got {value!r}"
         raise ConfigError(msg)
-    return value  # type: ignore[return-value]  # callable() narrows to Callable[..., object]
+    return value
 
 
 def exception_filter(name: str, value: object) -> Callable[[BaseException], bool]:
@@ -150,3 +150,10 @@ def name(setting: str, value: object, *, allow_none: bool = False) -> str | None
         msg = f"{setting} must be a non-empty string, got {value!r}"
         raise ConfigError(msg)
     return value
+
+
+def required_name(setting: str, value: object) -> str:
+    """Like `name`, for names that cannot be None."""
+    result = name(setting, value)
+    assert result is not None
+    return result

@@ -41,7 +41,7 @@ class CircuitOpenError(ResilienceError):
         self.breaker = breaker
         self.retry_after = retry_after
         if retry_after is None:
-            msg = f"circuit breaker {breaker!r} is forced open; calls are rejected until it is reset"
+            msg = f"circuit breaker {breaker!r} is forced open; calls are rejected until reset()"
         else:
             msg = (
                 f"circuit breaker {breaker!r} is open; "
