@@ -1,0 +1,165 @@
+"""A retry budget: retries may add only a bounded share of load, across many call sites.
+
+Finagle's ``RetryBudget`` is the model (20 % of calls plus 10 retries a second, over 10 s).
+Counts live in a fixed ring of buckets, so memory stays the same however many calls pass.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Final
+
+from ._config import Clock, Duration, required_duration
+from ._config import clock as check_clock
+from ._errors import ConfigError
+
+__all__ = ["RetryBudget"]
+
+DEFAULT_RATIO: Final = 0.2
+DEFAULT_MIN_PER_SECOND: Final = 10.0
+DEFAULT_TTL: Final = 10.0
+BUCKETS: Final = 10
+# Float sums such as 0.1 * 30 land a hair below the integer they stand for.
+_EPSILON: Final = 1e-9
+
+
+def _non_negative(name: str, value: object) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        msg = f"{name} must be a finite number >= 0, got {value!r}"
+        raise ConfigError(msg)
+    return float(value)
+
+
+class RetryBudget:
+    """Caps retries at ``ratio`` of calls plus ``min_per_second`` retries a second.
+
+    A retry is allowed while the retries of the last ``ttl`` seconds, this one included,
+    stay within ``ratio * calls + min_per_second * ttl``, where *calls* are the logical
+    calls of those seconds (first attempts only). Beyond that, a `Retry` lets the error
+    propagate at once with a note saying the budget is exhausted. Share one budget between
+    many `Retry` objects and transports to bound the extra load a whole client can cause.
+
+    Counts are kept in 10 buckets of ``ttl / 10`` seconds: a call or retry stops counting
+    between ``0.9 * ttl`` and ``ttl`` seconds after it happened. Thread-safe.
+
+    Example:
+        >>> from resilience import Retry, RetryBudget
+        >>> budget = RetryBudget(ratio=0.1, min_per_second=1.0)
+        >>> reads = Retry(on=ConnectionError, budget=budget)
+        >>> writes = Retry(on=ConnectionError, attempts=2, budget=budget)  # the same budget
+        >>> budget.available()
+        10
+    """
+
+    __slots__ = (
+        "_calls",
+        "_clock",
+        "_epochs",
+        "_lock",
+        "_min_per_second",
+        "_ratio",
+        "_reserve",
+        "_retries",
+        "_ttl",
+        "_width",
+    )
+
+    def __init__(
+        self,
+        ratio: float = DEFAULT_RATIO,
+        min_per_second: float = DEFAULT_MIN_PER_SECOND,
+        ttl: Duration = DEFAULT_TTL,
+        *,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._ratio = _non_negative("ratio", ratio)
+        self._min_per_second = _non_negative("min_per_second", min_per_second)
+        self._ttl = required_duration("ttl", ttl)
+        self._clock = check_clock("clock", clock)
+        self._reserve = self._min_per_second * self._ttl
+        self._width = self._ttl / BUCKETS
+        self._lock = threading.Lock()
+        self._calls = [0] * BUCKETS
+        self._retries = [0] * BUCKETS
+        # The absolute bucket number each slot holds; a stale slot is reset on first use.
+        self._epochs = [-BUCKETS - 1] * BUCKETS
+
+    @property
+    def ratio(self) -> float:
+        """Retries allowed per logical call, on top of the reserve."""
+        return self._ratio
+
+    @property
+    def min_per_second(self) -> float:
+        """Retries allowed per second whatever the traffic (the reserve)."""
+        return self._min_per_second
+
+    @property
+    def ttl(self) -> float:
+        """Seconds a call or retry keeps counting."""
+        return self._ttl
+
+    def _slot(self, now: float) -> tuple[int, int]:
+        """Rotate to the bucket of *now*; return (absolute bucket number, slot). Hold the lock."""
+        epoch = int(now // self._width)
+        slot = epoch % BUCKETS
+        if self._epochs[slot] != epoch:
+            self._epochs[slot] = epoch
+            self._calls[slot] = 0
+            self._retries[slot] = 0
+        return epoch, slot
+
+    def _totals(self, epoch: int) -> tuple[int, int]:
+        """Calls and retries in the buckets still inside the ttl. Hold the lock."""
+        oldest = epoch - BUCKETS
+        calls = retries = 0
+        for index, seen in enumerate(self._epochs):
+            if seen > oldest:
+                calls += self._calls[index]
+                retries += self._retries[index]
+        return calls, retries
+
+    def record_call(self) -> None:
+        """Count one logical call (a first attempt; retries are not calls)."""
+        now = self._clock()
+        with self._lock:
+            _, slot = self._slot(now)
+            self._calls[slot] += 1
+
+    def try_spend(self) -> bool:
+        """Take one retry if the budget allows it; return whether it did."""
+        now = self._clock()
+        with self._lock:
+            epoch, slot = self._slot(now)
+            calls, retries = self._totals(epoch)
+            if retries + 1 > self._ratio * calls + self._reserve + _EPSILON:
+                return False
+            self._retries[slot] += 1
+            return True
+
+    def available(self) -> int:
+        """How many retries the budget would allow right now.
+
+        Example:
+            >>> from resilience import RetryBudget
+            >>> RetryBudget(ratio=0.5, min_per_second=0.0).available()
+            0
+        """
+        now = self._clock()
+        with self._lock:
+            epoch, _ = self._slot(now)
+            calls, retries = self._totals(epoch)
+        return max(0, math.floor(self._ratio * calls + self._reserve + _EPSILON) - retries)
+
+    def __repr__(self) -> str:
+        return (
+            f"RetryBudget(ratio={self._ratio!r}, min_per_second={self._min_per_second!r}, "
+            f"ttl={self._ttl!r}, available={self.available()})"
+        )
