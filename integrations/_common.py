@@ -22,14 +22,19 @@ from resilience._errors import BulkheadFull, CircuitOpenError, ConfigError, Dead
 
 __all__ = [
     "DEADLINE_HEADERS",
+    "MAPPED_ERRORS",
+    "STATUS_HEADERS",
     "ConcurrencyLimiter",
     "ErrorResponse",
     "Options",
+    "asgi_header_budget",
+    "environ_budget",
     "error_response",
     "inbound_budget",
     "parse_grpc_timeout",
     "parse_milliseconds",
     "request_budget",
+    "retry_after_header",
     "shed_response",
     "status_body",
     "status_payload",
@@ -276,6 +281,23 @@ def asgi_header_budget(headers: Iterable[tuple[bytes, bytes]]) -> float | None:
             if found is None:
                 found = {}
             found[name.decode("latin-1")] = value
+    return None if found is None else inbound_budget(found)
+
+
+_ENVIRON_KEYS: Final = tuple(
+    ("HTTP_" + header.upper().replace("-", "_"), header) for header, _ in DEADLINE_HEADERS
+)
+
+
+def environ_budget(environ: Mapping[str, Any]) -> float | None:
+    """`inbound_budget` for a WSGI environ (headers live under ``HTTP_*`` keys)."""
+    found: dict[str, str] | None = None
+    for key, header in _ENVIRON_KEYS:
+        value = environ.get(key)
+        if isinstance(value, str):
+            if found is None:
+                found = {}
+            found[header] = value
     return None if found is None else inbound_budget(found)
 
 

@@ -14,6 +14,7 @@ from resilience.integrations._common import (
     ConcurrencyLimiter,
     Options,
     asgi_header_budget,
+    environ_budget,
     error_response,
     inbound_budget,
     parse_grpc_timeout,
@@ -154,6 +155,14 @@ def test_raw_asgi_headers() -> None:
     assert asgi_header_budget([(b"host", b"x"), (b"grpc-timeout", b"100m")]) == 0.1
     assert asgi_header_budget([(b"host", b"x")]) is None
     assert asgi_header_budget([(b"grpc-timeout", b"\xff1S")]) is None
+
+
+def test_wsgi_environ_headers() -> None:
+    """WSGI environ keys (HTTP_*) are read the same way; non-string values are ignored."""
+    environ = {"HTTP_GRPC_TIMEOUT": "2S", "HTTP_X_ENVOY_EXPECTED_RQ_TIMEOUT_MS": "700"}
+    assert environ_budget(environ) == 0.7
+    assert environ_budget({"HTTP_HOST": "x"}) is None
+    assert environ_budget({"HTTP_GRPC_TIMEOUT": b"1S"}) is None
 
 
 @pytest.mark.parametrize(
