@@ -1,0 +1,498 @@
+"""Timing, result rows and rendering shared by every case.
+
+A case builds *contenders* (a bare baseline, our side, each peer), times them interleaved in
+shuffled rounds inside one process, and returns one `Row` per contender. Our side is imported
+lazily through `ours()`: while its module has not landed, the row says ``n/a: not built yet``
+instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import importlib.metadata
+import inspect
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+import timeit
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Better = Literal["lower", "higher"]
+Role = Literal["baseline", "us", "peer"]
+
+US = "resilience"
+PEERS = (
+    "pybreaker",
+    "circuitbreaker",
+    "purgatory",
+    "aiobreaker",
+    "tenacity",
+    "stamina",
+    "backoff",
+    "httpx",
+    "httpx-retries",
+    "uvicorn",
+)
+
+
+class NotBuilt(Exception):
+    """Our side of a case cannot run yet: the module it needs has not landed."""
+
+
+class Unsupported(Exception):
+    """A peer has no equivalent for this case (e.g. pybreaker has no asyncio support)."""
+
+
+def ours(module: str, name: str) -> Any:
+    """Return `name` from our `module`, or raise NotBuilt while it does not exist yet.
+
+    Example:
+        >>> ours("resilience._errors", "ConfigError").__name__
+        'ConfigError'
+    """
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        msg = f"{module}.{name} not built yet"
+        raise NotBuilt(msg) from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """How hard to measure: `--quick` keeps the whole run under a minute."""
+
+    quick: bool
+    number: int  # calls per timing sample
+    repeat: int  # samples per contender per round
+    rounds: int  # shuffled rounds; contenders interleave so drift hits all of them alike
+    seed: int
+
+    @classmethod
+    def for_mode(cls, *, quick: bool, seed: int = 20261129) -> Settings:
+        """Settings for a quick smoke run or a full run.
+
+        Example:
+            >>> Settings.for_mode(quick=True).rounds
+            1
+        """
+        if quick:
+            return cls(quick=True, number=2_000, repeat=3, rounds=1, seed=seed)
+        return cls(quick=False, number=20_000, repeat=5, rounds=3, seed=seed)
+
+    def scale(self, full: int, quick: int) -> int:
+        """Pick a count for this mode."""
+        return quick if self.quick else full
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row:
+    """One measured figure: a contender's result in one variant of one case."""
+
+    case: str
+    variant: str
+    library: str
+    role: Role
+    value: float | None
+    unit: str
+    better: Better
+    note: str = ""
+    error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Contender:
+    """Something to measure: `build()` returns the callable (sync, or async for async cases).
+
+    `build` may be a coroutine function (async cases build inside the running loop) and may
+    raise NotBuilt for our side.
+    """
+
+    library: str
+    role: Role
+    build: Callable[[], Any]
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """A named benchmark: `run(settings)` returns its rows."""
+
+    key: str
+    title: str
+    run: Callable[[Settings], list[Row]]
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr so stdout stays a clean table or JSON document."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def median(samples: Sequence[float]) -> float:
+    """Median of the samples (the figure every case reports)."""
+    return float(statistics.median(samples))
+
+
+def failed_row(
+    case: str, variant: str, contender: Contender, unit: str, better: Better, exc: BaseException
+) -> Row:
+    """The row for a contender that could not run: n/a while not built, else an error."""
+    if isinstance(exc, NotBuilt):
+        return Row(
+            case=case,
+            variant=variant,
+            library=contender.library,
+            role=contender.role,
+            value=None,
+            unit=unit,
+            better=better,
+            note="n/a: not built yet",
+        )
+    if isinstance(exc, Unsupported):
+        return Row(
+            case=case,
+            variant=variant,
+            library=contender.library,
+            role=contender.role,
+            value=None,
+            unit=unit,
+            better=better,
+            note=f"n/a: {exc}",
+        )
+    return Row(
+        case=case,
+        variant=variant,
+        library=contender.library,
+        role=contender.role,
+        value=None,
+        unit=unit,
+        better=better,
+        note=f"error: {type(exc).__name__}: {str(exc)[:80]}",
+        error=True,
+    )
+
+
+_CALL = "f()"
+_CALL_FAILING = "try:\n    f()\nexcept Exception:\n    pass"
+
+
+def bench_sync(
+    case: str,
+    variant: str,
+    contenders: Sequence[Contender],
+    settings: Settings,
+    *,
+    failing: bool = False,
+) -> list[Row]:
+    """Median ns per call of each contender's callable, interleaved in shuffled rounds.
+
+    `failing=True` times calls that raise (the fail-fast path), swallowing the exception.
+    timeit turns the garbage collector off while it times.
+    """
+    stmt = _CALL_FAILING if failing else _CALL
+    timers: dict[str, timeit.Timer] = {}
+    failed: dict[str, Row] = {}
+    for contender in contenders:
+        try:
+            fn = contender.build()
+            timer = timeit.Timer(stmt, globals={"f": fn})
+            timer.timeit(min(settings.number, 500))  # warm-up, and proof that it works
+            timers[contender.library] = timer
+        except Exception as exc:
+            failed[contender.library] = failed_row(
+                case, variant, contender, "ns/call", "lower", exc
+            )
+    samples: dict[str, list[float]] = {name: [] for name in timers}
+    rng = random.Random(settings.seed)
+    for _ in range(settings.rounds):
+        order = list(timers)
+        rng.shuffle(order)
+        for name in order:
+            for _ in range(settings.repeat):
+                seconds = timers[name].timeit(settings.number)
+                samples[name].append(seconds * 1e9 / settings.number)
+    return _rows(case, variant, contenders, samples, failed)
+
+
+async def _time_calls(fn: Callable[[], Awaitable[object]], number: int) -> float:
+    start = time.perf_counter_ns()
+    for _ in range(number):
+        await fn()
+    return (time.perf_counter_ns() - start) / number
+
+
+async def _time_failing_calls(fn: Callable[[], Awaitable[object]], number: int) -> float:
+    start = time.perf_counter_ns()
+    for _ in range(number):
+        try:
+            await fn()
+        except Exception:
+            continue
+    return (time.perf_counter_ns() - start) / number
+
+
+def bench_async(
+    case: str,
+    variant: str,
+    contenders: Sequence[Contender],
+    settings: Settings,
+    *,
+    failing: bool = False,
+) -> list[Row]:
+    """The async twin of bench_sync: awaits in one event loop, garbage collector off."""
+    return asyncio.run(_bench_async(case, variant, contenders, settings, failing=failing))
+
+
+async def _bench_async(
+    case: str,
+    variant: str,
+    contenders: Sequence[Contender],
+    settings: Settings,
+    *,
+    failing: bool,
+) -> list[Row]:
+    timed = _time_failing_calls if failing else _time_calls
+    fns: dict[str, Callable[[], Awaitable[object]]] = {}
+    failed: dict[str, Row] = {}
+    for contender in contenders:
+        try:
+            fn = contender.build()
+            if inspect.isawaitable(fn):
+                fn = await fn
+            await timed(fn, min(settings.number, 500))
+            fns[contender.library] = fn
+        except Exception as exc:
+            failed[contender.library] = failed_row(
+                case, variant, contender, "ns/call", "lower", exc
+            )
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    rng = random.Random(settings.seed)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(settings.rounds):
+            order = list(fns)
+            rng.shuffle(order)
+            for name in order:
+                for _ in range(settings.repeat):
+                    samples[name].append(await timed(fns[name], settings.number))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return _rows(case, variant, contenders, samples, failed)
+
+
+def _rows(
+    case: str,
+    variant: str,
+    contenders: Sequence[Contender],
+    samples: dict[str, list[float]],
+    failed: dict[str, Row],
+) -> list[Row]:
+    rows = []
+    for contender in contenders:
+        if contender.library in failed:
+            rows.append(failed[contender.library])
+            continue
+        rows.append(
+            Row(
+                case=case,
+                variant=variant,
+                library=contender.library,
+                role=contender.role,
+                value=median(samples[contender.library]),
+                unit="ns/call",
+                better="lower",
+                note=contender.note,
+            )
+        )
+    return rows
+
+
+def measure(
+    case: str,
+    variant: str,
+    contender: Contender,
+    unit: str,
+    better: Better,
+    run: Callable[[Any], float],
+) -> Row:
+    """One row from `run(built)`, a measurement that returns a single figure."""
+    try:
+        value = run(contender.build())
+    except Exception as exc:
+        return failed_row(case, variant, contender, unit, better, exc)
+    return Row(
+        case=case,
+        variant=variant,
+        library=contender.library,
+        role=contender.role,
+        value=value,
+        unit=unit,
+        better=better,
+        note=contender.note,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment and rendering
+
+
+def environment() -> dict[str, str]:
+    """Date, Python, CPU and library versions: what a figure means depends on all of them."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    env = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(terse=True),
+        "cpu": f"{cpu} ({os.cpu_count()} cores)",
+        "commit": _git_commit(),
+    }
+    for name in (US, *PEERS):
+        try:
+            env[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            env[name] = "not installed"
+    return env
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def ratio(row: Row, rows: Sequence[Row]) -> float | None:
+    """`row`'s value divided by ours in the same case and variant (None without both)."""
+    if row.value is None:
+        return None
+    for other in rows:
+        if (
+            other.role == "us"
+            and other.case == row.case
+            and other.variant == row.variant
+            and other.value
+        ):
+            return row.value / other.value
+    return None
+
+
+def format_value(value: float | None) -> str:
+    """Thousands separators for large figures, three significant digits for small ones."""
+    if value is None:
+        return "—"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _cells(row: Row, rows: Sequence[Row], *, bold: bool) -> list[str]:
+    r = ratio(row, rows)
+    name = f"**{row.library}**" if bold and row.role == "us" else row.library
+    return [
+        row.variant,
+        name,
+        format_value(row.value),
+        "—" if r is None else f"{r:.2f}x",
+        row.note,
+    ]
+
+
+HEADERS = ["variant", "library", "value", "÷ ours", "note"]
+
+
+def _groups(rows: Sequence[Row]) -> list[tuple[str, list[Row]]]:
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.case, []).append(row)
+    return list(groups.items())
+
+
+def _heading(case_rows: Sequence[Row]) -> str:
+    first = case_rows[0]
+    return f"{first.case} ({first.unit}, {first.better} is better)"
+
+
+def render_markdown(rows: Sequence[Row]) -> str:
+    """One GitHub-flavoured markdown table per case (what docs/performance.md holds)."""
+    out = []
+    for _, case_rows in _groups(rows):
+        out += [f"#### {_heading(case_rows)}", ""]
+        out.append("| " + " | ".join(HEADERS) + " |")
+        out.append("|---|---|---:|---:|---|")
+        out += ["| " + " | ".join(_cells(r, rows, bold=True)) + " |" for r in case_rows]
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def render_text(rows: Sequence[Row]) -> str:
+    """An aligned plain-text table per case."""
+    table = [_cells(row, rows, bold=False) for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(HEADERS)]
+    right = {2, 3}
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
+        ).rstrip()
+
+    out = []
+    for _, case_rows in _groups(rows):
+        out += [_heading(case_rows), line(HEADERS), line(["-" * w for w in widths])]
+        out += [line(_cells(r, rows, bold=False)) for r in case_rows]
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def summary(rows: Sequence[Row]) -> list[str]:
+    """For each lower-is-better group: ours against the best peer (the 2x goal of issue 7)."""
+    lines = []
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.case, row.variant), []).append(row)
+    for (case, variant), group in groups.items():
+        us = next((r for r in group if r.role == "us"), None)
+        peers = [r for r in group if r.role == "peer" and r.value is not None]
+        if us is None or us.value is None or not peers:
+            continue
+        if group[0].better == "lower":
+            best = min(peers, key=lambda r: r.value or 0.0)
+            factor = (best.value or 0.0) / us.value
+        else:
+            best = max(peers, key=lambda r: r.value or 0.0)
+            factor = us.value / (best.value or 1.0)
+        if factor >= 2:
+            verdict = "2x goal met"
+        elif factor >= 1.05:
+            verdict = "better, under 2x"
+        elif factor > 0.95:
+            verdict = "even"
+        else:
+            verdict = "WORSE"
+        lines.append(
+            f"{case} / {variant}: {factor:.2f}x the best peer ({best.library}) [{verdict}]"
+        )
+    return lines
