@@ -1,0 +1,345 @@
+"""httpx transports that retry, break circuits per host and respect deadlines.
+
+Wrap httpx's own transport (or any other) and give it to a client::
+
+    import httpx
+    from resilience.httpx import ResilientTransport, AsyncResilientTransport
+
+    client = httpx.Client(transport=ResilientTransport())
+    client = httpx.AsyncClient(transport=AsyncResilientTransport())
+
+What is retried, the defaults and the recipes are in ``docs/httpx.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from . import _config
+from ._deadline import deadline
+from ._errors import ConfigError
+from ._httpx_compat import (
+    AsyncBaseTransport,
+    AsyncByteStream,
+    AsyncHTTPTransport,
+    BaseTransport,
+    ByteStream,
+    HTTPTransport,
+    Request,
+    Response,
+    SyncByteStream,
+)
+from ._transport import (
+    DEFAULT_BUFFER_LIMIT,
+    DEFAULT_MAX_HOSTS,
+    DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_RETRY_STATUSES,
+    BreakerMap,
+    Call,
+    TransportCore,
+)
+
+if TYPE_CHECKING:
+    from ._transport import _Policy
+
+__all__ = ["AsyncResilientTransport", "ResilientTransport"]
+
+
+def _check_sleep(value: object) -> Any:
+    if not callable(value):
+        msg = f"sleep must be a function taking seconds, got {value!r}"
+        raise ConfigError(msg)
+    return value
+
+
+def _sized_body(response: Response, limit: int) -> bool:
+    """Whether the response declares a body small enough to read inside the transport."""
+    length = response.headers.get("content-length")
+    return length is not None and length.isascii() and length.isdigit() and int(length) <= limit
+
+
+class ResilientTransport(BaseTransport):
+    """An httpx transport that retries, breaks circuits per host and respects deadlines.
+
+    Args:
+        inner: the transport that does the I/O (default: a new `httpx.HTTPTransport`).
+            Passing ``transport=`` to a client disables the client's ``verify``, ``http2``,
+            ``limits`` and proxy settings: give them to the inner transport instead.
+        policy: a `resilience.Policy` whose slots replace the defaults: its ``retry``
+            (attempts, backoff, timeout, budget; its ``on`` adds exception types to the
+            HTTP rules; no ``retry``: no retries), its ``breaker`` (the template of the
+            per-host breakers; none: no breakers), ``timeout`` and ``attempt_timeout``.
+        idempotency_keys: give each POST or PATCH without an ``Idempotency-Key`` a fresh
+            one (the same on every attempt), which makes it retryable.
+        max_retry_after: longest `Retry-After` honoured, in seconds; longer ones are capped.
+        buffer_limit: request and response bodies with a declared length up to this many
+            bytes are read into memory, so requests can be replayed and a connection that
+            breaks while the response body arrives is retried like any read error.
+        deadline_header: a header (e.g. ``"x-envoy-expected-rq-timeout-ms"``) carrying the
+            attempt's remaining budget in milliseconds, when a deadline is active.
+        max_hosts: per-host breakers kept; the least recently used one is dropped.
+        retry_statuses: statuses retried for idempotent requests.
+        clock: monotonic clock; sleep: blocking sleep; wall_clock: `time.time`, used to
+            read HTTP-date `Retry-After` values. Inject fakes in tests.
+
+    Example:
+        >>> import httpx
+        >>> from resilience.httpx import ResilientTransport
+        >>> with httpx.Client(transport=ResilientTransport()) as client:
+        ...     pass
+    """
+
+    def __init__(
+        self,
+        inner: BaseTransport | None = None,
+        *,
+        policy: _Policy | None = None,
+        idempotency_keys: bool = False,
+        max_retry_after: _config.Duration = DEFAULT_MAX_RETRY_AFTER,
+        buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+        deadline_header: str | None = None,
+        max_hosts: int = DEFAULT_MAX_HOSTS,
+        retry_statuses: frozenset[int] | set[int] | tuple[int, ...] = DEFAULT_RETRY_STATUSES,
+        clock: _config.Clock = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
+        wall_clock: _config.Clock = time.time,
+    ) -> None:
+        self._core = TransportCore(
+            policy=policy,
+            idempotency_keys=idempotency_keys,
+            max_retry_after=max_retry_after,
+            buffer_limit=buffer_limit,
+            deadline_header=deadline_header,
+            max_hosts=max_hosts,
+            retry_statuses=retry_statuses,
+            clock=clock,
+            wall_clock=wall_clock,
+        )
+        self._sleep: Callable[[float], object] = _check_sleep(sleep)
+        self._inner = HTTPTransport() if inner is None else inner
+
+    @property
+    def inner(self) -> BaseTransport:
+        """The wrapped transport."""
+        return self._inner
+
+    @property
+    def breakers(self) -> BreakerMap:
+        """Each authority (``scheme://host:port``) seen so far and its live breaker."""
+        hosts = self._core.hosts
+        return BreakerMap({}) if hosts is None else hosts.snapshot()
+
+    def handle_request(self, request: Request) -> Response:
+        """Send *request* through the inner transport, retrying as the rules allow."""
+        core = self._core
+        call = core.begin(request)
+        if call.must_read:
+            request.read()
+        if call.scope is None:
+            return self._send(call)
+        with deadline(call.scope, clock=core.clock):
+            return self._send(call)
+
+    def _send(self, call: Call) -> Response:
+        core = self._core
+        inner = self._inner
+        request = call.request
+        limit = core.buffer_limit
+        while True:
+            core.before_attempt(call)
+            try:
+                response = inner.handle_request(request)
+            except Exception as exc:
+                wait = core.after_error(call, exc)
+                if wait is None:
+                    raise
+                self._sleep(wait)
+                continue
+            except BaseException:
+                core.release(call)
+                raise
+            stream = response.stream
+            if (
+                not isinstance(stream, ByteStream)
+                and isinstance(stream, SyncByteStream)
+                and _sized_body(response, limit)
+            ):
+                # The client reads the body after we return, where a broken connection
+                # could no longer be retried: read small bodies here.
+                try:
+                    try:
+                        body = b"".join(stream)
+                    finally:
+                        stream.close()
+                except Exception as exc:
+                    wait = core.after_error(call, exc)
+                    if wait is None:
+                        raise
+                    self._sleep(wait)
+                    continue
+                except BaseException:
+                    core.release(call)
+                    raise
+                response.stream = ByteStream(body)
+            wait = core.after_response(call, response)
+            if wait is None:
+                return response
+            response.close()
+            self._sleep(wait)
+
+    def close(self) -> None:
+        """Close the inner transport."""
+        self._inner.close()
+
+    def __enter__(self) -> ResilientTransport:
+        self._inner.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self._inner.__exit__(exc_type, exc_value, traceback)
+
+    def __repr__(self) -> str:
+        return f"ResilientTransport(inner={self._inner!r}, policy={self._core.policy!r})"
+
+
+class AsyncResilientTransport(AsyncBaseTransport):
+    """The async twin of `ResilientTransport`, for `httpx.AsyncClient`.
+
+    Takes the same arguments; *inner* defaults to a new `httpx.AsyncHTTPTransport` and
+    *sleep* to `asyncio.sleep`. Inside ``async with deadline(...)`` the request is also
+    cancelled at the deadline.
+
+    Example:
+        >>> import asyncio, httpx
+        >>> from resilience.httpx import AsyncResilientTransport
+        >>> async def main() -> None:
+        ...     async with httpx.AsyncClient(transport=AsyncResilientTransport()) as client:
+        ...         pass
+        >>> asyncio.run(main())
+    """
+
+    def __init__(
+        self,
+        inner: AsyncBaseTransport | None = None,
+        *,
+        policy: _Policy | None = None,
+        idempotency_keys: bool = False,
+        max_retry_after: _config.Duration = DEFAULT_MAX_RETRY_AFTER,
+        buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+        deadline_header: str | None = None,
+        max_hosts: int = DEFAULT_MAX_HOSTS,
+        retry_statuses: frozenset[int] | set[int] | tuple[int, ...] = DEFAULT_RETRY_STATUSES,
+        clock: _config.Clock = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        wall_clock: _config.Clock = time.time,
+    ) -> None:
+        self._core = TransportCore(
+            policy=policy,
+            idempotency_keys=idempotency_keys,
+            max_retry_after=max_retry_after,
+            buffer_limit=buffer_limit,
+            deadline_header=deadline_header,
+            max_hosts=max_hosts,
+            retry_statuses=retry_statuses,
+            clock=clock,
+            wall_clock=wall_clock,
+        )
+        self._sleep: Callable[[float], Awaitable[object]] = _check_sleep(sleep)
+        self._inner = AsyncHTTPTransport() if inner is None else inner
+
+    @property
+    def inner(self) -> AsyncBaseTransport:
+        """The wrapped transport."""
+        return self._inner
+
+    @property
+    def breakers(self) -> BreakerMap:
+        """Each authority (``scheme://host:port``) seen so far and its live breaker."""
+        hosts = self._core.hosts
+        return BreakerMap({}) if hosts is None else hosts.snapshot()
+
+    async def handle_async_request(self, request: Request) -> Response:
+        """Send *request* through the inner transport, retrying as the rules allow."""
+        core = self._core
+        call = core.begin(request)
+        if call.must_read:
+            await request.aread()
+        if call.scope is None:
+            return await self._send(call)
+        async with deadline(call.scope, clock=core.clock):
+            return await self._send(call)
+
+    async def _send(self, call: Call) -> Response:
+        core = self._core
+        inner = self._inner
+        request = call.request
+        limit = core.buffer_limit
+        while True:
+            core.before_attempt(call)
+            try:
+                response = await inner.handle_async_request(request)
+            except Exception as exc:
+                wait = core.after_error(call, exc)
+                if wait is None:
+                    raise
+                await self._sleep(wait)
+                continue
+            except BaseException:
+                core.release(call)
+                raise
+            stream = response.stream
+            if (
+                not isinstance(stream, ByteStream)
+                and isinstance(stream, AsyncByteStream)
+                and _sized_body(response, limit)
+            ):
+                # The client reads the body after we return, where a broken connection
+                # could no longer be retried: read small bodies here.
+                try:
+                    try:
+                        body = b"".join([chunk async for chunk in stream])
+                    finally:
+                        await stream.aclose()
+                except Exception as exc:
+                    wait = core.after_error(call, exc)
+                    if wait is None:
+                        raise
+                    await self._sleep(wait)
+                    continue
+                except BaseException:
+                    core.release(call)
+                    raise
+                response.stream = ByteStream(body)
+            wait = core.after_response(call, response)
+            if wait is None:
+                return response
+            await response.aclose()
+            await self._sleep(wait)
+
+    async def aclose(self) -> None:
+        """Close the inner transport."""
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> AsyncResilientTransport:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc_value, traceback)
+
+    def __repr__(self) -> str:
+        return f"AsyncResilientTransport(inner={self._inner!r}, policy={self._core.policy!r})"
