@@ -216,6 +216,7 @@ class CircuitBreaker:
         "_consecutive_limit",
         "_failure_on",
         "_failure_rate",
+        "_fast_ok",
         "_gen",
         "_half_open_calls",
         "_ignore",
@@ -301,6 +302,9 @@ class CircuitBreaker:
         self._ring_append: Callable[[int], None] | None = (
             None if isinstance(self._window, TimeWindow) else self._window.ring.append
         )
+        # True while a success cannot trip the breaker (CLOSED, count window, and either
+        # minimum_calls reached or nothing bad in the window): then it is recorded lock-free.
+        self._fast_ok = self._ring_append is not None
         self._lock = threading.Lock()
         self._state = _CLOSED
         self._gen = 0
@@ -398,7 +402,7 @@ class CircuitBreaker:
             return  # disabled, or the state moved on while the call ran
         if duration >= self._slow_call_duration:
             self._record(permit, SLOW)
-        elif self._state is _CLOSED and self._ring_append is not None:
+        elif self._fast_ok and self._ring_append is not None:
             self._ring_append(SUCCESS)
         else:
             self._record(permit, SUCCESS)
@@ -463,8 +467,7 @@ class CircuitBreaker:
                         event = self._check_closed(now)
                 else:
                     self._window.record(outcome)
-                    if outcome:
-                        event = self._check_closed(0.0)
+                    event = self._check_closed(0.0)
             elif state is _HALF_OPEN:
                 self._probes_in_flight -= 1
                 self._probes_done += 1
@@ -481,14 +484,17 @@ class CircuitBreaker:
         if limit is not None:
             run = self._consecutive_failures()
             if run >= limit:
-                return self._to_open(now, f"{run} consecutive failures")
+                return self._to_open(f"{run} consecutive failures")
         calls, failures, slow_calls = self._window.counts(now)
         if calls < self._minimum_calls:
+            # Until minimum_calls is reached, the success that reaches it may trip.
+            self._fast_ok = not (failures or slow_calls or self._time_based)
             return None
         if limit is None and failures / calls >= self._failure_rate:
-            return self._to_open(now, "failure rate reached the threshold")
+            return self._to_open("failure rate reached the threshold")
         if slow_calls and slow_calls / calls >= self._slow_call_rate:
-            return self._to_open(now, "slow-call rate reached the threshold")
+            return self._to_open("slow-call rate reached the threshold")
+        self._fast_ok = not self._time_based
         return None
 
     def _check_half_open(self) -> Event | None:
@@ -498,11 +504,11 @@ class CircuitBreaker:
         # Open as soon as the verdict is certain, whatever the probes still running return.
         if self._consecutive_limit is not None:
             if failures:
-                return self._to_open(self._clock(), "a probe failed")
+                return self._to_open("a probe failed")
         elif failures / planned >= self._failure_rate:
-            return self._to_open(self._clock(), "probe failure rate reached the threshold")
+            return self._to_open("probe failure rate reached the threshold")
         if self._probe_slow / planned >= self._slow_call_rate:
-            return self._to_open(self._clock(), "probe slow-call rate reached the threshold")
+            return self._to_open("probe slow-call rate reached the threshold")
         if done < planned:
             return None
         return self._transition(_CLOSED, "the probes succeeded")
@@ -531,6 +537,7 @@ class CircuitBreaker:
         calls, failures, slow, failure_rate, slow_rate = self._snapshot_numbers(self._clock())
         old = self._state
         self._state = new
+        self._fast_ok = new is _CLOSED and not self._time_based
         self._gen += 1
         self._consecutive = 0
         self._probes_in_flight = self._probes_done = 0
@@ -549,8 +556,8 @@ class CircuitBreaker:
             slow_call_rate=slow_rate,
         )
 
-    def _to_open(self, now: float, reason: str) -> CircuitStateChanged:
-        self._open_until = now + self._open_duration
+    def _to_open(self, reason: str) -> CircuitStateChanged:
+        self._open_until = self._clock() + self._open_duration
         return self._transition(_OPEN, reason)
 
     def _to_half_open(self) -> CircuitStateChanged:
@@ -763,7 +770,7 @@ class CircuitBreaker:
             except BaseException as exc:
                 record_exception(permit, exc)
                 raise
-            if permit == breaker._gen and breaker._state is _CLOSED:
+            if permit == breaker._gen and breaker._fast_ok:
                 ring_append(SUCCESS)
             else:
                 record_success(permit)
