@@ -191,7 +191,7 @@ def test_open_rejects_without_calling(clock: FakeClock) -> None:
     """OPEN raises CircuitOpenError at once and never calls the function."""
     b = CircuitBreaker("open", consecutive_failures=1, open_duration=30, clock=clock)
     run_failures(b, 1)
-    calls = []
+    calls: list[int] = []
     clock.advance(12)
     with pytest.raises(CircuitOpenError) as info:
         b.call(calls.append, 1)
@@ -301,8 +301,9 @@ def test_stale_outcome_is_dropped(clock: FakeClock) -> None:
 def test_failure_on_types(clock: FakeClock) -> None:
     """Only the failure_on types are failures; other exceptions count as successes."""
     b = CircuitBreaker("types", consecutive_failures=1, failure_on=ConnectionError, clock=clock)
+    empty: dict[str, int] = {}
     with pytest.raises(KeyError):
-        b.call(lambda: {}["x"])
+        b.call(lambda: empty["x"])
     assert b.state is CircuitState.CLOSED
     assert b.metrics().calls == 1
     with pytest.raises(ConnectionError):
