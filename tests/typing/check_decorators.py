@@ -33,7 +33,7 @@ class Client:
 def check() -> None:
     assert_type(fetch("x", retries=1), bytes)
     coro = afetch("x")
-    assert_type(coro, Coroutine[Any, Any, int])
+    _ = assert_type(coro, Coroutine[Any, Any, int])
     coro.close()
     assert_type(Client().get("/"), str)
     assert_type(breaker.call(fetch, "x"), bytes)
