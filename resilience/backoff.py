@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ._config import required_duration
+from ._config import Duration, required_duration
 from ._errors import ConfigError
 
 __all__ = [
@@ -174,8 +174,8 @@ def _number(name: str, value: object, *, minimum: float) -> float:
 
 
 def exponential(
-    initial: float = DEFAULT_INITIAL,
-    maximum: float = DEFAULT_MAXIMUM,
+    initial: Duration = DEFAULT_INITIAL,
+    maximum: Duration = DEFAULT_MAXIMUM,
     multiplier: float = DEFAULT_MULTIPLIER,
     jitter: bool = True,
     *,
@@ -208,7 +208,7 @@ def exponential(
     )
 
 
-def constant(seconds: float) -> Constant:
+def constant(seconds: Duration) -> Constant:
     """Wait the same *seconds* before every retry.
 
     Example:

@@ -1,0 +1,164 @@
+"""Backoff strategies: exact sequences, jitter from a seeded source, tenacity waits."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from datetime import timedelta
+
+import pytest
+import tenacity
+
+from resilience import ConfigError, backoff
+from resilience.backoff import Backoff, TenacityWait, as_backoff
+
+
+def test_exponential_without_jitter_doubles_up_to_the_maximum() -> None:
+    """initial * multiplier ** (attempt - 1), capped at maximum."""
+    b = backoff.exponential(initial=0.1, maximum=1.0, multiplier=2.0, jitter=False)
+    assert [b.compute(n) for n in range(1, 7)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+
+
+def test_exponential_takes_positional_arguments_in_the_documented_order() -> None:
+    """exponential(initial, maximum, multiplier, jitter)."""
+    b = backoff.exponential(1.0, 9.0, 3.0, False)
+    assert [b.compute(n) for n in (1, 2, 3, 4)] == [1.0, 3.0, 9.0, 9.0]
+
+
+def test_exponential_jitters_fully_by_default() -> None:
+    """With jitter on, each wait is the capped value times a draw from the random source."""
+    b = backoff.exponential(initial=0.5, maximum=4.0, random=random.Random(3))
+    draws = random.Random(3)
+    expected = [min(4.0, 0.5 * 2 ** (n - 1)) * draws.random() for n in range(1, 8)]
+    assert [b.compute(n) for n in range(1, 8)] == pytest.approx(expected)
+    assert b.jitter is True
+
+
+def test_exponential_jitter_stays_within_zero_and_the_cap() -> None:
+    """Full jitter draws from [0, min(maximum, exponential value)]."""
+    b = backoff.exponential(initial=0.1, maximum=2.0, random=random.Random(11))
+    for attempt in range(1, 200):
+        assert 0.0 <= b.compute(attempt) <= min(2.0, 0.1 * 2 ** (attempt - 1))
+
+
+def test_exponential_accepts_a_plain_random_function() -> None:
+    """A zero-argument function returning [0, 1) is a random source too."""
+    b = backoff.exponential(initial=1.0, maximum=8.0, random=lambda: 0.5)
+    assert [b.compute(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+
+
+def test_exponential_never_overflows_for_huge_attempt_numbers() -> None:
+    """Thousands of attempts give the maximum, not an OverflowError."""
+    b = backoff.exponential(initial=0.1, maximum=5.0, jitter=False)
+    assert b.compute(100_000) == 5.0
+
+
+def test_exponential_accepts_timedelta_durations() -> None:
+    """initial and maximum may be timedeltas."""
+    b = backoff.exponential(
+        initial=timedelta(milliseconds=250), maximum=timedelta(seconds=1), jitter=False
+    )
+    assert [b.compute(n) for n in (1, 2, 3, 4)] == [0.25, 0.5, 1.0, 1.0]
+
+
+def test_constant_and_none() -> None:
+    """constant waits the same every time; none never waits."""
+    assert [backoff.constant(0.3).compute(n) for n in (1, 5, 50)] == [0.3, 0.3, 0.3]
+    assert backoff.constant(timedelta(seconds=2)).compute(1) == 2.0
+    assert [backoff.none().compute(n) for n in (1, 2)] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "setting"),
+    [
+        ({"initial": -1}, "initial"),
+        ({"initial": float("nan")}, "initial"),
+        ({"maximum": -0.5}, "maximum"),
+        ({"initial": 2.0, "maximum": 1.0}, "maximum"),
+        ({"multiplier": 0.5}, "multiplier"),
+        ({"multiplier": float("inf")}, "multiplier"),
+        ({"multiplier": "2"}, "multiplier"),
+        ({"jitter": 1}, "jitter"),
+        ({"random": 42}, "random"),
+    ],
+)
+def test_exponential_rejects_bad_settings(kwargs: dict[str, object], setting: str) -> None:
+    """A bad setting fails at construction with ConfigError naming it."""
+    with pytest.raises(ConfigError, match=setting):
+        backoff.exponential(**kwargs)  # type: ignore[arg-type]
+
+
+def test_constant_rejects_negative_seconds() -> None:
+    """constant(-1) is a ConfigError naming seconds."""
+    with pytest.raises(ConfigError, match="seconds"):
+        backoff.constant(-1)
+
+
+def test_strategies_are_frozen() -> None:
+    """Strategies are immutable, so one can be shared by many retries."""
+    b = backoff.exponential()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.initial = 5.0  # type: ignore[misc]
+
+
+def test_tenacity_wait_exponential_is_accepted() -> None:
+    """A tenacity wait sees attempt_number = attempts made so far, as in tenacity."""
+    b = as_backoff(tenacity.wait_exponential(multiplier=1, min=0, max=10))
+    assert isinstance(b, TenacityWait)
+    assert [b.compute(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 8, 10]
+
+
+def test_tenacity_wait_chain_and_combination_are_accepted() -> None:
+    """Composite tenacity waits work through the same adapter."""
+    chain = as_backoff(tenacity.wait_chain(tenacity.wait_fixed(1), tenacity.wait_fixed(5)))
+    assert [chain.compute(n) for n in (1, 2, 3)] == [1, 5, 5]
+    combined = as_backoff(tenacity.wait_fixed(1) + tenacity.wait_fixed(0.5))
+    assert combined.compute(1) == 1.5
+
+
+def test_tenacity_random_exponential_stays_in_range() -> None:
+    """wait_random_exponential draws within its bounds."""
+    b = as_backoff(tenacity.wait_random_exponential(multiplier=1, max=4))
+    assert all(0 <= b.compute(n) <= 4 for n in range(1, 30))
+
+
+def test_tenacity_wait_exception_receives_the_error() -> None:
+    """wait_exception is given the failed attempt's exception."""
+    seen: list[BaseException] = []
+
+    def from_error(exc: BaseException) -> float:
+        seen.append(exc)
+        return 2.5
+
+    error = ConnectionError("refused")
+    b = as_backoff(tenacity.wait_exception(from_error))
+    assert b.compute(1, error) == 2.5
+    assert seen == [error]
+
+
+def test_tenacity_wait_negative_values_become_zero() -> None:
+    """A custom wait function returning a negative number waits 0."""
+    b = as_backoff(lambda state: -1.0)
+    assert b.compute(1) == 0.0
+
+
+def test_as_backoff_keeps_our_strategies_and_rejects_non_callables() -> None:
+    """Our strategies pass through unchanged; anything else must be a tenacity wait."""
+    ours = backoff.constant(1)
+    assert as_backoff(ours) is ours
+    with pytest.raises(ConfigError, match="backoff"):
+        as_backoff(3)
+    with pytest.raises(ConfigError, match="backoff"):
+        as_backoff(ValueError)
+
+
+def test_custom_backoff_subclass() -> None:
+    """A user can write a strategy by subclassing Backoff."""
+
+    class Linear(Backoff):
+        __slots__ = ()
+
+        def compute(self, attempt: int, error: BaseException | None = None) -> float:
+            return 0.5 * attempt
+
+    assert as_backoff(Linear()).compute(3) == 1.5
