@@ -1,0 +1,73 @@
+"""The public surface is exactly what API.md promises, and every public name is documented."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import resilience
+
+PROMISED = {
+    "Bulkhead",
+    "BulkheadFull",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
+    "ConfigError",
+    "DeadlineExceeded",
+    "Policy",
+    "ResilienceError",
+    "Retry",
+    "RetryBudget",
+    "__version__",
+    "backoff",
+    "bulkhead",
+    "deadline",
+    "fallback",
+    "remaining",
+    "retry",
+    "timeout",
+}
+
+
+def test_all_is_exactly_the_public_names() -> None:
+    """resilience.__all__ lists exactly the promised names, sorted."""
+    assert set(resilience.__all__) == PROMISED
+    assert resilience.__all__ == sorted(resilience.__all__)
+
+
+def test_every_public_name_imports_and_has_a_docstring_with_an_example() -> None:
+    """Each public name resolves and carries a docstring with an example."""
+    for name in resilience.__all__:
+        if name == "__version__":
+            continue
+        obj = getattr(resilience, name)
+        doc = inspect.getdoc(obj) or ""
+        assert doc, f"{name} has no docstring"
+        assert ">>>" in doc or "Example" in doc or "```" in doc, f"{name} has no example"
+
+
+def test_error_hierarchy() -> None:
+    """The errors have the bases API.md lists."""
+    assert issubclass(resilience.CircuitOpenError, resilience.ResilienceError)
+    assert issubclass(resilience.BulkheadFull, resilience.ResilienceError)
+    assert issubclass(resilience.DeadlineExceeded, resilience.ResilienceError)
+    assert issubclass(resilience.DeadlineExceeded, TimeoutError)
+    assert issubclass(resilience.ConfigError, resilience.ResilienceError)
+    assert issubclass(resilience.ConfigError, ValueError)
+
+
+def test_errors_carry_their_data_and_pickle() -> None:
+    """CircuitOpenError and BulkheadFull keep their attributes through pickling."""
+    import pickle
+
+    exc = pickle.loads(pickle.dumps(resilience.CircuitOpenError("p", 1.5)))
+    assert (exc.breaker, exc.retry_after) == ("p", 1.5)
+    full = pickle.loads(pickle.dumps(resilience.BulkheadFull("db")))
+    assert full.name == "db"
+
+
+def test_public_submodules_import() -> None:
+    """The audience-named submodules import."""
+    for module in ("resilience.testing", "resilience.integrations"):
+        importlib.import_module(module)
