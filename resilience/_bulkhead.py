@@ -1,18 +1,22 @@
 """Bulkhead: at most N calls at once, shared by threads and asyncio tasks alike.
 
-One counter under one `threading.Lock` is the permit, so a single bulkhead caps threads and
-tasks together. Callers that may wait queue up in one FIFO: a thread waits on a lock of its
-own, a task on a future of its own loop that the releaser resolves with
-``loop.call_soon_threadsafe``. Nothing is bound to an event loop when the bulkhead is built, so
-one bulkhead serves several loops in turn (or at once, from several threads).
+The permits are tokens in a list: taking one is ``list.pop()`` and giving one back is
+``list.append()``, both atomic, so the happy path takes no lock at all. Callers that may wait
+queue up in one FIFO under a `threading.Lock`: a thread waits on a lock of its own, a task on a
+future of its own loop that the releaser resolves with ``loop.call_soon_threadsafe``. Nothing
+is bound to an event loop when the bulkhead is built, so one bulkhead serves several loops in
+turn (or at once, from several threads), and it caps threads and tasks together.
 
-A released permit is handed straight to the first waiter, so a newcomer can never overtake
-the queue, and the count of active calls never goes above ``max_concurrent``.
+No wake-up is lost: a releaser appends its token *then* looks for waiters; a waiter enqueues
+itself *then* tries for a token once more, under the lock. Whichever comes second sees the
+other. A token freed while callers wait is handed straight to the first of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -102,8 +106,8 @@ class Bulkhead:
     """
 
     __slots__ = (
-        "_active",
         "_lock",
+        "_tokens",
         "_waiters",
         "max_concurrent",
         "max_waiting",
@@ -126,7 +130,7 @@ class Bulkhead:
         )
         self.name: str | None = check_name("name", name, allow_none=True)
         self._lock = threading.Lock()
-        self._active = 0
+        self._tokens: list[None] = [None] * self.max_concurrent
         self._waiters: deque[_ThreadWaiter | _TaskWaiter] = deque()
 
     # -- state ---------------------------------------------------------------------------
@@ -134,7 +138,7 @@ class Bulkhead:
     @property
     def active(self) -> int:
         """Calls holding a permit right now."""
-        return self._active
+        return self.max_concurrent - len(self._tokens)
 
     @property
     def waiting(self) -> int:
@@ -144,27 +148,31 @@ class Bulkhead:
     @property
     def available(self) -> int:
         """Permits free right now."""
-        return self.max_concurrent - self._active
+        return len(self._tokens)
 
     # -- permits -------------------------------------------------------------------------
 
-    def _release_locked(self) -> None:
-        """Give a permit back: straight to the first live waiter, else to the pool."""
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if waiter.wake():
-                waiter.granted = True  # under the lock: a timed-out waiter checks it there
-                return
-        self._active -= 1
+    def _hand_over(self) -> None:
+        """Give free tokens to the first live waiters (called when someone may wait)."""
+        with self._lock:
+            waiters = self._waiters
+            tokens = self._tokens
+            while waiters and tokens:
+                tokens.pop()
+                waiter = waiters.popleft()
+                if waiter.wake():
+                    waiter.granted = True  # under the lock: a timed-out waiter checks it there
+                else:
+                    tokens.append(None)  # its loop is closed: try the next waiter
 
     def release(self) -> None:
         """Give back a permit taken with `acquire` or `aacquire`."""
-        with self._lock:
-            if self._active <= 0:
-                msg = "Bulkhead.release() called without a permit held"
-                raise RuntimeError(msg)
-            self._release_locked()
+        if len(self._tokens) >= self.max_concurrent:
+            msg = "Bulkhead.release() called without a permit held"
+            raise RuntimeError(msg)
+        self._tokens.append(None)
+        if self._waiters:
+            self._hand_over()
 
     def _wait_limit(self) -> tuple[float | None, bool]:
         """How long a waiter may wait, and whether the active deadline is what limits it."""
@@ -193,24 +201,49 @@ class Bulkhead:
 
         Pair it with `release` (``with bh:`` does both).
         """
-        waiter = None
-        with self._lock:
-            if self._active < self.max_concurrent:
-                self._active += 1
-                return
-            if len(self._waiters) < self.max_waiting:
-                waiter = _ThreadWaiter()
-                self._waiters.append(waiter)
-        if waiter is None:
-            raise self._reject("full")
-        self._wait_thread(waiter)
+        try:
+            self._tokens.pop()
+        except IndexError:
+            self._acquire_slow()
 
-    def _wait_thread(self, waiter: _ThreadWaiter) -> None:
+    def _enqueue(self, waiter: _ThreadWaiter | _TaskWaiter) -> bool:
+        """Queue *waiter* and return True, or False when a token was free after all.
+
+        Raises `BulkheadFull` when the queue has no room and no token is free.
+        """
+        with self._lock:
+            waiters = self._waiters
+            room = len(waiters) < self.max_waiting
+            if room:
+                waiters.append(waiter)
+            try:
+                self._tokens.pop()
+            except IndexError:
+                if room:
+                    return True
+            else:
+                if room:
+                    waiters.pop()  # nobody else appends while we hold the lock: it is ours
+                return False
+        raise self._reject("full")
+
+    def _acquire_slow(self) -> None:
+        if self.max_waiting == 0:
+            # Fail fast, but a token may have come back since the first try.
+            try:
+                self._tokens.pop()
+            except IndexError:
+                raise self._reject("full") from None
+            return
+        waiter = _ThreadWaiter()
+        if not self._enqueue(waiter):
+            return
         limit, by_deadline = self._wait_limit()
         try:
             got = waiter.lock.acquire(timeout=-1 if limit is None else limit)
         except BaseException:
-            self._abandon(waiter)
+            if not self._abandon(waiter):
+                self.release()
             raise
         if got or not self._abandon(waiter):
             return
@@ -232,16 +265,18 @@ class Bulkhead:
 
         A cancelled waiter leaves the queue, and a permit granted to it is passed on.
         """
-        waiter = None
-        with self._lock:
-            if self._active < self.max_concurrent:
-                self._active += 1
-                return
-            if len(self._waiters) < self.max_waiting:
-                waiter = _TaskWaiter(asyncio.get_running_loop())
-                self._waiters.append(waiter)
-        if waiter is None:
-            raise self._reject("full")
+        try:
+            self._tokens.pop()
+        except IndexError:
+            await self._aacquire_slow()
+
+    async def _aacquire_slow(self) -> None:
+        if self.max_waiting == 0:
+            self._acquire_slow()
+            return
+        waiter = _TaskWaiter(asyncio.get_running_loop())
+        if not self._enqueue(waiter):
+            return
         limit, by_deadline = self._wait_limit()
         try:
             if limit is None:
@@ -270,21 +305,16 @@ class Bulkhead:
             >>> Bulkhead(1).call(max, 1, 2)
             2
         """
-        lock = self._lock
-        with lock:
-            free = self._active < self.max_concurrent
-            if free:
-                self._active += 1
-        if not free:
-            self.acquire()
+        try:
+            self._tokens.pop()
+        except IndexError:
+            self._acquire_slow()
         try:
             return fn(*args, **kwargs)
         finally:
-            with lock:
-                if self._waiters:
-                    self._release_locked()
-                else:
-                    self._active -= 1
+            self._tokens.append(None)
+            if self._waiters:
+                self._hand_over()
 
     async def call_async(
         self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
@@ -299,16 +329,43 @@ class Bulkhead:
             >>> asyncio.run(Bulkhead(1).call_async(ping))
             'pong'
         """
-        await self.aacquire()
+        try:
+            self._tokens.pop()
+        except IndexError:
+            await self._aacquire_slow()
         try:
             return await fn(*args, **kwargs)
         finally:
-            with self._lock:
-                self._release_locked()
+            self._tokens.append(None)
+            if self._waiters:
+                self._hand_over()
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a sync or async function: each call holds a permit while it runs."""
-        return decorate(fn, self.call, self.call_async)
+        is_async = inspect.iscoroutinefunction(fn)  # no narrowing: decorate() takes any fn
+        if is_async:
+            return decorate(fn, self.call, self.call_async)
+        # The hot path, inlined: two atomic list operations around the call.
+        pop = self._tokens.pop
+        push = self._tokens.append
+        waiters = self._waiters
+        acquire_slow = self._acquire_slow
+        hand_over = self._hand_over
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                pop()
+            except IndexError:
+                acquire_slow()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                push(None)
+                if waiters:
+                    hand_over()
+
+        return wrapper
 
     def __enter__(self) -> Bulkhead:
         self.acquire()
@@ -338,7 +395,7 @@ class Bulkhead:
         return (
             f"Bulkhead({self.max_concurrent}, max_waiting={self.max_waiting}, "
             f"wait_timeout={self.wait_timeout!r}, name={self.name!r}, "
-            f"active={self._active}, waiting={len(self._waiters)})"
+            f"active={self.active}, waiting={len(self._waiters)})"
         )
 
 

@@ -74,7 +74,29 @@ class Timeout:
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a sync or async function."""
-        return decorate(fn, self.call, self.call_async)
+        is_async = inspect.iscoroutinefunction(fn)  # no narrowing: decorate() takes any fn
+        if is_async:
+            return decorate(fn, self.call, self.call_async)
+        # The hot path, inlined: no earlier outer deadline, so this one is set around the call.
+        get = _CURRENT.get
+        set_ = _CURRENT.set
+        reset = _CURRENT.reset
+        clock = self._clock
+        seconds = self.seconds
+        call = self.call
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            outer = get()
+            if outer is not None and outer.remaining() <= seconds:
+                return call(fn, *args, **kwargs)
+            token = set_(_Expiry(clock() + seconds, clock))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                reset(token)
+
+        return wrapper
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call sync *fn* under a deadline of `seconds` (cooperative: see the module doc).

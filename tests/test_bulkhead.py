@@ -475,3 +475,56 @@ def test_repr_shows_settings_and_state() -> None:
     assert repr(Bulkhead(2, name="db")) == (
         "Bulkhead(2, max_waiting=0, wait_timeout=None, name='db', active=0, waiting=0)"
     )
+
+
+def test_32_threads_with_short_waits_and_rejections_stay_consistent() -> None:
+    """Waiters that time out, get rejected or get served never break the limit or leak."""
+    bh = Bulkhead(2, max_waiting=4, wait_timeout=0.002)
+    gauge = _Gauge()
+    outcomes = {"ok": 0, "full": 0}
+    count = threading.Lock()
+
+    def work() -> None:
+        gauge.enter()
+        time.sleep(0)
+        gauge.exit()
+
+    def loop() -> None:
+        for _ in range(100):
+            try:
+                bh.call(work)
+                key = "ok"
+            except BulkheadFull:
+                key = "full"
+            with count:
+                outcomes[key] += 1
+
+    threads = [threading.Thread(target=loop) for _ in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert gauge.most <= 2
+    assert outcomes["ok"] + outcomes["full"] == 3200
+    assert outcomes["ok"] > 0
+    assert (bh.active, bh.waiting) == (0, 0)
+
+
+async def test_200_tasks_cancelled_at_random_leave_no_permit_behind() -> None:
+    """Tasks cancelled while waiting or running give every permit back."""
+    bh = Bulkhead(3, max_waiting=200)
+    gate = asyncio.Event()
+
+    async def work() -> None:
+        async with bh:
+            await gate.wait()
+
+    tasks = [asyncio.create_task(work()) for _ in range(200)]
+    await _auntil(lambda: bh.waiting == 197)
+    for task in tasks[::3]:
+        task.cancel()
+    gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    cancelled = [r for r in results if isinstance(r, asyncio.CancelledError)]
+    assert len(cancelled) == len(tasks[::3])
+    assert (bh.active, bh.waiting) == (0, 0)
