@@ -1,7 +1,156 @@
-"""Placeholder."""
+"""Requests per second through our transports, bare httpx and httpx-retries, against the same
+local uvicorn server (in its own process), sync and async.
+
+Requests go one after another on a kept-alive connection, so each request's time is the
+server's time plus the client's: the client-side overhead shows up directly in the figure.
+"""
 
 from __future__ import annotations
 
-from ._harness import Case
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
-CASES: list[Case] = []
+import httpx
+import httpx_retries
+
+from ._harness import Case, Contender, Row, Settings, failed_row, median, ours
+from ._servers import AppServer
+
+TITLE = "httpx GET, local uvicorn server"
+UNIT = "req/s"
+# Contenders take turns in blocks of BLOCK requests, in a new order each turn, and each figure
+# is the median block: drift from the other core's load then hits every contender alike.
+BLOCK = 50
+BLOCKS = 40
+BLOCKS_QUICK = 6
+
+
+def sync_contenders() -> list[Contender]:
+    """Transports for httpx.Client."""
+    return [
+        Contender("httpx (bare)", "baseline", httpx.HTTPTransport),
+        Contender("resilience", "us", lambda: ours("resilience.httpx", "ResilientTransport")()),
+        Contender("httpx-retries", "peer", lambda: httpx_retries.RetryTransport()),
+    ]
+
+
+def async_contenders() -> list[Contender]:
+    """Transports for httpx.AsyncClient."""
+    return [
+        Contender("httpx (bare)", "baseline", httpx.AsyncHTTPTransport),
+        Contender(
+            "resilience", "us", lambda: ours("resilience.httpx", "AsyncResilientTransport")()
+        ),
+        Contender(
+            "httpx-retries",
+            "peer",
+            lambda: httpx_retries.RetryTransport(transport=httpx.AsyncHTTPTransport()),
+        ),
+    ]
+
+
+def _rows(
+    variant: str,
+    contenders: Sequence[Contender],
+    rps: dict[str, list[float]],
+    failed: dict[str, Row],
+) -> list[Row]:
+    rows = []
+    bare = median(rps["httpx (bare)"]) if rps.get("httpx (bare)") else None
+    for c in contenders:
+        if c.library in failed:
+            rows.append(failed[c.library])
+            continue
+        value = median(rps[c.library])
+        note = c.note
+        if bare and c.role != "baseline":
+            note = f"{(1 / value - 1 / bare) * 1e6:+.0f} µs/request vs bare httpx"
+        rows.append(
+            Row(
+                case=TITLE,
+                variant=variant,
+                library=c.library,
+                role=c.role,
+                value=value,
+                unit=UNIT,
+                better="higher",
+                note=note,
+            )
+        )
+    return rows
+
+
+def run_sync(url: str, settings: Settings) -> list[Row]:
+    """Sequential GETs with httpx.Client, contenders interleaved in shuffled rounds."""
+    blocks = settings.scale(BLOCKS, BLOCKS_QUICK)
+    clients: dict[str, httpx.Client] = {}
+    failed: dict[str, Row] = {}
+    contenders = sync_contenders()
+    for c in contenders:
+        try:
+            client = httpx.Client(transport=c.build(), trust_env=False)
+            for _ in range(20):
+                client.get(url).raise_for_status()
+            clients[c.library] = client
+        except Exception as exc:
+            failed[c.library] = failed_row(TITLE, "sync", c, UNIT, "higher", exc)
+    rps: dict[str, list[float]] = {name: [] for name in clients}
+    rng = random.Random(settings.seed)
+    try:
+        for _ in range(blocks):
+            order = list(clients)
+            rng.shuffle(order)
+            for name in order:
+                get = clients[name].get
+                start = time.perf_counter()
+                for _ in range(BLOCK):
+                    get(url)
+                rps[name].append(BLOCK / (time.perf_counter() - start))
+    finally:
+        for client in clients.values():
+            client.close()
+    return _rows("sync", contenders, rps, failed)
+
+
+async def run_async(url: str, settings: Settings) -> list[Row]:
+    """Sequential awaited GETs with httpx.AsyncClient, interleaved in shuffled rounds."""
+    blocks = settings.scale(BLOCKS, BLOCKS_QUICK)
+    clients: dict[str, httpx.AsyncClient] = {}
+    failed: dict[str, Row] = {}
+    contenders = async_contenders()
+    for c in contenders:
+        try:
+            client = httpx.AsyncClient(transport=c.build(), trust_env=False)
+            for _ in range(20):
+                (await client.get(url)).raise_for_status()
+            clients[c.library] = client
+        except Exception as exc:
+            failed[c.library] = failed_row(TITLE, "async", c, UNIT, "higher", exc)
+    rps: dict[str, list[float]] = {name: [] for name in clients}
+    rng = random.Random(settings.seed)
+    try:
+        for _ in range(blocks):
+            order = list(clients)
+            rng.shuffle(order)
+            for name in order:
+                get: Callable[[str], Any] = clients[name].get
+                start = time.perf_counter()
+                for _ in range(BLOCK):
+                    await get(url)
+                rps[name].append(BLOCK / (time.perf_counter() - start))
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return _rows("async", contenders, rps, failed)
+
+
+def run(settings: Settings) -> list[Row]:
+    """Both variants against one server process."""
+    with AppServer() as server:
+        return [*run_sync(server.url, settings), *asyncio.run(run_async(server.url, settings))]
+
+
+CASES = [Case("httpx", TITLE, run)]
