@@ -1,7 +1,226 @@
-"""Placeholder."""
+"""Memory: bytes per breaker (10,000 live breakers), and what a breaker holds after 1,000,000
+calls (a time-window breaker must stay bounded however many calls it has seen).
+
+Measured with tracemalloc: bytes still allocated after the breakers are built (or after the
+calls), divided by their number. Names are allocated before tracing, so they are not counted.
+"""
 
 from __future__ import annotations
 
-from ._harness import Case
+import gc
+import tracemalloc
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
-CASES: list[Case] = []
+import aiobreaker
+import circuitbreaker
+import purgatory
+import pybreaker
+
+from ._harness import Case, Contender, Row, Settings, measure, ours
+from .case_breaker import our_breaker
+
+PER_BREAKER = "memory per breaker (10,000 breakers)"
+AFTER_CALLS = "memory of one breaker after 1,000,000 calls (1 in 10 fails)"
+BREAKERS = 10_000
+
+
+def _traced(build: Callable[[], Any]) -> tuple[int, Any]:
+    """Bytes that `build()` leaves allocated, and what it built (kept alive by the caller)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        built = build()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before, built
+    finally:
+        tracemalloc.stop()
+
+
+def bytes_per_breaker(make: Callable[[str], Any], count: int) -> float:
+    """Average bytes per breaker when `count` of them are alive at once."""
+    names = [f"bench-mem-{i}" for i in range(count)]
+    slots: list[Any] = [None] * count  # allocated before tracing: only the breakers count
+
+    def build() -> list[Any]:
+        for i, name in enumerate(names):
+            slots[i] = make(name)
+        return slots
+
+    used, _ = _traced(build)
+    slots.clear()
+    return used / count
+
+
+def _purgatory_maker() -> Callable[[str], Any]:
+    factory = purgatory.SyncCircuitBreakerFactory()
+    return factory.get_breaker
+
+
+def per_breaker_contenders() -> list[Contender]:
+    """One maker of a named breaker per library."""
+    return [
+        Contender("resilience", "us", lambda: _our_maker(), "count window of 100 (default)"),
+        Contender(
+            "resilience (time window)",
+            "us",
+            lambda: _our_maker(window_seconds=60.0),
+            "window_seconds=60",
+        ),
+        Contender("pybreaker", "peer", lambda: lambda name: pybreaker.CircuitBreaker(name=name)),
+        Contender(
+            "circuitbreaker",
+            "peer",
+            lambda: lambda name: circuitbreaker.CircuitBreaker(name=name),
+        ),
+        Contender("purgatory", "peer", _purgatory_maker, "in-memory unit of work"),
+        Contender("aiobreaker", "peer", lambda: lambda name: aiobreaker.CircuitBreaker(name=name)),
+    ]
+
+
+def _our_maker(**options: Any) -> Callable[[str], Any]:
+    our_breaker("bench-mem-probe", **options)  # n/a now rather than inside the traced loop
+    return lambda name: our_breaker(name, **options)
+
+
+def run_per_breaker(settings: Settings) -> list[Row]:
+    """10,000 breakers of each library alive at once (2,000 in quick mode)."""
+    count = settings.scale(BREAKERS, 2_000)
+    return [
+        measure(
+            PER_BREAKER,
+            f"{count:,} breakers",
+            c,
+            "bytes/breaker",
+            "lower",
+            lambda make: bytes_per_breaker(make, count),
+        )
+        for c in per_breaker_contenders()
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# After many calls
+
+
+def ok() -> None:
+    """A successful call."""
+
+
+def after_calls(wrap: Callable[[Callable[[], None]], Callable[[], None]], calls: int) -> float:
+    """Bytes a breaker still holds after `calls` calls, one in ten failing."""
+
+    def fail() -> None:
+        raise ConnectionError
+
+    def build() -> Any:
+        good, bad = wrap(ok), wrap(fail)
+        return good, bad
+
+    def drive(pair: Any) -> None:
+        good, bad = pair
+        for i in range(calls):
+            if i % 10 == 9:
+                try:
+                    bad()
+                except Exception:
+                    continue
+            else:
+                good()
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        pair = build()
+        drive(pair)
+        gc.collect()
+        return float(tracemalloc.get_traced_memory()[0] - before)
+    finally:
+        tracemalloc.stop()
+
+
+def _our_wrap(name: str, **options: Any) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    fake = ours("resilience.testing", "FakeClock")()
+    breaker = our_breaker(name, clock=fake, **options)
+
+    def wrap(fn: Callable[[], None]) -> Callable[[], None]:
+        guarded = breaker(fn)
+
+        def call() -> None:
+            fake.advance(0.001)  # 1,000 calls per simulated second: the window keeps rolling
+            guarded()
+
+        return call
+
+    return wrap
+
+
+def after_calls_contenders() -> list[Contender]:
+    """A single breaker per library, both wrapped functions going through it."""
+    return [
+        Contender(
+            "resilience",
+            "us",
+            lambda: _our_wrap("bench-mem-time", window_seconds=60.0),
+            "window_seconds=60, 1,000 calls per simulated second",
+        ),
+        Contender(
+            "resilience (count window)",
+            "us",
+            lambda: _our_wrap("bench-mem-count", window=100),
+            "window=100",
+        ),
+        Contender(
+            "pybreaker",
+            "peer",
+            lambda: _shared(pybreaker.CircuitBreaker()),
+            "no time window: consecutive count",
+        ),
+        Contender(
+            "circuitbreaker",
+            "peer",
+            lambda: _shared(circuitbreaker.CircuitBreaker(name="c-mem")),
+            "no time window: consecutive count",
+        ),
+        Contender(
+            "purgatory",
+            "peer",
+            lambda: _shared(purgatory.SyncCircuitBreakerFactory()("p-mem")),
+            "no time window: consecutive count",
+        ),
+        Contender(
+            "aiobreaker",
+            "peer",
+            lambda: _shared(aiobreaker.CircuitBreaker(timeout_duration=timedelta(seconds=60))),
+            "no time window: consecutive count; sync path",
+        ),
+    ]
+
+
+def _shared(decorate: Callable[[Any], Any]) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    return lambda fn: decorate(fn)
+
+
+def run_after_calls(settings: Settings) -> list[Row]:
+    """One breaker per library after 1,000,000 calls (20,000 in quick mode)."""
+    calls = settings.scale(1_000_000, 20_000)
+    return [
+        measure(
+            AFTER_CALLS,
+            f"{calls:,} calls",
+            c,
+            "bytes",
+            "lower",
+            lambda wrap: after_calls(wrap, calls),
+        )
+        for c in after_calls_contenders()
+    ]
+
+
+CASES = [
+    Case("memory-breakers", PER_BREAKER, run_per_breaker),
+    Case("memory-calls", AFTER_CALLS, run_after_calls),
+]
