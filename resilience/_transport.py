@@ -16,9 +16,10 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _config, _testmode
+from ._breaker import CircuitBreaker
 from ._deadline import _CURRENT as _CURRENT_DEADLINE
 from ._deadline import check_deadline
 from ._errors import ConfigError, DeadlineExceeded
@@ -48,9 +49,11 @@ from ._httpx_compat import (
     WriteError,
     WriteTimeout,
 )
+from ._retry import Retry
 
 if TYPE_CHECKING:
-    from ._breaker import CircuitBreaker
+    from ._bulkhead import Bulkhead
+    from ._policy import Policy
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -122,36 +125,6 @@ _DEADLINE_SLACK: Final = 0.02
 
 
 # --------------------------------------------------------------------------- interfaces
-
-
-class _Budget(Protocol):
-    def record_call(self) -> None: ...
-    def try_spend(self) -> bool: ...
-
-
-class _Retry(Protocol):
-    """What the transports read from a `resilience.Retry`."""
-
-    @property
-    def timeout(self) -> float | None: ...
-    @property
-    def budget(self) -> _Budget | None: ...
-    def should_retry(self, exc: BaseException) -> bool: ...
-    def compute_wait(self, attempt: int) -> float: ...
-    def max_attempts(self) -> int: ...
-
-
-class _Policy(Protocol):
-    """What the transports read from a `resilience.Policy` (its slots)."""
-
-    @property
-    def retry(self) -> Any: ...
-    @property
-    def breaker(self) -> CircuitBreaker | None: ...
-    @property
-    def timeout(self) -> float | None: ...
-    @property
-    def attempt_timeout(self) -> float | None: ...
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -275,7 +248,7 @@ class Overrides:
     def __init__(
         self,
         *,
-        retry: _Retry | None = None,
+        retry: Retry | None = None,
         no_retry: bool = False,
         attempts: int | None = None,
         idempotent: bool | None = None,
@@ -312,13 +285,13 @@ def parse_overrides(value: object) -> Overrides:
             f"known keys are {sorted(_OVERRIDE_KEYS)}"
         )
         raise ConfigError(msg)
-    retry: _Retry | None = None
+    retry: Retry | None = None
     no_retry = False
     if "retry" in value:
         given = value["retry"]
         if given is None or given is False:
             no_retry = True
-        elif callable(getattr(given, "compute_wait", None)):
+        elif isinstance(given, Retry):
             retry = given
         else:
             msg = (
@@ -502,7 +475,7 @@ class Call:
         self.base_extensions = request.extensions
         self.attempt = 0
         self.breaker: CircuitBreaker | None = None
-        self.retry: _Retry | None = None
+        self.retry: Retry | None = None
         self.max_attempts = 1
         self.idempotent = False
         self.must_read = False
@@ -521,6 +494,7 @@ class TransportCore:
 
     __slots__ = (
         "buffer_limit",
+        "bulkhead",
         "clock",
         "deadline_header",
         "hosts",
@@ -537,7 +511,7 @@ class TransportCore:
     def __init__(
         self,
         *,
-        policy: _Policy | None,
+        policy: Policy | None,
         idempotency_keys: object,
         max_retry_after: _config.Duration,
         buffer_limit: int,
@@ -570,21 +544,19 @@ class TransportCore:
 
         template: CircuitBreaker | None
         if policy is None:
-            self.retry: _Retry | None = _default_retry()
+            self.retry: Retry | None = _default_retry()
             template = None
             self.policy_timeout: float | None = None
             self.policy_attempt_timeout: float | None = None
+            self.bulkhead: Bulkhead | None = None
             base = DEFAULT_BREAKER_NAME
             factory = self._default_breaker
         else:
-            self.retry = getattr(policy, "retry", None)
-            template = getattr(policy, "breaker", None)
-            self.policy_timeout = _config.duration(
-                "policy.timeout", getattr(policy, "timeout", None), allow_none=True
-            )
-            self.policy_attempt_timeout = _config.duration(
-                "policy.attempt_timeout", getattr(policy, "attempt_timeout", None), allow_none=True
-            )
+            self.retry = policy.retry
+            template = policy.breaker
+            self.policy_timeout = policy.timeout
+            self.policy_attempt_timeout = policy.attempt_timeout
+            self.bulkhead = policy.bulkhead
             base = template.name if template is not None else DEFAULT_BREAKER_NAME
             factory = template.clone if template is not None else self._default_breaker
         self.hosts: HostBreakers | None = (
@@ -594,8 +566,6 @@ class TransportCore:
         )
 
     def _default_breaker(self, name: str) -> CircuitBreaker:
-        from ._breaker import CircuitBreaker
-
         return CircuitBreaker(name, clock=self.clock)
 
     # ------------------------------------------------------------------ per request
@@ -778,7 +748,7 @@ class TransportCore:
         return verdict
 
 
-def _extra(retry: _Retry, exc: Exception) -> bool:
+def _extra(retry: Retry, exc: Exception) -> bool:
     """Whether the policy's `Retry` adds *exc* to the HTTP rules (its ``on`` filter)."""
     try:
         return bool(retry.should_retry(exc))
@@ -799,8 +769,5 @@ def _never(exc: BaseException) -> bool:
     return False
 
 
-def _default_retry() -> _Retry:
-    from ._retry import Retry
-
-    retry: _Retry = Retry(on=_never, attempts=DEFAULT_ATTEMPTS)
-    return retry
+def _default_retry() -> Retry:
+    return Retry(on=_never, attempts=DEFAULT_ATTEMPTS)

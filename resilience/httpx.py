@@ -44,7 +44,7 @@ from ._transport import (
 )
 
 if TYPE_CHECKING:
-    from ._transport import _Policy
+    from ._policy import Policy
 
 __all__ = ["AsyncResilientTransport", "ResilientTransport"]
 
@@ -97,7 +97,7 @@ class ResilientTransport(BaseTransport):
         self,
         inner: BaseTransport | None = None,
         *,
-        policy: _Policy | None = None,
+        policy: Policy | None = None,
         idempotency_keys: bool = False,
         max_retry_after: _config.Duration = DEFAULT_MAX_RETRY_AFTER,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
@@ -139,9 +139,19 @@ class ResilientTransport(BaseTransport):
         call = core.begin(request)
         if call.must_read:
             request.read()
+        bulkhead = core.bulkhead
+        if bulkhead is None:
+            return self._scoped(call)
+        bulkhead.acquire()
+        try:
+            return self._scoped(call)
+        finally:
+            bulkhead.release()
+
+    def _scoped(self, call: Call) -> Response:
         if call.scope is None:
             return self._send(call)
-        with deadline(call.scope, clock=core.clock):
+        with deadline(call.scope, clock=self._core.clock):
             return self._send(call)
 
     def _send(self, call: Call) -> Response:
@@ -231,7 +241,7 @@ class AsyncResilientTransport(AsyncBaseTransport):
         self,
         inner: AsyncBaseTransport | None = None,
         *,
-        policy: _Policy | None = None,
+        policy: Policy | None = None,
         idempotency_keys: bool = False,
         max_retry_after: _config.Duration = DEFAULT_MAX_RETRY_AFTER,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
@@ -273,9 +283,19 @@ class AsyncResilientTransport(AsyncBaseTransport):
         call = core.begin(request)
         if call.must_read:
             await request.aread()
+        bulkhead = core.bulkhead
+        if bulkhead is None:
+            return await self._scoped(call)
+        await bulkhead.aacquire()
+        try:
+            return await self._scoped(call)
+        finally:
+            bulkhead.release()
+
+    async def _scoped(self, call: Call) -> Response:
         if call.scope is None:
             return await self._send(call)
-        async with deadline(call.scope, clock=core.clock):
+        async with deadline(call.scope, clock=self._core.clock):
             return await self._send(call)
 
     async def _send(self, call: Call) -> Response:
