@@ -59,14 +59,18 @@ class RetryBudget:
     """
 
     __slots__ = (
+        "_begin",
         "_calls",
         "_clock",
+        "_end",
+        "_epoch",
         "_epochs",
         "_lock",
         "_min_per_second",
         "_ratio",
         "_reserve",
         "_retries",
+        "_slot_index",
         "_ttl",
         "_width",
     )
@@ -90,6 +94,10 @@ class RetryBudget:
         self._retries = [0] * BUCKETS
         # The absolute bucket number each slot holds; a stale slot is reset on first use.
         self._epochs = [-BUCKETS - 1] * BUCKETS
+        # The current bucket, cached: most events land in it, and need no arithmetic.
+        self._epoch = -BUCKETS - 1
+        self._slot_index = 0
+        self._begin = self._end = -math.inf
 
     @property
     def ratio(self) -> float:
@@ -108,12 +116,17 @@ class RetryBudget:
 
     def _slot(self, now: float) -> tuple[int, int]:
         """Rotate to the bucket of *now*; return (absolute bucket number, slot). Hold the lock."""
+        if self._begin <= now < self._end:
+            return self._epoch, self._slot_index
         epoch = int(now // self._width)
         slot = epoch % BUCKETS
         if self._epochs[slot] != epoch:
             self._epochs[slot] = epoch
             self._calls[slot] = 0
             self._retries[slot] = 0
+        if epoch >= self._epoch:  # a clock that steps back must not rewind the cache
+            self._epoch, self._slot_index = epoch, slot
+            self._begin, self._end = epoch * self._width, (epoch + 1) * self._width
         return epoch, slot
 
     def _totals(self, epoch: int) -> tuple[int, int]:
@@ -129,9 +142,17 @@ class RetryBudget:
     def record_call(self) -> None:
         """Count one logical call (a first attempt; retries are not calls)."""
         now = self._clock()
-        with self._lock:
-            _, slot = self._slot(now)
-            self._calls[slot] += 1
+        lock = self._lock
+        # acquire/release rather than ``with``: this runs on every call, and the context
+        # manager protocol costs more than the counting itself.
+        lock.acquire()
+        try:
+            if self._begin <= now < self._end:
+                self._calls[self._slot_index] += 1
+            else:
+                self._calls[self._slot(now)[1]] += 1
+        finally:
+            lock.release()
 
     def try_spend(self) -> bool:
         """Take one retry if the budget allows it; return whether it did."""

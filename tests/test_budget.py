@@ -6,6 +6,8 @@ import threading
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resilience import ConfigError, RetryBudget
 from resilience.testing import FakeClock
@@ -175,3 +177,45 @@ def test_repr_shows_settings_and_what_is_available(clock: FakeClock) -> None:
     """The repr names the settings and the retries available now."""
     text = repr(RetryBudget(ratio=0.1, min_per_second=1.0, ttl=5.0, clock=clock))
     assert text == "RetryBudget(ratio=0.1, min_per_second=1.0, ttl=5.0, available=5)"
+
+
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.just("call"),
+            st.just("spend"),
+            st.floats(min_value=0.0, max_value=25.0, allow_nan=False),
+        ),
+        max_size=200,
+    ),
+    ratio=st.sampled_from([0.0, 0.1, 0.2, 0.5, 1.0, 3.0]),
+    reserve=st.sampled_from([0.0, 0.1, 0.3, 1.0]),
+)
+@settings(max_examples=200, deadline=None)
+def test_budget_matches_a_model_that_keeps_every_event(
+    ops: list[str | float], ratio: float, reserve: float
+) -> None:
+    """The bucketed budget decides exactly like a model that remembers every event."""
+    clock = FakeClock()
+    ttl = 10.0
+    budget = RetryBudget(ratio=ratio, min_per_second=reserve, ttl=ttl, clock=clock)
+    width = ttl / 10
+    calls: list[int] = []
+    retries: list[int] = []
+
+    def live(events: list[int]) -> int:
+        current = int(clock() // width)
+        return sum(1 for bucket in events if bucket > current - 10)
+
+    for op in ops:
+        if op == "call":
+            budget.record_call()
+            calls.append(int(clock() // width))
+        elif op == "spend":
+            allowed = live(retries) + 1 <= ratio * live(calls) + reserve * ttl + 1e-9
+            assert budget.try_spend() is allowed
+            if allowed:
+                retries.append(int(clock() // width))
+        else:
+            assert isinstance(op, float)
+            clock.advance(op)
