@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         header = ", ".join(f"{k} {v}" for k, v in env.items())
         print(f"{mode} run in {elapsed:.0f} s; {header}\n")
         print(render_markdown(rows) if args.markdown else render_text(rows))
-        print("\nOurs against the best peer:")
+        print("\nSpeed, ours against the fastest peer:")
         for line in summary(rows):
             print(f"- {line}")
     errors = [row for row in rows if row.error]
