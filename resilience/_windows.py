@@ -90,6 +90,8 @@ class TimeWindow:
         "_bucket_failures",
         "_bucket_slow",
         "_current",
+        "_current_end",
+        "_current_slot",
         "_width",
         "buckets",
         "calls",
@@ -106,6 +108,9 @@ class TimeWindow:
         self._bucket_failures = [0] * self.buckets
         self._bucket_slow = [0] * self.buckets
         self._current: int | None = None  # absolute index of the newest bucket
+        self._current_slot = 0
+        # End of the newest bucket: a record before it lands in that bucket, no expiry needed.
+        self._current_end = -math.inf
         self.calls = 0
         self.failures = 0
         self.slow_calls = 0
@@ -116,6 +121,8 @@ class TimeWindow:
         current = self._current
         if current is None:
             self._current = absolute
+            self._current_slot = absolute % self.buckets
+            self._current_end = (absolute + 1) * self._width
             return
         if absolute <= current:
             return
@@ -131,6 +138,8 @@ class TimeWindow:
                 self._bucket_failures[slot] = 0
                 self._bucket_slow[slot] = 0
         self._current = absolute
+        self._current_slot = absolute % self.buckets
+        self._current_end = (absolute + 1) * self._width
 
     def counts(self, now: float) -> tuple[int, int, int]:
         """(calls, failures, slow calls) in the window at *now*."""
@@ -139,8 +148,9 @@ class TimeWindow:
 
     def record(self, outcome: int, now: float = 0.0) -> None:
         """Add one outcome at time *now*."""
-        self.expire(now)
-        slot = int(now // self._width) % self.buckets
+        if now >= self._current_end:
+            self.expire(now)
+        slot = self._current_slot
         self._bucket_calls[slot] += 1
         self.calls += 1
         if outcome:
@@ -157,4 +167,5 @@ class TimeWindow:
         self._bucket_failures = [0] * self.buckets
         self._bucket_slow = [0] * self.buckets
         self._current = None
+        self._current_end = -math.inf
         self.calls = self.failures = self.slow_calls = 0
