@@ -31,6 +31,7 @@ from resilience import (
     CircuitOpenError,
     ConfigError,
     DeadlineExceeded,
+    Policy,
     remaining,
 )
 from resilience.integrations.fastapi import ResilienceMiddleware, add_resilience
@@ -485,3 +486,40 @@ def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delitem(sys.modules, "resilience.integrations.fastapi")
     with pytest.raises(ImportError, match=r"pip install 'resilience\[fastapi\]'"):
         importlib.import_module("resilience.integrations.fastapi")
+
+
+def test_a_policy_applies_per_route_under_the_route_decorator() -> None:
+    """A Policy put under @app.get protects that route; its errors become 503 or 504."""
+    suffix = uuid.uuid4().hex[:8]
+    payments = Policy(
+        breaker=CircuitBreaker(f"route-{suffix}", consecutive_failures=1, open_duration=30.0),
+        timeout=0.2,
+    )
+    calls: list[int] = []
+    app = FastAPI()
+    add_resilience(app)
+
+    @app.get("/charge")
+    @payments
+    async def charge(cents: int) -> dict[str, int]:
+        calls.append(cents)
+        if cents < 0:
+            raise RuntimeError("card declined")
+        if cents == 0:
+            await asyncio.sleep(10)
+        return {"charged": cents}
+
+    @app.get("/unprotected")
+    async def unprotected() -> dict[str, str]:
+        return {"status": "ok"}
+
+    with serve(app) as url:
+        assert httpx.get(f"{url}/charge", params={"cents": 250}).json() == {"charged": 250}
+        assert httpx.get(f"{url}/charge").status_code == 422  # the signature still drives FastAPI
+        assert httpx.get(f"{url}/charge", params={"cents": 0}).status_code == 504
+        assert httpx.get(f"{url}/charge", params={"cents": -1}).status_code == 500
+        rejected = httpx.get(f"{url}/charge", params={"cents": 5})
+        assert rejected.status_code == 503
+        assert rejected.headers["retry-after"] == "30"
+        assert httpx.get(f"{url}/unprotected").status_code == 200
+    assert calls == [250, 0, -1]

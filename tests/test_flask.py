@@ -25,6 +25,7 @@ from resilience import (
     CircuitOpenError,
     ConfigError,
     DeadlineExceeded,
+    Policy,
     remaining,
 )
 from resilience._deadline import check_deadline
@@ -376,3 +377,30 @@ def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delitem(sys.modules, "resilience.integrations.flask")
     with pytest.raises(ImportError, match=r"pip install 'resilience\[flask\]'"):
         importlib.import_module("resilience.integrations.flask")
+
+
+def test_a_policy_applies_per_route_under_the_route_decorator() -> None:
+    """A Policy put under @app.get protects that view; its errors become 503."""
+    suffix = uuid.uuid4().hex[:8]
+    payments = Policy(
+        breaker=CircuitBreaker(f"flask-route-{suffix}", consecutive_failures=1, open_duration=30.0)
+    )
+    calls: list[int] = []
+    app = flask.Flask("policy-route")
+    Resilience(app)
+
+    @app.get("/charge/<int:cents>")
+    @payments
+    def charge(cents: int) -> dict[str, int]:
+        calls.append(cents)
+        if cents == 0:
+            raise RuntimeError("card declined")
+        return {"charged": cents}
+
+    with serve(app) as url:
+        assert httpx.get(f"{url}/charge/250").json() == {"charged": 250}
+        assert httpx.get(f"{url}/charge/0").status_code == 500
+        rejected = httpx.get(f"{url}/charge/5")
+        assert rejected.status_code == 503
+        assert rejected.headers["retry-after"] == "30"
+    assert calls == [250, 0]
