@@ -14,12 +14,16 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
-from ._harness import NotBuilt
+import httpx
+
+from ._harness import NotBuilt, ours
 from .case_breaker import HOUR, aboom, anoop, atripped, boom, noop, our_breaker, tripped
+from .case_httpx import _amock_get, _answer, _mock_get
 from .case_policy import our_policy
 from .case_retry import our_retry
 
 CALLS = 50_000
+TRANSPORT_CALLS = 5_000
 
 # name -> (build the callable, is it async, does it raise)
 TARGETS: dict[str, tuple[Callable[[], Any], bool, bool]] = {
@@ -43,7 +47,17 @@ TARGETS: dict[str, tuple[Callable[[], Any], bool, bool]] = {
     "retry-async": (lambda: our_retry(anoop), True, False),
     "policy-sync": (lambda: our_policy("profile-policy", noop), False, False),
     "policy-async": (lambda: our_policy("profile-apolicy", anoop), True, False),
+    "transport-sync": (lambda: _transport(False), False, False),
+    "transport-async": (lambda: _transport(True), True, False),
 }
+
+
+def _transport(is_async: bool) -> Any:
+    """client.get through our transport on an in-memory inner transport (no network)."""
+    name = "AsyncResilientTransport" if is_async else "ResilientTransport"
+    transport = ours("resilience.httpx", name)(inner=httpx.MockTransport(_answer))
+    wrap = _amock_get if is_async else _mock_get
+    return wrap(transport)
 
 
 def _sync_loop(fn: Callable[[], Any], calls: int, failing: bool) -> None:
@@ -70,40 +84,46 @@ def profile(target: str) -> int:
         print(f"unknown target {target!r}; choose from: {', '.join(TARGETS)}")
         return 2
     build, is_async, failing = TARGETS[target]
+    calls = TRANSPORT_CALLS if target.startswith("transport") else CALLS
     try:
         if is_async:
-            return asyncio.run(_profile_async(target, build, failing))
+            return asyncio.run(_profile_async(target, build, failing, calls))
         fn = build()
     except NotBuilt as exc:
         print(f"{target}: n/a ({exc})")
         return 0
-    seconds = timeit.timeit(lambda: _sync_loop(fn, CALLS, failing), number=1)
-    print(f"{target}: {seconds * 1e9 / CALLS:,.0f} ns/call without the profiler")
+    seconds = timeit.timeit(lambda: _sync_loop(fn, calls, failing), number=1)
+    print(f"{target}: {seconds * 1e9 / calls:,.0f} ns/call without the profiler")
     profiler = cProfile.Profile()
-    profiler.runcall(_sync_loop, fn, CALLS, failing)
-    _print(profiler)
+    profiler.runcall(_sync_loop, fn, calls, failing)
+    _print(profiler, calls)
     return 0
 
 
-async def _profile_async(target: str, build: Callable[[], Any], failing: bool) -> int:
+async def _profile_async(target: str, build: Callable[[], Any], failing: bool, calls: int) -> int:
     fn = build()
     if asyncio.iscoroutine(fn):
         fn = await fn
     loop = asyncio.get_running_loop()
     start = loop.time()
-    await _async_loop(fn, CALLS, failing)
-    print(f"{target}: {(loop.time() - start) * 1e9 / CALLS:,.0f} ns/call without the profiler")
+    await _async_loop(fn, calls, failing)
+    print(f"{target}: {(loop.time() - start) * 1e9 / calls:,.0f} ns/call without the profiler")
     profiler = cProfile.Profile()
     profiler.enable()
-    await _async_loop(fn, CALLS, failing)
+    await _async_loop(fn, calls, failing)
     profiler.disable()
-    _print(profiler)
+    _print(profiler, calls)
     return 0
 
 
-def _print(profiler: cProfile.Profile) -> None:
+def _print(profiler: cProfile.Profile, calls: int) -> None:
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
     stats.sort_stats("tottime").print_stats(25)
-    print(f"cProfile of {CALLS:,} calls, by own time:")
+    print(f"cProfile of {calls:,} calls, by own time:")
+    print(out.getvalue())
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats(r"resilience[/\\]", 20)
+    print("Our functions only, by cumulative time:")
     print(out.getvalue())

@@ -8,6 +8,8 @@ server's time plus the client's: the client-side overhead shows up directly in t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +18,17 @@ from typing import Any
 import httpx
 import httpx_retries
 
-from ._harness import Case, Contender, Row, Settings, failed_row, median, ours
+from ._harness import (
+    Case,
+    Contender,
+    Row,
+    Settings,
+    bench_async,
+    bench_sync,
+    failed_row,
+    median,
+    ours,
+)
 from ._servers import AppServer
 
 TITLE = "httpx GET, local uvicorn server"
@@ -153,4 +165,63 @@ def run(settings: Settings) -> list[Row]:
         return [*run_sync(server.url, settings), *asyncio.run(run_async(server.url, settings))]
 
 
-CASES = [Case("httpx", TITLE, run)]
+# ---------------------------------------------------------------------------------------------
+# The same clients on an in-memory inner transport: no network, no server, only client cost.
+
+MOCK_TITLE = "httpx GET, in-memory inner transport (client-side cost only)"
+MOCK_URL = "http://bench.invalid/"
+
+
+def _answer(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, content=b"ok")
+
+
+def _mock_get(transport: Any) -> Callable[[], Any]:
+    client = httpx.Client(transport=transport, trust_env=False)
+    return functools.partial(client.get, MOCK_URL)
+
+
+def _amock_get(transport: Any) -> Callable[[], Any]:
+    client = httpx.AsyncClient(transport=transport, trust_env=False)
+    return functools.partial(client.get, MOCK_URL)
+
+
+def mock_contenders(is_async: bool) -> list[Contender]:
+    """Clients whose innermost transport answers from memory."""
+    wrap = _amock_get if is_async else _mock_get
+    name = "AsyncResilientTransport" if is_async else "ResilientTransport"
+    return [
+        Contender("httpx (bare)", "baseline", lambda: wrap(httpx.MockTransport(_answer))),
+        Contender(
+            "resilience",
+            "us",
+            lambda: wrap(ours("resilience.httpx", name)(inner=httpx.MockTransport(_answer))),
+        ),
+        Contender(
+            "httpx-retries",
+            "peer",
+            lambda: wrap(httpx_retries.RetryTransport(transport=httpx.MockTransport(_answer))),
+        ),
+    ]
+
+
+def _with_overhead(rows: list[Row]) -> list[Row]:
+    bare = next((r.value for r in rows if r.role == "baseline"), None)
+    out = []
+    for row in rows:
+        if bare is not None and row.value is not None and row.role != "baseline":
+            row = dataclasses.replace(row, note=f"{row.value - bare:+,.0f} ns over bare httpx")
+        out.append(row)
+    return out
+
+
+def run_mock(settings: Settings) -> list[Row]:
+    """Median ns per client.get() with the network taken out."""
+    fewer = dataclasses.replace(settings, number=settings.scale(2_000, 200))
+    return [
+        *_with_overhead(bench_sync(MOCK_TITLE, "sync", mock_contenders(False), fewer)),
+        *_with_overhead(bench_async(MOCK_TITLE, "async", mock_contenders(True), fewer)),
+    ]
+
+
+CASES = [Case("httpx-mock", MOCK_TITLE, run_mock), Case("httpx-server", TITLE, run)]
