@@ -107,9 +107,10 @@ class Retry:
     """Call a function again when it fails with one of the ``on`` errors.
 
     Args:
-        on: required. Exception types, a tuple of them, or a predicate ``exc -> bool``:
-            which errors are worth another attempt. `CircuitOpenError` and `BulkheadFull`
-            are never retried unless ``on`` names them (a type in ``on``).
+        on: required and keyword-only (a bare ``@retry`` fails loudly instead of taking the
+            function for a predicate). Exception types, a tuple of them, or a predicate
+            ``exc -> bool``: which errors are worth another attempt. `CircuitOpenError` and
+            `BulkheadFull` are never retried unless ``on`` names them (a type in ``on``).
         attempts: total calls, the first included (default 3).
         backoff: a strategy from `resilience.backoff` or any tenacity wait object
             (default: exponential from 0.1 s, doubling, up to 10 s, full jitter).
@@ -163,8 +164,8 @@ class Retry:
 
     def __init__(
         self,
-        on: ExceptionFilter,
         *,
+        on: ExceptionFilter,
         attempts: int = DEFAULT_ATTEMPTS,
         backoff: Backoff | Callable[[Any], float] = DEFAULT_BACKOFF,
         on_result: Callable[[Any], bool] | None = None,
@@ -512,8 +513,8 @@ class Retry:
 
 
 def retry(
-    on: ExceptionFilter,
     *,
+    on: ExceptionFilter,
     attempts: int = DEFAULT_ATTEMPTS,
     backoff: Backoff | Callable[[Any], float] = DEFAULT_BACKOFF,
     on_result: Callable[[Any], bool] | None = None,
@@ -541,7 +542,7 @@ def retry(
         ('A', ['a', 'a'])
     """
     return Retry(
-        on,
+        on=on,
         attempts=attempts,
         backoff=backoff,
         on_result=on_result,

@@ -633,6 +633,20 @@ def test_on_is_required() -> None:
     """There is no default for on: it must be passed."""
     with pytest.raises(TypeError):
         Retry()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        retry()  # type: ignore[call-arg]
+
+
+def test_bare_decorator_fails_loudly() -> None:
+    """A bare @retry is a TypeError, not a function silently taken for the on predicate."""
+
+    def fetch() -> None:
+        pass
+
+    with pytest.raises(TypeError):
+        retry(fetch)  # type: ignore[call-arg, arg-type]
+    with pytest.raises(TypeError):
+        Retry(fetch)  # type: ignore[call-arg, arg-type]
 
 
 @pytest.mark.parametrize(
