@@ -162,3 +162,12 @@ def test_custom_backoff_subclass() -> None:
             return 0.5 * attempt
 
     assert as_backoff(Linear()).compute(3) == 1.5
+
+
+def test_tenacity_adapter_compares_by_the_wrapped_wait() -> None:
+    """Two adapters of the same tenacity wait are equal and show it in their repr."""
+    wait = tenacity.wait_fixed(1)
+    assert as_backoff(wait) == as_backoff(wait)
+    assert hash(as_backoff(wait)) == hash(as_backoff(wait))
+    assert as_backoff(wait) != as_backoff(tenacity.wait_fixed(1))
+    assert repr(as_backoff(wait)).startswith("TenacityWait(<tenacity.wait.wait_fixed")

@@ -219,3 +219,15 @@ def test_budget_matches_a_model_that_keeps_every_event(
         else:
             assert isinstance(op, float)
             clock.advance(op)
+
+
+def test_a_clock_that_steps_back_does_not_lose_counts() -> None:
+    """A clock stepping back into an older bucket still counts, and the cache stays current."""
+    now = [1000.0]
+    budget = RetryBudget(ratio=1.0, min_per_second=0.0, ttl=10.0, clock=lambda: now[0])
+    budget.record_call()
+    now[0] = 998.5  # an earlier bucket, still inside the ttl
+    budget.record_call()
+    now[0] = 1000.2  # back in the current bucket
+    budget.record_call()
+    assert budget.available() == 3

@@ -680,3 +680,19 @@ def test_repr_names_the_settings() -> None:
     assert text == (
         "Retry(on=(<class 'ConnectionError'>,), attempts=2, backoff=NoBackoff(), timeout=3.0)"
     )
+
+
+def test_repr_shows_optional_settings_when_set(clock: FakeClock) -> None:
+    """on_result, budget and name appear in the repr only when set."""
+    text = repr(
+        Retry(
+            on=OSError,
+            on_result=bool,
+            budget=RetryBudget(clock=clock),
+            name="svc",
+            backoff=backoff.none(),
+        )
+    )
+    assert "on_result=<class 'bool'>" in text
+    assert "budget=RetryBudget(ratio=0.2" in text
+    assert text.endswith("name='svc')")
