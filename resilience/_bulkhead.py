@@ -21,14 +21,13 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from ._config import Duration, duration, required_integer
 from ._config import name as check_name
 from ._deadline import _exceeded, remaining
 from ._errors import BulkheadFull
 from ._events import BulkheadRejected, emit
-from ._timeout import decorate
 
 __all__ = ["Bulkhead", "bulkhead"]
 
@@ -342,15 +341,30 @@ class Bulkhead:
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a sync or async function: each call holds a permit while it runs."""
-        is_async = inspect.iscoroutinefunction(fn)  # no narrowing: decorate() takes any fn
-        if is_async:
-            return decorate(fn, self.call, self.call_async)
         # The hot path, inlined: two atomic list operations around the call.
         pop = self._tokens.pop
         push = self._tokens.append
         waiters = self._waiters
-        acquire_slow = self._acquire_slow
         hand_over = self._hand_over
+        if inspect.iscoroutinefunction(fn):
+            afn = fn
+            aacquire_slow = self._aacquire_slow
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    pop()
+                except IndexError:
+                    await aacquire_slow()
+                try:
+                    return await afn(*args, **kwargs)
+                finally:
+                    push(None)
+                    if waiters:
+                        hand_over()
+
+            return cast(Callable[P, R], async_wrapper)
+        acquire_slow = self._acquire_slow
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -128,7 +128,17 @@ class Deadline:
         True
     """
 
-    __slots__ = ("_clock", "_expiry", "_seconds", "_timeout", "_token", "_what")
+    __slots__ = (
+        "_cancelling",
+        "_clock",
+        "_expired",
+        "_expiry",
+        "_handle",
+        "_seconds",
+        "_task",
+        "_token",
+        "_what",
+    )
 
     def __init__(
         self, seconds: Duration, *, clock: Clock = time.monotonic, what: str = "deadline"
@@ -138,7 +148,25 @@ class Deadline:
         self._what = what
         self._token: contextvars.Token[_Expiry | None] | None = None
         self._expiry: _Expiry | None = None
-        self._timeout: asyncio.Timeout | None = None
+        self._handle: asyncio.Handle | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._cancelling = 0
+        self._expired = False
+
+    @classmethod
+    def _trusted(cls, seconds: float, clock: Clock, what: str) -> Deadline:
+        """A scope from settings already validated (per-call use by `timeout`)."""
+        self = cls.__new__(cls)
+        self._seconds = seconds
+        self._clock = clock
+        self._what = what
+        self._token = None
+        self._expiry = None
+        self._handle = None
+        self._task = None
+        self._cancelling = 0
+        self._expired = False
+        return self
 
     @property
     def seconds(self) -> float:
@@ -189,18 +217,36 @@ class Deadline:
         task = asyncio.current_task()
         if not self._enter(task):
             return self
+        assert task is not None
         assert self._expiry is not None
-        loop = asyncio.get_running_loop()
-        # asyncio.Timeout tells our own cancellation apart from one that came from outside
-        # (that one keeps propagating as CancelledError).
-        self._timeout = asyncio.timeout_at(loop.time() + self._expiry.remaining())
-        try:
-            await self._timeout.__aenter__()
-        except BaseException:
-            self._timeout = None
-            self._exit()
-            raise
+        # The same bookkeeping as asyncio.timeout(), without its extra objects and awaits:
+        # the task's cancel count tells our own cancellation apart from one that came from
+        # outside (that one keeps propagating as CancelledError).
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._expired = False
+        # The timer is armed lazily, from the loop: work that finishes without suspending
+        # (a cache hit) never touches the loop's timer heap, which is costly to push to.
+        self._handle = task.get_loop().call_soon(self._arm)
         return self
+
+    def _arm(self) -> None:
+        expiry = self._expiry
+        if self._task is None or expiry is None:
+            return
+        left = expiry.remaining()
+        if left <= 0.0:
+            self._on_expiry()
+            return
+        loop = self._task.get_loop()
+        self._handle = loop.call_at(loop.time() + left, self._on_expiry)
+
+    def _on_expiry(self) -> None:
+        self._handle = None
+        task = self._task
+        if task is not None:
+            self._expired = True
+            task.cancel()
 
     async def __aexit__(
         self,
@@ -208,18 +254,24 @@ class Deadline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        timeout = self._timeout
-        if timeout is None:
+        task = self._task
+        if task is None:
             self._exit()
             return
-        self._timeout = None
+        self._task = None
+        handle = self._handle
+        if handle is not None:
+            handle.cancel()
+            self._handle = None
         try:
-            await timeout.__aexit__(exc_type, exc, tb)
-        except TimeoutError as timed_out:
-            if isinstance(timed_out, DeadlineExceeded):
-                raise
-            raise _exceeded(self._what, self._seconds) from None
+            if (
+                self._expired
+                and task.uncancel() <= self._cancelling
+                and exc_type is asyncio.CancelledError
+            ):
+                raise _exceeded(self._what, self._seconds) from exc
         finally:
+            self._expired = False
             self._exit()
 
     def __repr__(self) -> str:

@@ -74,15 +74,22 @@ class Timeout:
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate a sync or async function."""
-        is_async = inspect.iscoroutinefunction(fn)  # no narrowing: decorate() takes any fn
-        if is_async:
-            return decorate(fn, self.call, self.call_async)
+        clock = self._clock
+        seconds = self.seconds
+        if inspect.iscoroutinefunction(fn):
+            afn = fn
+            trusted = Deadline._trusted
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with trusted(seconds, clock, "the call"):
+                    return await afn(*args, **kwargs)
+
+            return cast(Callable[P, R], async_wrapper)
         # The hot path, inlined: no earlier outer deadline, so this one is set around the call.
         get = _CURRENT.get
         set_ = _CURRENT.set
         reset = _CURRENT.reset
-        clock = self._clock
-        seconds = self.seconds
         call = self.call
 
         @functools.wraps(fn)
@@ -128,7 +135,7 @@ class Timeout:
 
         A cancellation that comes from outside propagates as `asyncio.CancelledError`.
         """
-        async with Deadline(self.seconds, clock=self._clock, what="the call"):
+        async with Deadline._trusted(self.seconds, self._clock, "the call"):
             return await fn(*args, **kwargs)
 
     def __repr__(self) -> str:
