@@ -236,3 +236,49 @@ async def test_many_concurrent_tasks_each_get_their_own_deadline() -> None:
 def test_repr_shows_seconds(clock: FakeClock) -> None:
     """The repr shows the requested seconds and what remains."""
     assert repr(deadline(1.5, clock=clock)) == "deadline(1.5, remaining=None)"
+
+
+async def test_outside_cancellation_racing_the_deadline_propagates() -> None:
+    """When the deadline and an outside cancel land together, CancelledError wins."""
+    task = asyncio.current_task()
+    assert task is not None
+
+    async def body() -> None:
+        async with deadline(10.0) as scope:
+            scope._on_expiry()  # our timer fires...
+            task.cancel()  # ...and the caller is cancelled in the same loop iteration
+            await asyncio.sleep(0)
+
+    with pytest.raises(asyncio.CancelledError):
+        await body()
+    assert task.uncancel() == 0  # only the outside request was left standing
+
+
+async def test_work_that_never_suspends_is_not_cancelled() -> None:
+    """Cancellation needs a suspension point: work that never awaits runs to its end."""
+    async with deadline(0):
+        value = sum(range(10))
+    assert value == 45
+
+
+async def test_timer_is_armed_once_the_work_suspends() -> None:
+    """A block that suspends gets a real timer: it is cancelled at the deadline."""
+
+    async def body() -> None:
+        async with deadline(0.02):
+            await asyncio.sleep(0)  # the lazy arming runs here
+            await asyncio.sleep(5)
+
+    with pytest.raises(DeadlineExceeded):
+        await body()
+
+
+async def test_scope_can_be_reused_after_a_timeout() -> None:
+    """One Deadline object works again after it timed out."""
+    scope = Deadline(0.01)
+    for _ in range(2):
+        with pytest.raises(DeadlineExceeded):
+            async with scope:
+                await _forever()
+    async with scope:
+        await asyncio.sleep(0)
