@@ -20,8 +20,9 @@ Interface for other components (the httpx transports run their own HTTP-aware lo
 - ``retry.should_retry(exc) -> bool``: the ``on`` filter, never true for `CircuitOpenError`
   or `BulkheadFull` unless ``on`` names them, never true for a `BaseException` that is not
   an `Exception`.
-- ``retry.compute_wait(attempt) -> float``: the backoff after *attempt* attempts (1-based),
-  jitter applied; 0.0 in test mode.
+- ``retry.compute_wait(attempt, error=None) -> float``: the backoff after *attempt* attempts
+  (1-based), jitter applied; 0.0 in test mode. Pass the failed attempt's exception as
+  *error* when there is one (``tenacity.wait_exception`` needs it).
 - ``retry.sleep`` / ``retry.asleep`` / ``retry.clock`` / ``retry.name``: the injected sleep
   functions, clock and event name.
 - ``retry.call(fn, *args, **kwargs)`` and ``await retry.call_async(fn, *args, **kwargs)``.
@@ -264,8 +265,11 @@ class Retry:
         """The attempts to make now: ``attempts``, unless test mode caps or sets them."""
         return _testmode.max_attempts(self._attempts)
 
-    def compute_wait(self, attempt: int) -> float:
+    def compute_wait(self, attempt: int, error: BaseException | None = None) -> float:
         """Seconds to wait after *attempt* attempts (1-based): the backoff, or 0 in test mode.
+
+        *error*, the failed attempt's exception, is handed to backoffs that use it
+        (``tenacity.wait_exception``); hints such as ``retry_after`` are not applied here.
 
         Example:
             >>> from resilience import Retry, backoff
@@ -274,7 +278,7 @@ class Retry:
         """
         if _testmode.settings() is not None:
             return 0.0
-        return self._backoff.compute(attempt)
+        return self._backoff.compute(attempt, error)
 
     # -- the pure decision step ------------------------------------------------------------
 

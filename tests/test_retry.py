@@ -611,6 +611,8 @@ def test_interface_for_transports(clock: FakeClock) -> None:
     assert (policy.attempts, policy.max_attempts(), policy.timeout) == (4, 4, 9.0)
     assert policy.budget is budget
     assert [policy.compute_wait(n) for n in (1, 2, 3)] == pytest.approx([0.1, 0.2, 0.4])
+    from_error = Retry(on=OSError, backoff=tenacity.wait_exception(lambda exc: 7.0))
+    assert from_error.compute_wait(1, ConnectionError()) == 7.0
     assert policy.should_retry(ConnectionError()) is True
     assert policy.should_retry(ValueError()) is False
     assert policy.should_retry(CircuitOpenError("x", 1.0)) is False
