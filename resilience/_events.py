@@ -1,18 +1,25 @@
 """Small frozen events for every decision the library makes, and where they go.
 
 Each event is a frozen dataclass with an ``event`` name (the structlog event name) and the
-numbers behind the decision. `emit` hands it to the listeners and to the log; a listener that
-raises is logged and never breaks the call. Events are only built off the happy path.
+numbers behind the decision. `emit` hands it to the component's own listeners, the
+process-wide listeners, the log (structlog when the application configured it, else the
+stdlib logger ``resilience``, silent by default) and OpenTelemetry (a span event on the
+current span, and the counters of `resilience._telemetry`). Nothing a listener, a log
+processor or an exporter raises ever reaches the call. Events are only built off the happy
+path, and carry no arguments, messages, headers or URLs: only names, states and numbers.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Final
 
 import structlog
+
+from ._telemetry import record_event
 
 __all__ = [
     "BulkheadRejected",
@@ -27,6 +34,7 @@ __all__ = [
     "RetryScheduled",
     "add_listener",
     "emit",
+    "error_name",
     "remove_listener",
 ]
 
@@ -40,14 +48,33 @@ _stdlib_logger.addHandler(logging.NullHandler())
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    """Base of every event. ``event`` is the log event name; ``level`` the log level."""
+    """Base of every event. ``event`` is the log event name; ``level`` the log level.
+
+    Example:
+        >>> from resilience.events import RetryScheduled
+        >>> e = RetryScheduled(name="fetch", attempt=1, wait=0.5, error="ConnectError")
+        >>> e.event, e.as_dict()["wait"]
+        ('retry.scheduled', 0.5)
+    """
 
     event: ClassVar[str] = "resilience.event"
     level: ClassVar[int] = logging.INFO
 
     def as_dict(self) -> dict[str, Any]:
-        """The event's fields as a dict (structured log keys)."""
+        """The event's fields as a dict."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def log_fields(self) -> dict[str, Any]:
+        """The structured log keys: the fields, with ``name`` called after the component.
+
+        ``name`` would collide with the stdlib `logging.LogRecord` attribute when a
+        structlog setup hands the keys to stdlib logging as ``extra``, so a retry's name is
+        logged as ``retry``, a bulkhead's as ``bulkhead``, a fallback's as ``fallback``.
+        """
+        data = self.as_dict()
+        if "name" in data:
+            data[self.event.partition(".")[0]] = data.pop("name")
+        return data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,11 +174,16 @@ class FallbackUsed(Event):
 Listener = Callable[[Event], object]
 """A function called with every event (registry-wide) or a component's events."""
 
-_listeners: list[Listener] = []
+# Replaced, never mutated: emit iterates a snapshot without taking a lock.
+_listeners: tuple[Listener, ...] = ()
+_listeners_lock: Final = threading.Lock()
 
 
 def add_listener(listener: Listener) -> None:
     """Call *listener* with every event the library emits, process-wide.
+
+    Listeners run in the thread or task that made the decision, after any lock is
+    released; keep them quick. One that raises is logged and never breaks the call.
 
     Example:
         >>> from resilience import events
@@ -159,15 +191,27 @@ def add_listener(listener: Listener) -> None:
         >>> events.add_listener(seen.append)
         >>> events.remove_listener(seen.append)
     """
-    _listeners.append(listener)
+    global _listeners
+    with _listeners_lock:
+        _listeners = (*_listeners, listener)
 
 
 def remove_listener(listener: Listener) -> None:
-    """Stop calling *listener*; unknown listeners are ignored."""
-    try:
-        _listeners.remove(listener)
-    except ValueError:
-        pass
+    """Stop calling *listener* (process-wide); unknown listeners are ignored.
+
+    Example:
+        >>> from resilience import events
+        >>> events.remove_listener(print)  # never added: nothing happens
+    """
+    global _listeners
+    with _listeners_lock:
+        # Equality, not identity: bound methods (seen.append) are new objects each time.
+        kept = list(_listeners)
+        try:
+            kept.remove(listener)
+        except ValueError:
+            return
+        _listeners = tuple(kept)
 
 
 def error_name(exc: BaseException) -> str:
@@ -175,21 +219,43 @@ def error_name(exc: BaseException) -> str:
     return type(exc).__qualname__
 
 
-def emit(event: Event, local: Iterable[Listener] = ()) -> None:
-    """Deliver *event* to *local* listeners, the process-wide listeners, and the log."""
+def emit(event: Event, local: Iterable[Listener] = (), /) -> None:
+    """Deliver *event* to *local* listeners, the process-wide listeners, the log and OTel.
+
+    Components call it after releasing their locks, passing their own listeners as
+    *local* (the breaker passes the ones given to its ``add_listener``).
+    """
     for listener in (*local, *_listeners):
         try:
             listener(event)
         except Exception:
-            _stdlib_logger.exception("resilience listener %r failed", listener)
-    _log(event)
+            _report_failure("listener", listener, event)
+    try:
+        _log(event)
+    except Exception:
+        _report_failure("log", None, event)
+    try:
+        record_event(event)
+    except Exception:
+        _report_failure("telemetry", None, event)
+
+
+_METHODS: Final = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warning",
+    logging.ERROR: "error",
+    logging.CRITICAL: "critical",
+}
 
 
 def _log(event: Event) -> None:
     if structlog.is_configured():
-        structlog.get_logger(LOGGER_NAME).log(event.level, event.event, **event.as_dict())
+        # The level's own method: every structlog wrapper class has it, not all have log().
+        method = getattr(structlog.get_logger(LOGGER_NAME), _METHODS.get(event.level, "info"))
+        method(event.event, **event.log_fields())
     elif _stdlib_logger.isEnabledFor(event.level):
-        data = event.as_dict()
+        data = event.log_fields()
         _stdlib_logger.log(
             event.level,
             "%s %s",
@@ -197,3 +263,23 @@ def _log(event: Event) -> None:
             " ".join(f"{k}={v!r}" for k, v in data.items()),
             extra={"resilience_event": event.event, "resilience": data},
         )
+
+
+def _report_failure(what: str, listener: Listener | None, event: Event) -> None:
+    """Log that a listener (or the log or telemetry) raised, without ever raising."""
+    try:
+        data = {"part": what, "listener": repr(listener), "for_event": event.event}
+        if structlog.is_configured():
+            structlog.get_logger(LOGGER_NAME).error("listener.failed", exc_info=True, **data)
+        else:
+            _stdlib_logger.error(
+                "listener.failed part=%s listener=%s for_event=%s",
+                what,
+                data["listener"],
+                event.event,
+                exc_info=True,
+                extra={"resilience_event": "listener.failed", "resilience": data},
+            )
+    except Exception:
+        # Logging itself is broken (a faulty processor or handler): stay out of the call.
+        _stdlib_logger.debug("listener.failed and logging it failed too", exc_info=True)
