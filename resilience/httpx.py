@@ -33,6 +33,7 @@ from ._httpx_compat import (
     Response,
     SyncByteStream,
 )
+from ._telemetry import http_attempt
 from ._transport import (
     DEFAULT_BUFFER_LIMIT,
     DEFAULT_MAX_HOSTS,
@@ -41,6 +42,7 @@ from ._transport import (
     BreakerMap,
     Call,
     TransportCore,
+    inject_trace_context,
 )
 
 if TYPE_CHECKING:
@@ -161,40 +163,38 @@ class ResilientTransport(BaseTransport):
         limit = core.buffer_limit
         while True:
             core.before_attempt(call)
-            try:
-                response = inner.handle_request(request)
-            except Exception as exc:
-                wait = core.after_error(call, exc)
-                if wait is None:
-                    raise
-                self._sleep(wait)
-                continue
-            except BaseException:
-                core.release(call)
-                raise
-            stream = response.stream
-            if (
-                not isinstance(stream, ByteStream)
-                and isinstance(stream, SyncByteStream)
-                and _sized_body(response, limit)
-            ):
-                # The client reads the body after we return, where a broken connection
-                # could no longer be retried: read small bodies here.
+            failure: Exception | None = None
+            with http_attempt(request, call.attempt - 1) as attempt:
+                inject_trace_context(request.headers)
                 try:
-                    try:
-                        body = b"".join(stream)
-                    finally:
-                        stream.close()
+                    response = inner.handle_request(request)
+                    stream = response.stream
+                    if (
+                        not isinstance(stream, ByteStream)
+                        and isinstance(stream, SyncByteStream)
+                        and _sized_body(response, limit)
+                    ):
+                        # The client reads the body after we return, where a broken
+                        # connection could no longer be retried: read small bodies here.
+                        try:
+                            body = b"".join(stream)
+                        finally:
+                            stream.close()
+                        response.stream = ByteStream(body)
                 except Exception as exc:
-                    wait = core.after_error(call, exc)
-                    if wait is None:
-                        raise
-                    self._sleep(wait)
-                    continue
+                    attempt.error(exc)
+                    failure = exc
                 except BaseException:
                     core.release(call)
                     raise
-                response.stream = ByteStream(body)
+                else:
+                    attempt.response(response.status_code)
+            if failure is not None:
+                wait = core.after_error(call, failure)
+                if wait is None:
+                    raise failure
+                self._sleep(wait)
+                continue
             wait = core.after_response(call, response)
             if wait is None:
                 return response
@@ -305,40 +305,38 @@ class AsyncResilientTransport(AsyncBaseTransport):
         limit = core.buffer_limit
         while True:
             core.before_attempt(call)
-            try:
-                response = await inner.handle_async_request(request)
-            except Exception as exc:
-                wait = core.after_error(call, exc)
-                if wait is None:
-                    raise
-                await self._sleep(wait)
-                continue
-            except BaseException:
-                core.release(call)
-                raise
-            stream = response.stream
-            if (
-                not isinstance(stream, ByteStream)
-                and isinstance(stream, AsyncByteStream)
-                and _sized_body(response, limit)
-            ):
-                # The client reads the body after we return, where a broken connection
-                # could no longer be retried: read small bodies here.
+            failure: Exception | None = None
+            with http_attempt(request, call.attempt - 1) as attempt:
+                inject_trace_context(request.headers)
                 try:
-                    try:
-                        body = b"".join([chunk async for chunk in stream])
-                    finally:
-                        await stream.aclose()
+                    response = await inner.handle_async_request(request)
+                    stream = response.stream
+                    if (
+                        not isinstance(stream, ByteStream)
+                        and isinstance(stream, AsyncByteStream)
+                        and _sized_body(response, limit)
+                    ):
+                        # The client reads the body after we return, where a broken
+                        # connection could no longer be retried: read small bodies here.
+                        try:
+                            body = b"".join([chunk async for chunk in stream])
+                        finally:
+                            await stream.aclose()
+                        response.stream = ByteStream(body)
                 except Exception as exc:
-                    wait = core.after_error(call, exc)
-                    if wait is None:
-                        raise
-                    await self._sleep(wait)
-                    continue
+                    attempt.error(exc)
+                    failure = exc
                 except BaseException:
                     core.release(call)
                     raise
-                response.stream = ByteStream(body)
+                else:
+                    attempt.response(response.status_code)
+            if failure is not None:
+                wait = core.after_error(call, failure)
+                if wait is None:
+                    raise failure
+                await self._sleep(wait)
+                continue
             wait = core.after_response(call, response)
             if wait is None:
                 return response

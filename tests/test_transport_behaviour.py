@@ -726,3 +726,31 @@ def test_default_inner_transports_are_httpx_own() -> None:
     """Without inner, httpx's HTTPTransport / AsyncHTTPTransport do the I/O."""
     assert isinstance(ResilientTransport().inner, httpx.HTTPTransport)
     assert isinstance(AsyncResilientTransport().inner, httpx.AsyncHTTPTransport)
+
+
+async def test_one_client_span_per_attempt_with_resend_count(mode: str) -> None:
+    """With an SDK, each attempt is a CLIENT span and its traceparent names that span."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from resilience._telemetry import set_tracer_provider
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    set_tracer_provider(provider)
+    try:
+        inner = Scripted(httpx.Response(503), httpx.Response(200))
+        await Run(mode, inner)()
+    finally:
+        set_tracer_provider(None)
+    spans = exporter.get_finished_spans()
+    assert [s.kind for s in spans] == [SpanKind.CLIENT, SpanKind.CLIENT]
+    assert [(s.attributes or {}).get("http.request.resend_count") for s in spans] == [None, 1]
+    assert [(s.attributes or {}).get("http.response.status_code") for s in spans] == [503, 200]
+    sent = [h["traceparent"].split("-")[2] for h in inner.headers]
+    assert sent == [format(s.context.span_id, "016x") for s in spans if s.context is not None]
+    for span in spans:
+        assert "hunter2" not in str(span.attributes)
