@@ -44,14 +44,19 @@ async def send(
     """One request through a fresh transport that records its waits instead of sleeping."""
     slept: list[float] = []
     if mode == "sync":
-        transport = ResilientTransport(sleep=slept.append, **options)
+        # verify=False only skips loading the CA bundle (40 ms): respx answers below TLS.
+        transport = ResilientTransport(
+            httpx.HTTPTransport(verify=False), sleep=slept.append, **options
+        )
         with httpx.Client(transport=transport) as client:
             return client.request(method, URL, headers=headers)  # noqa: ASYNC212  # sync twin under test
 
     async def asleep(seconds: float) -> None:
         slept.append(seconds)
 
-    async_transport = AsyncResilientTransport(sleep=asleep, **options)
+    async_transport = AsyncResilientTransport(
+        httpx.AsyncHTTPTransport(verify=False), sleep=asleep, **options
+    )
     async with httpx.AsyncClient(transport=async_transport) as aclient:
         return await aclient.request(method, URL, headers=headers)
 
