@@ -510,3 +510,36 @@ def test_open_breaker_rejects_without_calling(clock: FakeClock) -> None:
     with pytest.raises(CircuitOpenError):
         Policy(timeout=1.0, breaker=breaker).call(calls.append, 1)
     assert calls == []
+
+
+def test_keyboard_interrupt_in_a_sync_call_leaves_no_permit_behind(clock: FakeClock) -> None:
+    """A BaseException inside a sync call frees the bulkhead slot and the half-open probe."""
+    bh = Bulkhead(1)
+    breaker = CircuitBreaker(_name(), consecutive_failures=1, open_duration=1.0, clock=clock)
+    policy = Policy(
+        fallback=fallback("x"),
+        bulkhead=bh,
+        timeout=5.0,
+        retry=Retry(on=Exception, attempts=3, backoff=backoff.none()),
+        breaker=breaker,
+        attempt_timeout=1.0,
+    )
+    with pytest.raises(ConnectionError):
+        Policy(breaker=breaker).call(_refuse_sync)
+    clock.advance(1.0)
+    assert breaker.state is CircuitState.HALF_OPEN
+
+    @policy
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    assert bh.active == 0
+    assert remaining() is None
+    assert policy.call(lambda: "probe ok") == "probe ok"
+    assert breaker.state is CircuitState.CLOSED
+
+
+def _refuse_sync() -> None:
+    raise ConnectionError("refused")
