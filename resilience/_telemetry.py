@@ -22,6 +22,7 @@ What is emitted (the docs page, ``docs/observability.md``, has the full tables):
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable, Iterator, MutableMapping
@@ -132,7 +133,6 @@ _lock = threading.Lock()
 _tracer_provider: TracerProvider | None = None
 _meter_provider: MeterProvider | None = None
 _tracer_cache: tuple[object, Tracer] | None = None
-_instruments_cache: _Instruments | None = None
 
 
 def set_tracer_provider(provider: TracerProvider | None) -> None:
@@ -157,10 +157,12 @@ def set_meter_provider(provider: MeterProvider | None) -> None:
         >>> set_meter_provider(MeterProvider())
         >>> set_meter_provider(None)
     """
-    global _meter_provider, _instruments_cache
+    global _meter_provider, _injected_instruments
+    # Built now, not on first use, so the breaker gauges report from the first collection.
+    built = _Instruments(provider) if provider is not None else None
     with _lock:
         _meter_provider = provider
-        _instruments_cache = None
+        _injected_instruments = built
 
 
 def get_tracer_provider() -> TracerProvider:
@@ -288,25 +290,13 @@ class _Instruments:
 
 
 def _instruments() -> _Instruments | None:
-    """The instruments, or None while no SDK is configured."""
-    provider = get_meter_provider()
-    if isinstance(provider, _NOOP_METER_PROVIDERS):
+    """The instruments, or None while no SDK is configured (then recording would be wasted)."""
+    injected = _injected_instruments
+    if injected is not None:
+        return injected
+    if isinstance(metrics.get_meter_provider(), _NOOP_METER_PROVIDERS):
         return None
-    cached = _instruments_cache
-    if cached is not None and cached.provider is provider:
-        return cached
-    return _new_instruments(provider)
-
-
-def _new_instruments(provider: MeterProvider) -> _Instruments:
-    global _instruments_cache
-    with _lock:
-        cached = _instruments_cache
-        if cached is not None and cached.provider is provider:
-            return cached
-        built = _Instruments(provider)
-        _instruments_cache = built
-    return built
+    return _global_instruments
 
 
 def _breaker_snapshots() -> Iterator[Any]:
@@ -353,6 +343,14 @@ def _observe_failure_rate(options: CallbackOptions) -> Iterable[Observation]:
         metrics.Observation(float(snapshot.failure_rate), {BREAKER_NAME: snapshot.name})
         for snapshot in _breaker_snapshots()
     ]
+
+
+# Built once, at import, on the global provider: while no SDK is set that is the API's proxy,
+# whose instruments (and the state gauge's callbacks) start recording when one is set later.
+# Building them on first use instead would leave the gauges unregistered in a process whose
+# breakers never emit an event.
+_global_instruments: Final = _Instruments(metrics.get_meter_provider())
+_injected_instruments: _Instruments | None = None
 
 
 # ---------------------------------------------------------------------------- HTTP attempts
@@ -560,7 +558,7 @@ def _span_event_keys(event: Event) -> tuple[tuple[str, str], ...]:
     if keys is None:
         prefix = event.event.partition(".")[0]
         pairs = []
-        for field in cls.__dataclass_fields__:
+        for field in (f.name for f in dataclasses.fields(event)):
             if field in ("breaker", "name"):
                 key = f"resilience.{prefix}.name"
             elif field == "error":
