@@ -141,7 +141,7 @@ class Deadline:
     )
 
     def __init__(
-        self, seconds: Duration, *, clock: Clock = time.monotonic, what: str = "deadline"
+        self, seconds: Duration, *, clock: Clock = time.monotonic, what: str = "the block"
     ) -> None:
         self._seconds = required_duration("seconds", seconds, allow_zero=True)
         self._clock = check_clock("clock", clock)
