@@ -179,6 +179,18 @@ def failed_row(
     )
 
 
+def calls_per_sample(per_call_ns: float, settings: Settings) -> int:
+    """Calls per timing sample: `settings.number`, fewer for slow contenders.
+
+    A sample of a slow contender (tenacity: ~15 µs a call) is capped near SAMPLE_NS, which is
+    already thousands of calls: more would lengthen the run without sharpening the median.
+    """
+    target = SAMPLE_NS_QUICK if settings.quick else SAMPLE_NS
+    return max(100, min(settings.number, int(target / max(per_call_ns, 1.0))))
+
+
+SAMPLE_NS = 40_000_000
+SAMPLE_NS_QUICK = 10_000_000
 _CALL = "f()"
 _CALL_FAILING = "try:\n    f()\nexcept Exception:\n    pass"
 
@@ -259,15 +271,15 @@ async def _bench_async(
     failing: bool,
 ) -> list[Row]:
     timed = _time_failing_calls if failing else _time_calls
-    fns: dict[str, Callable[[], Awaitable[object]]] = {}
+    fns: dict[str, tuple[Callable[[], Awaitable[object]], int]] = {}
     failed: dict[str, Row] = {}
     for contender in contenders:
         try:
             fn = contender.build()
             if inspect.isawaitable(fn):
                 fn = await fn
-            await timed(fn, min(settings.number, 500))
-            fns[contender.library] = fn
+            per_call = await timed(fn, min(settings.number, 500))
+            fns[contender.library] = (fn, calls_per_sample(per_call, settings))
         except Exception as exc:
             failed[contender.library] = failed_row(
                 case, variant, contender, "ns/call", "lower", exc
@@ -281,8 +293,9 @@ async def _bench_async(
             order = list(fns)
             rng.shuffle(order)
             for name in order:
+                fn, number = fns[name]
                 for _ in range(settings.repeat):
-                    samples[name].append(await timed(fns[name], settings.number))
+                    samples[name].append(await timed(fn, number))
     finally:
         if gc_was_enabled:
             gc.enable()

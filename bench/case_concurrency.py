@@ -16,7 +16,7 @@ import circuitbreaker
 import purgatory
 import pybreaker
 
-from ._harness import Case, Contender, Role, Row, Settings, failed_row, log, measure, median
+from ._harness import Case, Contender, Role, Row, Settings, failed_row, measure, median
 from .case_breaker import no_asyncio, our_breaker
 
 PARALLEL = "8 parallel 50 ms calls, one breaker"
@@ -310,7 +310,6 @@ async def _stampede_async() -> list[Row]:
         await asyncio.gather(*(fn() for _ in range(CALLERS)), return_exceptions=True)
         rows.append(_stampede_row("tasks", contender, down.calls))
     rows.sort(key=lambda r: _ORDER.index(r.library))
-    log(f"[bench]   stampede: {len(ready)} async breakers probed")
     return rows
 
 
