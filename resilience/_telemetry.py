@@ -23,6 +23,7 @@ What is emitted (the docs page, ``docs/observability.md``, has the full tables):
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, MutableMapping
@@ -200,9 +201,39 @@ def _contrib_httpx_active() -> bool:
     return hasattr(HTTPTransport.handle_request, "__wrapped__")
 
 
+# The API's get_*_provider() looks the provider variable up in os.environ on every call
+# until a provider is set (~0.6 us each): too much for every HTTP attempt. When the API
+# module still keeps the global in the variables below, a None there (and no provider named
+# by the environment) means "no SDK", at the cost of one attribute read.
+_UNSET: Final = object()
+_FAST_TRACE: Final = (
+    getattr(trace, "_TRACER_PROVIDER", _UNSET) is not _UNSET
+    and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ
+)
+
+
+def _metrics_module() -> Any:
+    try:
+        from opentelemetry.metrics import _internal
+    except ImportError:  # pragma: no cover - a future API moved it: use the slow path
+        return None
+    return _internal
+
+
+_METRICS_INTERNAL: Final = _metrics_module()
+_FAST_METRICS: Final = (
+    getattr(_METRICS_INTERNAL, "_METER_PROVIDER", _UNSET) is not _UNSET
+    and "OTEL_PYTHON_METER_PROVIDER" not in os.environ
+)
+
+
 def _tracer() -> Tracer | None:
     """Our tracer, or None while no SDK is configured (then spans would be no-ops)."""
-    provider = get_tracer_provider()
+    provider = _tracer_provider
+    if provider is None:
+        if _FAST_TRACE and trace._TRACER_PROVIDER is None:
+            return None
+        provider = trace.get_tracer_provider()
     if isinstance(provider, _NOOP_TRACER_PROVIDERS):
         return None
     cached = _tracer_cache
@@ -294,6 +325,8 @@ def _instruments() -> _Instruments | None:
     injected = _injected_instruments
     if injected is not None:
         return injected
+    if _FAST_METRICS and _METRICS_INTERNAL._METER_PROVIDER is None:
+        return None
     if isinstance(metrics.get_meter_provider(), _NOOP_METER_PROVIDERS):
         return None
     return _global_instruments
