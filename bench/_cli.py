@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -110,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return profile(args.profile)
     settings = Settings.for_mode(quick=args.quick, seed=args.seed)
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     selected = [c for c in CASES if not args.only or any(k in c.key for k in args.only)]
     started = time.perf_counter()
     rows: list[Row] = []
@@ -120,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"[bench] {case.title}: {time.perf_counter() - t0:.1f} s")
     elapsed = time.perf_counter() - started
     env = environment()
+    env["load average"] = f"{load_before} at the start, {env['load average']} at the end"
     mode = "quick" if settings.quick else "full"
     if args.json:
         document = {

@@ -71,8 +71,8 @@ class Settings:
 
     quick: bool
     number: int  # calls per timing sample
-    repeat: int  # samples per contender per round
-    rounds: int  # shuffled rounds; contenders interleave so drift hits all of them alike
+    repeat: int  # samples per contender = rounds x repeat, one per shuffled turn
+    rounds: int
     seed: int
 
     @classmethod
@@ -209,27 +209,29 @@ def bench_sync(
     timeit turns the garbage collector off while it times.
     """
     stmt = _CALL_FAILING if failing else _CALL
-    timers: dict[str, timeit.Timer] = {}
+    timers: dict[str, tuple[timeit.Timer, int]] = {}
     failed: dict[str, Row] = {}
     for contender in contenders:
         try:
             fn = contender.build()
             timer = timeit.Timer(stmt, globals={"f": fn})
-            timer.timeit(min(settings.number, 500))  # warm-up, and proof that it works
-            timers[contender.library] = timer
+            warm = min(settings.number, 500)
+            per_call = timer.timeit(warm) * 1e9 / warm  # warm-up, and proof that it works
+            timers[contender.library] = (timer, calls_per_sample(per_call, settings))
         except Exception as exc:
             failed[contender.library] = failed_row(
                 case, variant, contender, "ns/call", "lower", exc
             )
     samples: dict[str, list[float]] = {name: [] for name in timers}
     rng = random.Random(settings.seed)
-    for _ in range(settings.rounds):
+    # One sample per contender per turn, in a new order each turn: a burst of load from
+    # elsewhere on the machine then lands on every contender alike.
+    for _ in range(settings.rounds * settings.repeat):
         order = list(timers)
         rng.shuffle(order)
         for name in order:
-            for _ in range(settings.repeat):
-                seconds = timers[name].timeit(settings.number)
-                samples[name].append(seconds * 1e9 / settings.number)
+            timer, number = timers[name]
+            samples[name].append(timer.timeit(number) * 1e9 / number)
     return _rows(case, variant, contenders, samples, failed)
 
 
@@ -289,13 +291,12 @@ async def _bench_async(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(settings.rounds):
+        for _ in range(settings.rounds * settings.repeat):
             order = list(fns)
             rng.shuffle(order)
             for name in order:
                 fn, number = fns[name]
-                for _ in range(settings.repeat):
-                    samples[name].append(await timed(fn, number))
+                samples[name].append(await timed(fn, number))
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -375,6 +376,7 @@ def environment() -> dict[str, str]:
         "platform": platform.platform(terse=True),
         "cpu": f"{cpu} ({os.cpu_count()} cores)",
         "commit": _git_commit(),
+        "load average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
     for name in (US, *PEERS):
         try:
