@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test with starle
     raise ImportError(msg) from exc
 
 from resilience._config import Clock, Duration
-from resilience._deadline import deadline
+from resilience._deadline import Deadline
 from resilience.integrations._common import (
     MAPPED_ERRORS,
     STATUS_HEADERS,
@@ -131,7 +131,8 @@ class ResilienceMiddleware:
             if budget is None:
                 await self.app(scope, receive, watch_start)
             else:
-                async with deadline(budget, clock=self.options.clock):
+                # Settings and budget are validated already: skip deadline()'s checks per call.
+                async with Deadline._trusted(budget, self.options.clock, "the request"):
                     await self.app(scope, receive, watch_start)
         except MAPPED_ERRORS as exc:
             if started:
@@ -198,6 +199,10 @@ def add_resilience(
         status_path=status_path,
         clock=clock,
     )
+    # Twice would mean two limits and two deadlines fighting: refuse, as the Flask twin does.
+    if any(getattr(m, "cls", None) is ResilienceMiddleware for m in app.user_middleware):
+        msg = "add_resilience() was already called on this app; call it once"
+        raise RuntimeError(msg)
     app.add_middleware(
         ResilienceMiddleware,
         max_concurrent=max_concurrent,

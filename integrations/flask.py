@@ -34,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test with flask 
     raise ImportError(msg) from exc
 
 from resilience._config import Clock, Duration
-from resilience._deadline import deadline
+from resilience._deadline import Deadline
 from resilience.integrations._common import (
     MAPPED_ERRORS,
     STATUS_HEADERS,
@@ -174,7 +174,8 @@ class _ResilienceWSGI:
             if budget is None:
                 result = self.wsgi_app(environ, start_response)
             else:
-                with deadline(budget, clock=options.clock):
+                # Settings and budget are validated already: skip deadline()'s checks per call.
+                with Deadline._trusted(budget, options.clock, "the request"):
                     result = self.wsgi_app(environ, start_response)
         except BaseException:
             if limiter is not None:

@@ -523,3 +523,41 @@ def test_a_policy_applies_per_route_under_the_route_decorator() -> None:
         assert rejected.headers["retry-after"] == "30"
         assert httpx.get(f"{url}/unprotected").status_code == 200
     assert calls == [250, 0, -1]
+
+
+def test_add_resilience_twice_is_refused() -> None:
+    """A second add_resilience on one app raises instead of stacking two limits."""
+    app = FastAPI()
+    add_resilience(app, max_concurrent=10)
+    with pytest.raises(RuntimeError, match="already"):
+        add_resilience(app, max_concurrent=5)
+
+
+def test_app_exception_handlers_for_our_errors_win() -> None:
+    """An app's own handler for one of our errors answers; a catch-all one does not hide ours."""
+    app = FastAPI()
+    add_resilience(app)
+
+    async def busy(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("busy, try later", status_code=429)
+
+    async def everything(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("oops", status_code=500)
+
+    app.add_exception_handler(BulkheadFull, busy)
+    app.add_exception_handler(Exception, everything)
+
+    @app.get("/busy")
+    async def raise_busy() -> None:
+        raise BulkheadFull("db")
+
+    @app.get("/open")
+    async def raise_open() -> None:
+        raise CircuitOpenError("payments", retry_after=1.0)
+
+    with serve(app) as url:
+        busy_response = httpx.get(f"{url}/busy")
+        open_response = httpx.get(f"{url}/open")
+    assert (busy_response.status_code, busy_response.text) == (429, "busy, try later")
+    assert open_response.status_code == 503
+    assert open_response.headers["retry-after"] == "1"

@@ -404,3 +404,22 @@ def test_a_policy_applies_per_route_under_the_route_decorator() -> None:
         assert rejected.status_code == 503
         assert rejected.headers["retry-after"] == "30"
     assert calls == [250, 0]
+
+
+def test_a_catch_all_error_handler_does_not_hide_the_mapping() -> None:
+    """Flask picks the most specific handler, so a catch-all Exception handler keeps our 503."""
+    app = flask.Flask("catch-all")
+
+    @app.errorhandler(Exception)
+    def everything(exc: Exception) -> tuple[str, int]:
+        return "oops", 500
+
+    Resilience(app)
+
+    @app.get("/pay")
+    def pay() -> str:
+        raise CircuitOpenError("payments", retry_after=2.0)
+
+    response = app.test_client().get("/pay")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
