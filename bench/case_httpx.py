@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import importlib.util
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from ._harness import (
     Contender,
     Row,
     Settings,
+    Unsupported,
     bench_async,
     bench_sync,
     failed_row,
@@ -160,7 +162,14 @@ async def run_async(url: str, settings: Settings) -> list[Row]:
 
 
 def run(settings: Settings) -> list[Row]:
-    """Both variants against one server process."""
+    """Both variants against one server process (n/a rows when uvicorn is not installed)."""
+    if importlib.util.find_spec("uvicorn") is None:
+        missing = Unsupported("uvicorn is not installed")
+        return [
+            failed_row(TITLE, variant, c, UNIT, "higher", missing)
+            for variant, contenders in (("sync", sync_contenders()), ("async", async_contenders()))
+            for c in contenders
+        ]
     with AppServer() as server:
         return [*run_sync(server.url, settings), *asyncio.run(run_async(server.url, settings))]
 
