@@ -395,12 +395,17 @@ def error_type(exc: BaseException) -> str:
     Example:
         >>> error_type(TimeoutError())
         'TimeoutError'
+        >>> from resilience import DeadlineExceeded
+        >>> error_type(DeadlineExceeded())
+        'resilience.DeadlineExceeded'
     """
     cls = type(exc)
     module = cls.__module__
     if module == "builtins":
         return cls.__qualname__
-    return f"{module}.{cls.__qualname__}"
+    # Name it where users import it from: resilience._errors.X is resilience.X.
+    public = [part for part in module.split(".") if not part.startswith("_")]
+    return ".".join((*public, cls.__qualname__))
 
 
 class HttpAttempt:

@@ -26,6 +26,7 @@ from resilience import (
     BulkheadFull,
     CircuitBreaker,
     CircuitOpenError,
+    DeadlineExceeded,
     Retry,
     backoff,
     events,
@@ -197,6 +198,7 @@ def test_builtin_errors_have_short_names() -> None:
     """Builtin exceptions are named without the builtins module."""
     assert telemetry.error_type(TimeoutError()) == "TimeoutError"
     assert telemetry.error_type(httpx.ConnectError("x")) == "httpx.ConnectError"
+    assert telemetry.error_type(DeadlineExceeded()) == "resilience.DeadlineExceeded"
 
 
 async def test_cancellation_is_not_an_error(otel: Otel) -> None:
