@@ -485,6 +485,24 @@ def render_text(rows: Sequence[Row]) -> str:
 SPEED_UNITS = frozenset({"ns/call", "req/s", "µs/request"})
 
 
+def _versus(us: Row, value: float, peers: Sequence[Row]) -> str:
+    if us.better == "lower":
+        best = min(peers, key=lambda r: r.value or 0.0)
+        factor = (best.value or 0.0) / value
+    else:
+        best = max(peers, key=lambda r: r.value or 0.0)
+        factor = value / (best.value or 1.0)
+    if factor >= 2:
+        verdict = "2x goal met"
+    elif factor >= 1.05:
+        verdict = "better, under 2x"
+    elif factor > 0.95:
+        verdict = "even"
+    else:
+        verdict = "WORSE"
+    return f"{factor:.2f}x the best peer ({best.library}) [{verdict}]"
+
+
 def summary(rows: Sequence[Row]) -> list[str]:
     """Speed figures only: ours against the fastest peer (issue 7 asks for 2x on happy paths)."""
     lines = []
@@ -493,25 +511,10 @@ def summary(rows: Sequence[Row]) -> list[str]:
         if row.unit in SPEED_UNITS:
             groups.setdefault((row.case, row.variant), []).append(row)
     for (case, variant), group in groups.items():
-        us = next((r for r in group if r.role == "us"), None)
         peers = [r for r in group if r.role == "peer" and r.value is not None]
-        if us is None or us.value is None or not peers:
-            continue
-        if group[0].better == "lower":
-            best = min(peers, key=lambda r: r.value or 0.0)
-            factor = (best.value or 0.0) / us.value
-        else:
-            best = max(peers, key=lambda r: r.value or 0.0)
-            factor = us.value / (best.value or 1.0)
-        if factor >= 2:
-            verdict = "2x goal met"
-        elif factor >= 1.05:
-            verdict = "better, under 2x"
-        elif factor > 0.95:
-            verdict = "even"
-        else:
-            verdict = "WORSE"
-        lines.append(
-            f"{case} / {variant}: {factor:.2f}x the best peer ({best.library}) [{verdict}]"
-        )
+        for us in group:
+            if us.role != "us" or us.value is None or not peers:
+                continue
+            label = f"{case} / {variant}" + ("" if us.library == US else f" / {us.library}")
+            lines.append(f"{label}: {_versus(us, us.value, peers)}")
     return lines

@@ -29,6 +29,16 @@ TRANSPORT_CALLS = 5_000
 TARGETS: dict[str, tuple[Callable[[], Any], bool, bool]] = {
     "breaker-sync": (lambda: our_breaker("profile-breaker")(noop), False, False),
     "breaker-async": (lambda: our_breaker("profile-abreaker")(anoop), True, False),
+    "breaker-time-sync": (
+        lambda: our_breaker("profile-tbreaker", window_seconds=60.0)(noop),
+        False,
+        False,
+    ),
+    "breaker-time-async": (
+        lambda: our_breaker("profile-atbreaker", window_seconds=60.0)(anoop),
+        True,
+        False,
+    ),
     "breaker-open": (
         lambda: tripped(
             our_breaker("profile-open", consecutive_failures=1, open_duration=HOUR)(boom)

@@ -91,6 +91,12 @@ def closed_sync() -> list[Contender]:
         Contender("bare call", "baseline", lambda: noop),
         Contender("functools.wraps pass-through", "baseline", lambda: passthrough(noop)),
         Contender("resilience", "us", lambda: our_breaker("bench-closed-sync")(noop)),
+        Contender(
+            "resilience (time window)",
+            "us",
+            lambda: our_breaker("bench-closed-sync-time", window_seconds=60.0)(noop),
+            "window_seconds=60",
+        ),
         Contender("pybreaker", "peer", lambda: pybreaker.CircuitBreaker()(noop)),
         Contender(
             "circuitbreaker", "peer", lambda: circuitbreaker.CircuitBreaker(name="c-sync")(noop)
@@ -114,6 +120,12 @@ def closed_async() -> list[Contender]:
         Contender("bare await", "baseline", lambda: anoop),
         Contender("functools.wraps pass-through", "baseline", lambda: apassthrough(anoop)),
         Contender("resilience", "us", lambda: our_breaker("bench-closed-async")(anoop)),
+        Contender(
+            "resilience (time window)",
+            "us",
+            lambda: our_breaker("bench-closed-async-time", window_seconds=60.0)(anoop),
+            "window_seconds=60",
+        ),
         Contender("pybreaker", "peer", no_asyncio),
         Contender(
             "circuitbreaker", "peer", lambda: circuitbreaker.CircuitBreaker(name="c-async")(anoop)

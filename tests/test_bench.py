@@ -138,10 +138,12 @@ def test_ratio_divides_by_ours_in_the_same_group() -> None:
 
 def test_summary_flags_where_we_miss_the_2x_goal() -> None:
     """The summary names the fastest peer and says whether we are 2x better."""
-    fast = summary([_row("us", "us", 100.0), _row("a", "peer", 250.0), _row("b", "peer", 900.0)])
-    slow = summary([_row("us", "us", 100.0), _row("a", "peer", 50.0)])
+    fast = summary(
+        [_row("resilience", "us", 100.0), _row("a", "peer", 250.0), _row("b", "peer", 900.0)]
+    )
+    slow = summary([_row("resilience (x)", "us", 100.0), _row("a", "peer", 50.0)])
     assert fast == ["c / v: 2.50x the best peer (a) [2x goal met]"]
-    assert slow == ["c / v: 0.50x the best peer (a) [WORSE]"]
+    assert slow == ["c / v / resilience (x): 0.50x the best peer (a) [WORSE]"]
 
 
 def test_tables_show_every_row() -> None:
