@@ -63,7 +63,8 @@ class Policy:
     `timedelta`, or a `timeout(...)`); ``bulkhead`` takes a `Bulkhead` or an int
     (``Bulkhead(n)``); ``retry`` a `Retry`; ``breaker`` a `CircuitBreaker`; ``fallback`` what
     `fallback(...)` returns. ``attempt_timeout`` longer than ``timeout`` (or than the retry's
-    own ``timeout``) is a `ConfigError`.
+    own ``timeout``) is a `ConfigError`. ``clock`` is the clock the two timeouts read (inject a
+    `resilience.testing.FakeClock` in tests; the other slots take their own).
 
     In async code both timeouts cancel the work. In sync code they are cooperative: the
     deadline is set, and retries, transports and policies inside check it.
