@@ -42,6 +42,7 @@ from ._harness import (
     render_text,
     summary,
 )
+from ._profile import TARGETS
 
 CASES: list[Case] = [
     *case_breaker.CASES[:1],
@@ -70,7 +71,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--seed", type=int, default=20261129, help="seed for order and faults")
-    parser.add_argument("--profile", metavar="TARGET", help="cProfile one of our happy paths")
+    parser.add_argument(
+        "--profile",
+        metavar="TARGET",
+        help=f"cProfile one of our paths: {', '.join(TARGETS)}",
+    )
     return parser.parse_args(argv)
 
 
