@@ -313,7 +313,8 @@ def parse_overrides(value: object) -> Overrides:
 class BreakerMap(Mapping[str, "CircuitBreaker"]):
     """A read-only snapshot of a transport's per-host breakers, keyed ``scheme://host:port``.
 
-    Lookups also accept a URL or ``scheme://host`` (the default port is filled in).
+    Lookups also accept a URL, ``scheme://host`` (the default port is filled in), or
+    ``host:port`` / ``host`` when only one scheme was used with it.
 
     Example:
         >>> from resilience.httpx import ResilientTransport
@@ -326,16 +327,23 @@ class BreakerMap(Mapping[str, "CircuitBreaker"]):
     def __init__(self, items: Mapping[str, CircuitBreaker]) -> None:
         self._items = dict(items)
 
-    @staticmethod
-    def _key(key: object) -> object:
+    def _key(self, key: object) -> object:
         if isinstance(key, URL):
             return authority(key)
-        if isinstance(key, str) and "://" in key:
+        if not isinstance(key, str) or key in self._items:
+            return key
+        if "://" in key:
             try:
                 return authority(URL(key))
             except Exception:
                 return key
-        return key
+        # "host:port" or "host": accept it when exactly one authority matches.
+        matches = [
+            name
+            for name in self._items
+            if name.partition("://")[2] == key or name.partition("://")[2].rpartition(":")[0] == key
+        ]
+        return matches[0] if len(matches) == 1 else key
 
     def __getitem__(self, key: str) -> CircuitBreaker:
         return self._items[self._key(key)]  # type: ignore[index]  # normalised str or miss

@@ -51,6 +51,15 @@ if TYPE_CHECKING:
 __all__ = ["AsyncResilientTransport", "ResilientTransport"]
 
 
+def _blocking_sleep(seconds: float) -> None:
+    # Looked up per call, so tests that patch time.sleep see our waits too.
+    time.sleep(seconds)
+
+
+async def _async_sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
 def _check_sleep(value: object) -> Any:
     if not callable(value):
         msg = f"sleep must be a function taking seconds, got {value!r}"
@@ -74,7 +83,10 @@ class ResilientTransport(BaseTransport):
         policy: a `resilience.Policy` whose slots replace the defaults: its ``retry``
             (attempts, backoff, timeout, budget; its ``on`` adds exception types to the
             HTTP rules; no ``retry``: no retries), its ``breaker`` (the template of the
-            per-host breakers; none: no breakers), ``timeout`` and ``attempt_timeout``.
+            per-host breakers; none: no breakers), ``timeout`` (a deadline for the whole
+            request), ``attempt_timeout`` (caps each attempt's httpx timeouts) and
+            ``bulkhead`` (held for the whole request). ``fallback`` is not used: a
+            transport must return a response.
         idempotency_keys: give each POST or PATCH without an ``Idempotency-Key`` a fresh
             one (the same on every attempt), which makes it retryable.
         max_retry_after: longest `Retry-After` honoured, in seconds; longer ones are capped.
@@ -85,8 +97,9 @@ class ResilientTransport(BaseTransport):
             attempt's remaining budget in milliseconds, when a deadline is active.
         max_hosts: per-host breakers kept; the least recently used one is dropped.
         retry_statuses: statuses retried for idempotent requests.
-        clock: monotonic clock; sleep: blocking sleep; wall_clock: `time.time`, used to
-            read HTTP-date `Retry-After` values. Inject fakes in tests.
+        clock: monotonic clock; sleep: blocking sleep (default `time.sleep`, looked up at
+            each wait); wall_clock: `time.time`, used to read HTTP-date `Retry-After`
+            values. Inject fakes in tests.
 
     Example:
         >>> import httpx
@@ -107,7 +120,7 @@ class ResilientTransport(BaseTransport):
         max_hosts: int = DEFAULT_MAX_HOSTS,
         retry_statuses: frozenset[int] | set[int] | tuple[int, ...] = DEFAULT_RETRY_STATUSES,
         clock: _config.Clock = time.monotonic,
-        sleep: Callable[[float], object] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
         wall_clock: _config.Clock = time.time,
     ) -> None:
         self._core = TransportCore(
@@ -121,7 +134,9 @@ class ResilientTransport(BaseTransport):
             clock=clock,
             wall_clock=wall_clock,
         )
-        self._sleep: Callable[[float], object] = _check_sleep(sleep)
+        self._sleep: Callable[[float], object] = (
+            _blocking_sleep if sleep is None else _check_sleep(sleep)
+        )
         self._inner = HTTPTransport() if inner is None else inner
 
     @property
@@ -249,7 +264,7 @@ class AsyncResilientTransport(AsyncBaseTransport):
         max_hosts: int = DEFAULT_MAX_HOSTS,
         retry_statuses: frozenset[int] | set[int] | tuple[int, ...] = DEFAULT_RETRY_STATUSES,
         clock: _config.Clock = time.monotonic,
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
         wall_clock: _config.Clock = time.time,
     ) -> None:
         self._core = TransportCore(
@@ -263,7 +278,9 @@ class AsyncResilientTransport(AsyncBaseTransport):
             clock=clock,
             wall_clock=wall_clock,
         )
-        self._sleep: Callable[[float], Awaitable[object]] = _check_sleep(sleep)
+        self._sleep: Callable[[float], Awaitable[object]] = (
+            _async_sleep if sleep is None else _check_sleep(sleep)
+        )
         self._inner = AsyncHTTPTransport() if inner is None else inner
 
     @property

@@ -259,11 +259,13 @@ async def test_body_broken_mid_transfer_of_a_post_propagates(
     assert server.app.counts["async-broken"] == 1
 
 
-def lenient(name: str) -> Policy:
+def lenient(name: str, minimum_calls: int = 50) -> Policy:
     """Retries, and a breaker that opens only when every call fails (half the calls 503)."""
     return Policy(
         retry=Retry(on=(), backoff=backoff.none()),
-        breaker=CircuitBreaker(name, failure_rate=1.0, minimum_calls=50),
+        breaker=CircuitBreaker(
+            name, failure_rate=1.0, minimum_calls=minimum_calls, window=max(100, minimum_calls)
+        ),
     )
 
 
@@ -310,3 +312,47 @@ async def test_no_connection_leak_after_a_thousand_retried_requests_async(server
         assert len(inner._pool.connections) <= 4
         assert (await client.get(f"{server.url}/ok/after-async")).status_code == 200
     assert len(server.app.clients) - before <= 4
+
+
+def test_one_transport_serves_many_threads(server: Server) -> None:
+    """16 threads sharing one sync transport all get their answers; one breaker per host."""
+    transport = ResilientTransport(sleep=lambda seconds: None, policy=lenient("threads", 1000))
+    client = httpx.Client(transport=transport, timeout=30.0)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(16)
+
+    def worker(thread: int) -> None:
+        try:
+            barrier.wait()
+            for index in range(25):
+                response = client.get(f"{server.url}/alternate/threads-{thread}-{index}")
+                assert response.status_code == 200
+        except BaseException as exc:  # reported below, in the test's own thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    client.close()
+    assert errors == []
+    assert list(transport.breakers) == [server.url]
+    assert transport.breakers[server.url].metrics()["calls"] == 16 * 25 * 2
+
+
+async def test_one_async_transport_serves_many_tasks(server: Server) -> None:
+    """200 concurrent tasks through one async transport all get their answers."""
+
+    async def asleep(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    transport = AsyncResilientTransport(sleep=asleep, policy=lenient("tasks", 1000))
+    async with httpx.AsyncClient(transport=transport, timeout=30.0) as client:
+
+        async def one(index: int) -> int:
+            return (await client.get(f"{server.url}/alternate/tasks-{index}")).status_code
+
+        statuses = await asyncio.gather(*(one(i) for i in range(200)))
+    assert statuses == [200] * 200
+    assert transport.breakers[server.url].metrics()["calls"] == 400

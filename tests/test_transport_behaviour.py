@@ -754,3 +754,31 @@ async def test_one_client_span_per_attempt_with_resend_count(mode: str) -> None:
     assert sent == [format(s.context.span_id, "016x") for s in spans if s.context is not None]
     for span in spans:
         assert "hunter2" not in str(span.attributes)
+
+
+def test_default_sleep_is_looked_up_at_each_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patching time.sleep in a test reaches the transport's default sleep."""
+    import time
+
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    inner = Scripted(httpx.Response(503, headers={"Retry-After": "2"}), httpx.Response(200))
+    with httpx.Client(transport=ResilientTransport(inner)) as client:
+        assert client.get(URL).status_code == 200
+    assert slept == [2.0]
+
+
+async def test_default_async_sleep_is_looked_up_at_each_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Patching asyncio.sleep in a test reaches the async transport's default sleep."""
+    slept: list[float] = []
+
+    async def fake(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", fake)
+    inner = Scripted(httpx.Response(503, headers={"Retry-After": "2"}), httpx.Response(200))
+    async with httpx.AsyncClient(transport=AsyncResilientTransport(inner)) as client:
+        assert (await client.get(URL)).status_code == 200
+    assert slept == [2.0]

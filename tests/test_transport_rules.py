@@ -245,6 +245,9 @@ def test_breaker_map_lookups_accept_urls_and_default_ports() -> None:
     assert view["https://api.test"] is breaker
     assert view[httpx.URL("https://api.test/y")] is breaker  # type: ignore[index]  # URL lookups too
     assert "http://api.test" not in view
+    assert view["api.test:443"] is breaker
+    assert view["api.test"] is breaker
+    assert "other.test" not in view
     assert list(view) == ["https://api.test:443"]
     assert len(view) == 1
     assert "closed" in repr(view)
@@ -263,7 +266,7 @@ def test_breaker_map_lookups_accept_urls_and_default_ports() -> None:
         ("retry_statuses", {200, 1000}),
         ("retry_statuses", [503]),
         ("clock", 3),
-        ("sleep", None),
+        ("sleep", 3),
     ],
 )
 @pytest.mark.parametrize("transport_type", [ResilientTransport, AsyncResilientTransport])
