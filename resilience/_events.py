@@ -219,13 +219,20 @@ def error_name(exc: BaseException) -> str:
     return type(exc).__qualname__
 
 
-def emit(event: Event, local: Iterable[Listener] = (), /) -> None:
+def emit(
+    event: Event,
+    local: Iterable[Listener] = (),
+    /,
+    *,
+    local_listeners: Iterable[Listener] = (),
+) -> None:
     """Deliver *event* to *local* listeners, the process-wide listeners, the log and OTel.
 
     Components call it after releasing their locks, passing their own listeners as
-    *local* (the breaker passes the ones given to its ``add_listener``).
+    *local* (positionally, or as ``local_listeners=``); the breaker passes the ones given
+    to its ``add_listener``.
     """
-    for listener in (*local, *_listeners):
+    for listener in (*local, *local_listeners, *_listeners):
         try:
             listener(event)
         except Exception:

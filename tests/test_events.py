@@ -263,3 +263,12 @@ def test_listeners_change_while_events_flow() -> None:
     assert len(steady) == 8 * 500
     assert events.add_listener not in internal._listeners  # nothing stray left behind
     assert all(getattr(x, "__self__", None) is not steady for x in internal._listeners)
+
+
+def test_emit_takes_local_listeners_either_way() -> None:
+    """Local listeners can be passed positionally or as local_listeners=."""
+    first: list[events.Event] = []
+    second: list[events.Event] = []
+    internal.emit(ALL_EVENTS[1], [first.append])
+    internal.emit(ALL_EVENTS[1], local_listeners=[second.append])
+    assert first == second == [ALL_EVENTS[1]]
