@@ -222,7 +222,7 @@ def header_lines(style: Style) -> list[str]:
     """The live table's column titles."""
     bar = style.bar
     return [
-        f"{'':7} {'upstream':<10} {bar} {'resilient client':<36} {bar} bare httpx client",
+        f"{'':7} {'upstream':<10} {bar} {'resilient client':<38} {bar} bare httpx client",
         f"{'time':>6}  {'phase':<10} {bar} {'ok':>3} {'fail':>4} {'fast':>5} {'dline':>5} "
         f"{'retry':>5}  {'breaker':<10} {bar} {'ok':>3} {'fail':>4} {'waiting':>7}",
     ]
@@ -453,12 +453,14 @@ async def _run(out: Callable[[str], None], style: Style) -> int:
                 t += TICK
 
         out(style.paint("resilience demo", "1"))
-        out(f"A local upstream at {base_url} goes healthy, failing, slow, then recovers.")
-        out(
+        intro = (
+            f"A local upstream at {base_url} goes healthy, failing, slow, then recovers. "
             "Two clients call it 10 times a second: one through AsyncResilientTransport "
             f"(3 attempts of at most {ATTEMPT_TIMEOUT:g} s, a breaker per host, "
             f"deadline({REQUEST_DEADLINE:g}) around each request), one bare httpx.AsyncClient."
         )
+        for line in textwrap.wrap(intro, width=92):
+            out(line)
         out("Each row counts the answers that came back in the last half second.")
         out("")
         for line in header_lines(style):
@@ -504,6 +506,12 @@ def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] | None
         return asyncio.run(_run(out or write, style))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as Unix tools do, and keep the
+        # interpreter's final flush from failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
