@@ -24,8 +24,8 @@ __all__ = [
     "DEADLINE_HEADERS",
     "MAPPED_ERRORS",
     "STATUS_HEADERS",
+    "Answer",
     "ConcurrencyLimiter",
-    "ErrorResponse",
     "Options",
     "asgi_header_budget",
     "environ_budget",
@@ -93,8 +93,13 @@ class Options:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class ErrorResponse:
-    """An HTTP answer ready for any framework: status, headers and a JSON body (bytes)."""
+class Answer:
+    """An HTTP answer ready for any framework: status, headers and a JSON body (bytes).
+
+    Example:
+        >>> shed_response().status
+        503
+    """
 
     status: int
     headers: tuple[tuple[str, str], ...]
@@ -114,11 +119,9 @@ _REASONS: Final[Mapping[int, str]] = {
 }
 
 
-def _json(
-    status: int, kind: str, detail: str, headers: Iterable[tuple[str, str]] = ()
-) -> ErrorResponse:
+def _json(status: int, kind: str, detail: str, headers: Iterable[tuple[str, str]] = ()) -> Answer:
     body = json.dumps({"error": kind, "detail": detail}).encode()
-    return ErrorResponse(
+    return Answer(
         status=status,
         headers=(
             ("content-type", JSON_CONTENT_TYPE),
@@ -164,7 +167,7 @@ def retry_after_header(retry_after: float | None) -> str | None:
     return str(max(1, math.ceil(retry_after)))
 
 
-def error_response(exc: BaseException) -> ErrorResponse | None:
+def error_response(exc: BaseException) -> Answer | None:
     """The HTTP answer for one of our errors, or None for any other exception.
 
     Example:
@@ -185,7 +188,7 @@ def error_response(exc: BaseException) -> ErrorResponse | None:
     return None
 
 
-def shed_response() -> ErrorResponse:
+def shed_response() -> Answer:
     """The 503 sent at once when ``max_concurrent`` requests are already running."""
     return _SHED
 

@@ -36,8 +36,8 @@ from resilience._deadline import Deadline
 from resilience.integrations._common import (
     MAPPED_ERRORS,
     STATUS_HEADERS,
+    Answer,
     ConcurrencyLimiter,
-    ErrorResponse,
     Options,
     asgi_header_budget,
     error_response,
@@ -59,7 +59,7 @@ def _encode(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
-async def _send_response(send: Send, answer: ErrorResponse, *, head: bool = False) -> None:
+async def _send_response(send: Send, answer: Answer, *, head: bool = False) -> None:
     await send(
         {"type": "http.response.start", "status": answer.status, "headers": _encode(answer.headers)}
     )
@@ -145,7 +145,7 @@ class ResilienceMiddleware:
         method = scope["method"]
         if method not in _STATUS_METHODS:
             body = b'{"error": "method_not_allowed", "detail": "Use GET."}'
-            answer = ErrorResponse(
+            answer = Answer(
                 405,
                 (
                     ("content-type", "application/json"),
@@ -158,7 +158,7 @@ class ResilienceMiddleware:
             return
         body = status_body()
         headers = (*STATUS_HEADERS, ("content-length", str(len(body))))
-        await _send_response(send, ErrorResponse(200, headers, body), head=method == "HEAD")
+        await _send_response(send, Answer(200, headers, body), head=method == "HEAD")
 
 
 def _path(scope: Scope) -> str:

@@ -38,8 +38,8 @@ from resilience._deadline import Deadline
 from resilience.integrations._common import (
     MAPPED_ERRORS,
     STATUS_HEADERS,
+    Answer,
     ConcurrencyLimiter,
-    ErrorResponse,
     Options,
     environ_budget,
     error_response,
@@ -57,7 +57,7 @@ EXTENSION_KEY = "resilience"
 STATUS_ENDPOINT = "resilience_status"
 
 
-def _flask_response(answer: ErrorResponse) -> flask.Response:
+def _flask_response(answer: Answer) -> flask.Response:
     # Werkzeug computes Content-Length itself; passing ours too would duplicate it.
     headers = [(k, v) for k, v in answer.headers if k != "content-length"]
     return flask.Response(answer.body, status=answer.status, headers=headers)
