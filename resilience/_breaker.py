@@ -638,7 +638,8 @@ class CircuitBreaker:
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling *listener*; unknown listeners are ignored."""
-        self._listeners = tuple(x for x in self._listeners if x is not listener)
+        # By equality: `seen.append` is a new bound-method object each time it is read.
+        self._listeners = tuple(x for x in self._listeners if x != listener)
 
     def clone(self, name: str) -> CircuitBreaker:
         """A new breaker with the same settings, clock and listeners under another *name*.

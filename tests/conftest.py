@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from resilience._deadline import _CURRENT, current_deadline
 from resilience.testing import FakeClock
 
 
@@ -11,3 +14,13 @@ from resilience.testing import FakeClock
 def clock() -> FakeClock:
     """A fake clock: time moves only through clock.advance()."""
     return FakeClock()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_deadline() -> Iterator[None]:
+    """Every test starts and ends outside any deadline (a leak would poison later tests)."""
+    token = _CURRENT.set(None)
+    yield
+    leaked = current_deadline()
+    _CURRENT.reset(token)
+    assert leaked is None, "the test left a deadline active in its context"
