@@ -561,3 +561,24 @@ def test_app_exception_handlers_for_our_errors_win() -> None:
     assert (busy_response.status_code, busy_response.text) == (429, "busy, try later")
     assert open_response.status_code == 503
     assert open_response.headers["retry-after"] == "1"
+
+
+def test_sync_handler_past_the_deadline_still_answers_504_on_time() -> None:
+    """A blocking def handler cannot be stopped, but the client gets its 504 at the deadline."""
+    app = FastAPI()
+    add_resilience(app, timeout=0.3)
+    finished = threading.Event()
+
+    @app.get("/block")
+    def block() -> dict[str, str]:
+        time.sleep(1.5)
+        finished.set()
+        return {"status": "late"}
+
+    with serve(app) as url:
+        started = time.monotonic()
+        response = httpx.get(f"{url}/block")
+        elapsed = time.monotonic() - started
+        assert response.status_code == 504
+        assert elapsed < 1.4
+        assert finished.wait(10)  # the thread ran on to its end
