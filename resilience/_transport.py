@@ -528,10 +528,18 @@ class TransportCore:
         clock: _config.Clock,
         wall_clock: _config.Clock,
     ) -> None:
-        if not isinstance(idempotency_keys, bool):
-            msg = f"idempotency_keys must be True or False, got {idempotency_keys!r}"
+        if idempotency_keys is True:
+            self.idempotency_keys: Callable[[], str] | None = new_idempotency_key
+        elif idempotency_keys is False:
+            self.idempotency_keys = None
+        elif callable(idempotency_keys) and not isinstance(idempotency_keys, type):
+            self.idempotency_keys = idempotency_keys
+        else:
+            msg = (
+                "idempotency_keys must be True, False or a function returning a new key, "
+                f"got {idempotency_keys!r}"
+            )
             raise ConfigError(msg)
-        self.idempotency_keys = idempotency_keys
         self.max_retry_after = _config.required_duration(
             "max_retry_after", max_retry_after, allow_zero=True
         )
@@ -595,9 +603,9 @@ class TransportCore:
             attempts = overrides.attempts
             idempotent = overrides.idempotent
 
-        if self.idempotency_keys and method in KEYED_METHODS and IDEMPOTENCY_HEADER not in headers:
-            # Quoted: the draft makes the value a structured-field String.
-            headers[IDEMPOTENCY_HEADER] = f'"{uuid.uuid4()}"'
+        new_key = self.idempotency_keys
+        if new_key is not None and method in KEYED_METHODS and IDEMPOTENCY_HEADER not in headers:
+            headers[IDEMPOTENCY_HEADER] = new_key()
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS or IDEMPOTENCY_HEADER in headers
         call.idempotent = idempotent
@@ -772,6 +780,17 @@ def _deadline_error(exc: Exception) -> DeadlineExceeded:
     error = DeadlineExceeded(msg)
     error.__cause__ = exc
     return error
+
+
+def new_idempotency_key() -> str:
+    """A fresh random key, quoted: the IETF draft makes the value a structured-field String.
+
+    Example:
+        >>> key = new_idempotency_key()
+        >>> key[0], key[-1], len(key)
+        ('"', '"', 38)
+    """
+    return f'"{uuid.uuid4()}"'
 
 
 def _never(exc: BaseException) -> bool:

@@ -88,7 +88,9 @@ class ResilientTransport(BaseTransport):
             ``bulkhead`` (held for the whole request). ``fallback`` is not used: a
             transport must return a response.
         idempotency_keys: give each POST or PATCH without an ``Idempotency-Key`` a fresh
-            one (the same on every attempt), which makes it retryable.
+            one (the same on every attempt), which makes it retryable. True makes quoted
+            UUIDs (the IETF draft's form); a function returning a new key string replaces
+            that, e.g. ``lambda: str(uuid.uuid4())`` for servers that want it bare.
         max_retry_after: longest `Retry-After` honoured, in seconds; longer ones are capped.
         buffer_limit: request and response bodies with a declared length up to this many
             bytes are read into memory, so requests can be replayed and a connection that
@@ -113,7 +115,7 @@ class ResilientTransport(BaseTransport):
         inner: BaseTransport | None = None,
         *,
         policy: Policy | None = None,
-        idempotency_keys: bool = False,
+        idempotency_keys: bool | Callable[[], str] = False,
         max_retry_after: _config.Duration = DEFAULT_MAX_RETRY_AFTER,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
         deadline_header: str | None = None,
@@ -257,7 +259,7 @@ class AsyncResilientTransport(AsyncBaseTransport):
         inner: AsyncBaseTransport | None = None,
         *,
         policy: Policy | None = None,
-        idempotency_keys: bool = False,
+        idempotency_keys: bool | Callable[[], str] = False,
         max_retry_after: _config.Duration = DEFAULT_MAX_RETRY_AFTER,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
         deadline_header: str | None = None,

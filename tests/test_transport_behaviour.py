@@ -782,3 +782,12 @@ async def test_default_async_sleep_is_looked_up_at_each_wait(
     async with httpx.AsyncClient(transport=AsyncResilientTransport(inner)) as client:
         assert (await client.get(URL)).status_code == 200
     assert slept == [2.0]
+
+
+async def test_idempotency_key_factory_replaces_the_quoted_uuid(mode: str) -> None:
+    """idempotency_keys can be a function making the keys (e.g. bare UUIDs)."""
+    made = iter(["key-1", "key-2"])
+    inner = Scripted(httpx.Response(503), httpx.Response(200))
+    run = Run(mode, inner, idempotency_keys=lambda: next(made))
+    await run("POST", json={})
+    assert [h["idempotency-key"] for h in inner.headers] == ["key-1", "key-1"]

@@ -263,6 +263,7 @@ def test_breaker_map_lookups_accept_urls_and_default_ports() -> None:
         ("max_hosts", 0),
         ("deadline_header", ""),
         ("idempotency_keys", "yes"),
+        ("idempotency_keys", str),
         ("retry_statuses", {200, 1000}),
         ("retry_statuses", [503]),
         ("clock", 3),
