@@ -16,6 +16,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
@@ -565,7 +566,9 @@ class TransportCore:
             self.policy_attempt_timeout: float | None = None
             self.bulkhead: Bulkhead | None = None
             base = DEFAULT_BREAKER_NAME
-            factory = self._default_breaker
+            # A partial, not a bound method: no cycle, so a dropped transport's breakers
+            # leave the registry at once instead of at the next garbage collection.
+            factory: Callable[[str], CircuitBreaker] = partial(CircuitBreaker, clock=self.clock)
         else:
             self.retry = policy.retry
             template = policy.breaker
@@ -573,15 +576,14 @@ class TransportCore:
             self.policy_attempt_timeout = policy.attempt_timeout
             self.bulkhead = policy.bulkhead
             base = template.name if template is not None else DEFAULT_BREAKER_NAME
-            factory = template.clone if template is not None else self._default_breaker
+            factory = (
+                template.clone if template is not None else partial(CircuitBreaker, clock=clock)
+            )
         self.hosts: HostBreakers | None = (
             HostBreakers(base, factory, max_hosts)
             if policy is None or template is not None
             else None
         )
-
-    def _default_breaker(self, name: str) -> CircuitBreaker:
-        return CircuitBreaker(name, clock=self.clock)
 
     # ------------------------------------------------------------------ per request
 
