@@ -791,3 +791,29 @@ async def test_idempotency_key_factory_replaces_the_quoted_uuid(mode: str) -> No
     run = Run(mode, inner, idempotency_keys=lambda: next(made))
     await run("POST", json={})
     assert [h["idempotency-key"] for h in inner.headers] == ["key-1", "key-1"]
+
+
+async def test_buffered_bodies_still_stream_raw_and_decode(mode: str) -> None:
+    """A body read in the transport keeps its encoding: iter_raw and gzip decoding work."""
+    import gzip
+
+    raw = gzip.compress(b"hello " * 100)
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            headers={"Content-Encoding": "gzip", "Content-Length": str(len(raw))},
+            stream=Tracked(raw[:10], raw[10:]),
+        )
+
+    run = Run(mode, Scripted(reply))
+    if isinstance(run.transport, ResilientTransport):
+        with httpx.Client(transport=run.transport) as client:
+            assert client.get(URL).text == "hello " * 100  # noqa: ASYNC212  # sync twin
+            with client.stream("GET", URL) as response:  # noqa: ASYNC212  # sync twin
+                assert b"".join(response.iter_raw()) == raw
+    else:
+        async with httpx.AsyncClient(transport=run.transport) as aclient:
+            assert (await aclient.get(URL)).text == "hello " * 100
+            async with aclient.stream("GET", URL) as aresponse:
+                assert b"".join([c async for c in aresponse.aiter_raw()]) == raw
