@@ -340,30 +340,25 @@ class ConcurrencyLimiter:
 
 
 def _plain(value: object) -> object:
+    """A JSON-ready metric value: enums as their value, NaN and infinities as null."""
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN or infinity
+        return None
     if isinstance(value, str | int | float | bool) or value is None:
         return value
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
     return str(value)
 
 
 def _metrics_dict(metrics: object) -> dict[str, object]:
-    if dataclasses.is_dataclass(metrics) and not isinstance(metrics, type):
-        raw: Mapping[str, object] = {
-            f.name: getattr(metrics, f.name) for f in dataclasses.fields(metrics)
-        }
-    elif isinstance(metrics, Mapping):
-        raw = metrics
-    elif hasattr(metrics, "_asdict"):
-        raw = metrics._asdict()
+    # A breaker's metrics snapshot is a Mapping (and a dataclass); accept either.
+    if isinstance(metrics, Mapping):
+        raw: Mapping[object, object] = metrics
+    elif dataclasses.is_dataclass(metrics) and not isinstance(metrics, type):
+        raw = {f.name: getattr(metrics, f.name) for f in dataclasses.fields(metrics)}
     else:
-        raw = {k: v for k, v in vars(metrics).items() if not k.startswith("_")}
+        msg = f"breaker metrics must be a mapping or a dataclass, got {metrics!r}"
+        raise TypeError(msg)
     return {str(k): _plain(v) for k, v in raw.items()}
 
 

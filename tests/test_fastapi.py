@@ -582,3 +582,14 @@ def test_sync_handler_past_the_deadline_still_answers_504_on_time() -> None:
         assert response.status_code == 504
         assert elapsed < 1.4
         assert finished.wait(10)  # the thread ran on to its end
+
+
+def test_status_path_is_relative_to_a_mounted_app() -> None:
+    """Mounted under a prefix, the status endpoint answers at prefix + status_path."""
+    inner = FastAPI()
+    add_resilience(inner)
+    outer = Starlette()
+    outer.mount("/api", inner)
+    with serve(outer) as url:
+        assert httpx.get(f"{url}/api/resilience").json().keys() == {"breakers"}
+        assert httpx.get(f"{url}/resilience").status_code == 404

@@ -423,3 +423,23 @@ def test_a_catch_all_error_handler_does_not_hide_the_mapping() -> None:
     response = app.test_client().get("/pay")
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "2"
+
+
+def test_slot_is_given_back_when_the_app_raises() -> None:
+    """With exceptions propagating (testing mode), a failed request still frees its slot."""
+    extension = Resilience(max_concurrent=1)
+    app = flask.Flask("propagating")
+    app.testing = True  # exceptions reach the WSGI layer instead of becoming a 500
+    extension.init_app(app)
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise RuntimeError("boom")
+
+    client = app.test_client()
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            client.get("/boom")
+    assert extension.limiter is not None
+    assert extension.limiter.in_flight == 0
+    assert "max_concurrent=1" in repr(extension)

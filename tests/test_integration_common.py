@@ -231,3 +231,18 @@ def test_status_payload_lists_breakers_sorted_with_plain_values() -> None:
     assert second.name in names
     decoded = json.loads(status_body())
     assert any(e["name"] == second.name for e in decoded["breakers"])
+
+
+def test_metric_values_become_json_ready() -> None:
+    """Enums become their value and non-finite floats null, so the payload is valid JSON."""
+    from resilience import CircuitState
+    from resilience.integrations._common import _metrics_dict, _plain
+
+    assert _plain(CircuitState.HALF_OPEN) == "half_open"
+    assert _plain(float("nan")) is None
+    assert _plain(float("inf")) is None
+    assert _plain(0.25) == 0.25
+    assert str(_plain(object())).startswith("<object")
+    assert _metrics_dict({"state": CircuitState.OPEN, "calls": 3}) == {"state": "open", "calls": 3}
+    with pytest.raises(TypeError):
+        _metrics_dict(42)
