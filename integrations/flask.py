@@ -70,6 +70,21 @@ def _handle_error(exc: Exception) -> flask.Response:
     return _flask_response(answer)
 
 
+_STREAMED_KEY = "resilience.streamed"
+
+
+def _note_streaming(response: flask.Response) -> flask.Response:
+    # Tells the WSGI layer whether work remains once the view has returned: a streamed body
+    # (a generator, a file) is produced while it is sent, so its slot is held until the
+    # server closes it. Error pages look streamed (Werkzeug wraps them in a ClosingIterator)
+    # but are complete already.
+    body = response.response
+    flask.request.environ[_STREAMED_KEY] = response.is_streamed and not isinstance(
+        body, ClosingIterator
+    )
+    return response
+
+
 def _status_view() -> flask.Response:
     return flask.Response(status_body(), status=200, headers=list(STATUS_HEADERS))
 
@@ -133,6 +148,8 @@ class Resilience:
             # An application's own handler for one of our errors wins over the default.
             if error not in handlers:
                 app.register_error_handler(error, _handle_error)
+        if self.limiter is not None:
+            app.after_request(_note_streaming)
         app.wsgi_app = _ResilienceWSGI(app.wsgi_app, self)  # type: ignore[method-assign]
         if self.options.status_path is not None:
             app.add_url_rule(
@@ -183,6 +200,11 @@ class _ResilienceWSGI:
             raise
         if limiter is None:
             return result
-        # The slot is held until the server closes the body, so streamed responses count.
-        release: Callable[[], Any] = limiter.release
-        return ClosingIterator(result, [release])
+        if environ.get(_STREAMED_KEY, True):
+            # A streamed (or unknown) body: the slot is held until the server closes it.
+            release: Callable[[], Any] = limiter.release
+            return ClosingIterator(result, [release])
+        # The work is done; and clients that never close the body (Werkzeug's test client)
+        # must not keep the slot.
+        limiter.release()
+        return result

@@ -443,3 +443,37 @@ def test_slot_is_given_back_when_the_app_raises() -> None:
     assert extension.limiter is not None
     assert extension.limiter.in_flight == 0
     assert "max_concurrent=1" in repr(extension)
+
+
+def test_test_client_requests_do_not_keep_their_slots() -> None:
+    """Werkzeug's test client never closes bodies: complete responses free their slot anyway."""
+    extension = Resilience(max_concurrent=1)
+    app = flask.Flask("test-client")
+    extension.init_app(app)
+
+    @app.get("/plain")
+    def plain() -> str:
+        return "ok"
+
+    @app.get("/missing-item")
+    def missing() -> str:
+        flask.abort(404)
+
+    @app.get("/fail")
+    def fail() -> str:
+        raise RuntimeError("boom")
+
+    @app.get("/stream")
+    def stream() -> flask.Response:
+        return flask.Response(iter(["a", "b"]))
+
+    client = app.test_client()
+    statuses = [client.get(path).status_code for path in ["/plain", "/missing-item", "/fail"] * 3]
+    assert statuses == [200, 404, 500] * 3
+    assert client.get("/stream", buffered=True).status_code == 200
+    with client.get("/stream") as response:
+        assert response.status_code == 200
+        assert client.get("/plain").status_code == 503  # the stream still holds the slot
+    assert client.get("/plain").status_code == 200
+    assert extension.limiter is not None
+    assert extension.limiter.in_flight == 0
