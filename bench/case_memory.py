@@ -18,7 +18,7 @@ import circuitbreaker
 import purgatory
 import pybreaker
 
-from ._harness import Case, Contender, Row, Settings, measure, ours
+from ._harness import Case, Contender, Row, Settings, failed_row, measure, ours
 from .case_breaker import our_breaker
 
 PER_BREAKER = "memory per breaker (10,000 breakers)"
@@ -109,19 +109,19 @@ def ok() -> None:
     """A successful call."""
 
 
-def after_calls(wrap: Callable[[Callable[[], None]], Callable[[], None]], calls: int) -> float:
-    """Bytes a breaker still holds after `calls` calls, one in ten failing."""
+def after_calls(
+    wrap: Callable[[Callable[[], None]], Callable[[], None]], calls: int
+) -> tuple[float, float]:
+    """Bytes a breaker holds after a tenth of `calls` and after all of them (1 in 10 fail).
+
+    The two figures side by side show whether memory grows with the number of calls.
+    """
 
     def fail() -> None:
         raise ConnectionError
 
-    def build() -> Any:
-        good, bad = wrap(ok), wrap(fail)
-        return good, bad
-
-    def drive(pair: Any) -> None:
-        good, bad = pair
-        for i in range(calls):
+    def drive(good: Callable[[], None], bad: Callable[[], None], count: int) -> None:
+        for i in range(count):
             if i % 10 == 9:
                 try:
                     bad()
@@ -134,10 +134,13 @@ def after_calls(wrap: Callable[[Callable[[], None]], Callable[[], None]], calls:
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        pair = build()
-        drive(pair)
+        good, bad = wrap(ok), wrap(fail)
+        drive(good, bad, calls // 10)
         gc.collect()
-        return float(tracemalloc.get_traced_memory()[0] - before)
+        early = tracemalloc.get_traced_memory()[0] - before
+        drive(good, bad, calls - calls // 10)
+        gc.collect()
+        return float(early), float(tracemalloc.get_traced_memory()[0] - before)
     finally:
         tracemalloc.stop()
 
@@ -207,17 +210,28 @@ def _shared(decorate: Callable[[Any], Any]) -> Callable[[Callable[[], None]], Ca
 def run_after_calls(settings: Settings) -> list[Row]:
     """One breaker per library after 1,000,000 calls (20,000 in quick mode)."""
     calls = settings.scale(1_000_000, 20_000)
-    return [
-        measure(
-            AFTER_CALLS,
-            f"{calls:,} calls",
-            c,
-            "bytes",
-            "lower",
-            lambda wrap: after_calls(wrap, calls),
+    variant = f"{calls:,} calls"
+    rows = []
+    for c in after_calls_contenders():
+        try:
+            early, late = after_calls(c.build(), calls)
+        except Exception as exc:
+            rows.append(failed_row(AFTER_CALLS, variant, c, "bytes", "lower", exc))
+            continue
+        note = f"{early:,.0f} after {calls // 10:,} calls"
+        rows.append(
+            Row(
+                case=AFTER_CALLS,
+                variant=variant,
+                library=c.library,
+                role=c.role,
+                value=late,
+                unit="bytes",
+                better="lower",
+                note=f"{note}; {c.note}" if c.note else note,
+            )
         )
-        for c in after_calls_contenders()
-    ]
+    return rows
 
 
 CASES = [
