@@ -23,10 +23,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 try:
-    import starlette  # noqa: F401  # the extra this module belongs to
-except ImportError as exc:  # pragma: no cover - exercised by a test with starlette hidden
+    # The middleware itself is plain ASGI, but this module belongs to the `fastapi` extra:
+    # without it, say so here rather than fail later inside the app.
+    import fastapi  # noqa: F401
+    import starlette  # noqa: F401
+except ImportError as exc:
     msg = (
-        "resilience.integrations.fastapi needs Starlette (FastAPI); "
+        "resilience.integrations.fastapi needs FastAPI (and Starlette); "
         "install it with: pip install 'resilience[fastapi]'"
     )
     raise ImportError(msg) from exc

@@ -480,9 +480,12 @@ def test_invalid_options_fail_at_setup(option: str, value: object) -> None:
         add_resilience(FastAPI(), **options)
 
 
-def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without Starlette, importing the module says which extra to install."""
-    monkeypatch.setitem(sys.modules, "starlette", None)
+@pytest.mark.parametrize("missing", ["fastapi", "starlette"])
+def test_missing_extra_names_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    """Without FastAPI or Starlette, importing the module says which extra to install."""
+    monkeypatch.setitem(sys.modules, missing, None)
     monkeypatch.delitem(sys.modules, "resilience.integrations.fastapi")
     with pytest.raises(ImportError, match=r"pip install 'resilience\[fastapi\]'"):
         importlib.import_module("resilience.integrations.fastapi")
