@@ -312,10 +312,11 @@ def parse_overrides(value: object) -> Overrides:
 
 
 class BreakerMap(Mapping[str, "CircuitBreaker"]):
-    """A read-only snapshot of a transport's per-host breakers, keyed ``scheme://host:port``.
+    """A live, read-only view of a transport's per-host breakers, keyed ``scheme://host:port``.
 
     Lookups also accept a URL, ``scheme://host`` (the default port is filled in), or
-    ``host:port`` / ``host`` when only one scheme was used with it.
+    ``host:port`` / ``host`` when only one scheme was used with it. Hosts seen after the
+    view was taken show up in it too.
 
     Example:
         >>> from resilience.httpx import ResilientTransport
@@ -323,15 +324,19 @@ class BreakerMap(Mapping[str, "CircuitBreaker"]):
         BreakerMap({})
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_hosts",)
 
-    def __init__(self, items: Mapping[str, CircuitBreaker]) -> None:
-        self._items = dict(items)
+    def __init__(self, hosts: HostBreakers | None) -> None:
+        self._hosts = hosts
 
-    def _key(self, key: object) -> object:
+    def _items(self) -> dict[str, CircuitBreaker]:
+        return {} if self._hosts is None else self._hosts.by_authority()
+
+    @staticmethod
+    def _key(items: Mapping[str, CircuitBreaker], key: object) -> object:
         if isinstance(key, URL):
             return authority(key)
-        if not isinstance(key, str) or key in self._items:
+        if not isinstance(key, str) or key in items:
             return key
         if "://" in key:
             try:
@@ -341,25 +346,27 @@ class BreakerMap(Mapping[str, "CircuitBreaker"]):
         # "host:port" or "host": accept it when exactly one authority matches.
         matches = [
             name
-            for name in self._items
+            for name in items
             if name.partition("://")[2] == key or name.partition("://")[2].rpartition(":")[0] == key
         ]
         return matches[0] if len(matches) == 1 else key
 
     def __getitem__(self, key: str) -> CircuitBreaker:
-        return self._items[self._key(key)]  # type: ignore[index]  # normalised str or miss
+        items = self._items()
+        return items[self._key(items, key)]  # type: ignore[index]  # normalised str or miss
 
     def __contains__(self, key: object) -> bool:
-        return self._key(key) in self._items
+        items = self._items()
+        return self._key(items, key) in items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+        return iter(self._items())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items())
 
     def __repr__(self) -> str:
-        return f"BreakerMap({ {k: b.state.value for k, b in self._items.items()}!r})"
+        return f"BreakerMap({ {k: b.state.value for k, b in self._items().items()}!r})"
 
 
 class HostBreakers:
@@ -403,10 +410,10 @@ class HostBreakers:
                 self._by_key.popitem(last=False)
         return breaker
 
-    def snapshot(self) -> BreakerMap:
-        """The breakers by authority, as they are now."""
+    def by_authority(self) -> dict[str, CircuitBreaker]:
+        """The breakers by authority, as they are now (a copy)."""
         with self._lock:
-            return BreakerMap(dict(self._by_key.values()))
+            return dict(self._by_key.values())
 
 
 # --------------------------------------------------------------------------- the decision

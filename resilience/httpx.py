@@ -149,8 +149,7 @@ class ResilientTransport(BaseTransport):
     @property
     def breakers(self) -> BreakerMap:
         """Each authority (``scheme://host:port``) seen so far and its live breaker."""
-        hosts = self._core.hosts
-        return BreakerMap({}) if hosts is None else hosts.snapshot()
+        return BreakerMap(self._core.hosts)
 
     def handle_request(self, request: Request) -> Response:
         """Send *request* through the inner transport, retrying as the rules allow."""
@@ -293,8 +292,7 @@ class AsyncResilientTransport(AsyncBaseTransport):
     @property
     def breakers(self) -> BreakerMap:
         """Each authority (``scheme://host:port``) seen so far and its live breaker."""
-        hosts = self._core.hosts
-        return BreakerMap({}) if hosts is None else hosts.snapshot()
+        return BreakerMap(self._core.hosts)
 
     async def handle_async_request(self, request: Request) -> Response:
         """Send *request* through the inner transport, retrying as the rules allow."""

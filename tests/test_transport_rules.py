@@ -214,7 +214,7 @@ def test_host_breakers_are_bounded_lru() -> None:
     hosts.get(httpx.URL("https://b.test/"))
     assert hosts.get(httpx.URL("https://a.test/other")) is a  # a is now the most recent
     hosts.get(httpx.URL("https://c.test/"))
-    assert set(hosts.snapshot()) == {"https://a.test:443", "https://c.test:443"}
+    assert set(hosts.by_authority()) == {"https://a.test:443", "https://c.test:443"}
     assert a.name == "lru:https://a.test:443"
 
 
@@ -239,8 +239,9 @@ def test_host_breakers_make_one_breaker_per_host_under_threads() -> None:
 def test_breaker_map_lookups_accept_urls_and_default_ports() -> None:
     """transport.breakers can be read with the authority, a URL or scheme://host."""
     transport = ResilientTransport()
+    view = transport.breakers  # a live view: hosts seen later show up
+    assert len(view) == 0
     breaker = transport._core.hosts.get(httpx.URL("https://api.test/x"))  # type: ignore[union-attr]  # default has hosts
-    view = transport.breakers
     assert view["https://api.test:443"] is breaker
     assert view["https://api.test"] is breaker
     assert view[httpx.URL("https://api.test/y")] is breaker  # type: ignore[index]  # URL lookups too
