@@ -817,3 +817,70 @@ async def test_buffered_bodies_still_stream_raw_and_decode(mode: str) -> None:
             assert (await aclient.get(URL)).text == "hello " * 100
             async with aclient.stream("GET", URL) as aresponse:
                 assert b"".join([c async for c in aresponse.aiter_raw()]) == raw
+
+
+async def test_retry_timeout_bounds_the_whole_request(mode: str, clock: FakeClock) -> None:
+    """A Retry's own timeout acts as a deadline over all attempts and waits."""
+    inner = Scripted(httpx.Response(503, headers={"Retry-After": "3"}), httpx.Response(200))
+    retry = Retry(on=(), timeout=2.0, backoff=backoff.none())
+    run = Run(mode, inner, clock=clock, policy=policy(retry=retry))
+    response = await run()
+    assert response.status_code == 503  # the 3 s wait would cross the 2 s budget
+    assert inner.extensions[0]["timeout"]["read"] == 2.0
+
+
+async def test_sized_async_stream_body_is_buffered_and_replayed() -> None:
+    """An async stream with a declared length under buffer_limit is read, then replayed."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"ab"
+        yield b"c"
+
+    inner = Scripted(httpx.ConnectError("x"), httpx.Response(200))
+    response = await Run("async", inner)("PUT", content=chunks(), headers={"Content-Length": "3"})
+    assert response.status_code == 200
+    assert inner.bodies == [b"abc", b"abc"]
+
+
+async def test_breaker_opening_between_attempts_stops_with_a_note(mode: str) -> None:
+    """If the host's breaker opens after an attempt, the retry is rejected, saying so."""
+    inner = Scripted(httpx.Response(503), httpx.Response(200))
+    run = Run(
+        mode,
+        inner,
+        policy=policy(
+            retry=Retry(on=(), backoff=backoff.none()),
+            breaker=CircuitBreaker("between", consecutive_failures=1),
+        ),
+    )
+    with pytest.raises(CircuitOpenError) as caught:
+        await run()
+    assert inner.calls == 1
+    assert any("before attempt 2" in note for note in caught.value.__notes__)
+
+
+def test_interrupt_gives_the_probe_back(clock: FakeClock) -> None:
+    """A KeyboardInterrupt during a sync attempt releases the breaker permit."""
+    breaker = CircuitBreaker("interrupt", consecutive_failures=1, open_duration=1.0, clock=clock)
+    inner = Scripted(httpx.Response(500), KeyboardInterrupt(), httpx.Response(200))
+    transport = ResilientTransport(inner, policy=policy(breaker=breaker))
+    with httpx.Client(transport=transport) as client:
+        client.get(URL)
+        clock.advance(1.0)
+        with pytest.raises(KeyboardInterrupt):
+            client.get(URL)
+        assert client.get(URL).status_code == 200
+    assert transport.breakers[URL].state is CircuitState.CLOSED
+
+
+async def test_a_raising_on_predicate_adds_nothing(mode: str) -> None:
+    """A Retry whose on-predicate raises leaves the HTTP rules alone."""
+
+    def broken(exc: BaseException) -> bool:
+        raise RuntimeError("bug in predicate")
+
+    inner = Scripted(httpx.ReadTimeout("slow"), httpx.Response(200))
+    run = Run(mode, inner, policy=policy(retry=Retry(on=broken)))
+    with pytest.raises(httpx.ReadTimeout):
+        await run("POST", content=b"x")
+    assert inner.calls == 1

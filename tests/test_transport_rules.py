@@ -188,6 +188,9 @@ def test_overrides_parse_the_documented_keys() -> None:
     assert parse_overrides({"retry": custom}).retry is custom
     assert parse_overrides({"attempts": 5}).attempts == 5
     assert parse_overrides({"idempotent": True}).idempotent is True
+    parsed = parse_overrides({"attempts": 2})
+    assert parse_overrides(parsed) is parsed
+    assert "attempts=2" in repr(parsed)
 
 
 @pytest.mark.parametrize(
@@ -249,6 +252,8 @@ def test_breaker_map_lookups_accept_urls_and_default_ports() -> None:
     assert view["api.test:443"] is breaker
     assert view["api.test"] is breaker
     assert "other.test" not in view
+    assert "http://[bad" not in view
+    assert 42 not in view
     assert list(view) == ["https://api.test:443"]
     assert len(view) == 1
     assert "closed" in repr(view)
