@@ -408,7 +408,18 @@ def _git_commit() -> str:
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() or "unknown"
+    commit = out.stdout.strip() or "unknown"
+    try:
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "resilience"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return commit
+    return f"{commit} + uncommitted changes in resilience/" if dirty else commit
 
 
 def ratio(row: Row, rows: Sequence[Row]) -> float | None:
