@@ -52,12 +52,12 @@ from ._httpx_compat import (
     WriteError,
     WriteTimeout,
 )
+from ._policy import Policy
 from ._retry import Retry
 from ._telemetry import inject_context
 
 if TYPE_CHECKING:
     from ._bulkhead import Bulkhead
-    from ._policy import Policy
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -526,7 +526,7 @@ class TransportCore:
     def __init__(
         self,
         *,
-        policy: Policy | None,
+        policy: object,
         idempotency_keys: object,
         max_retry_after: _config.Duration,
         buffer_limit: int,
@@ -563,6 +563,9 @@ class TransportCore:
         self.retry_statuses = frozenset(retry_statuses)
         self.clock = _config.clock("clock", clock)
         self.wall_clock = _config.clock("wall_clock", wall_clock)
+        if policy is not None and not isinstance(policy, Policy):
+            msg = f"policy must be a resilience.Policy or None, got {policy!r}"
+            raise ConfigError(msg)
         self.policy = policy
 
         template: CircuitBreaker | None

@@ -67,6 +67,14 @@ def _check_sleep(value: object) -> Any:
     return value
 
 
+def _check_inner(inner: Any, method: str) -> Any:
+    # The common slip is handing a sync transport to the async twin (or the reverse).
+    if not callable(getattr(inner, method, None)):
+        msg = f"inner must be an httpx transport with {method}(), got {inner!r}"
+        raise ConfigError(msg)
+    return inner
+
+
 def _sized_body(response: Response, limit: int) -> bool:
     """Whether the response declares a body small enough to read inside the transport."""
     length = response.headers.get("content-length")
@@ -139,7 +147,7 @@ class ResilientTransport(BaseTransport):
         self._sleep: Callable[[float], object] = (
             _blocking_sleep if sleep is None else _check_sleep(sleep)
         )
-        self._inner = HTTPTransport() if inner is None else inner
+        self._inner = HTTPTransport() if inner is None else _check_inner(inner, "handle_request")
 
     @property
     def inner(self) -> BaseTransport:
@@ -282,7 +290,9 @@ class AsyncResilientTransport(AsyncBaseTransport):
         self._sleep: Callable[[float], Awaitable[object]] = (
             _async_sleep if sleep is None else _check_sleep(sleep)
         )
-        self._inner = AsyncHTTPTransport() if inner is None else inner
+        self._inner = (
+            AsyncHTTPTransport() if inner is None else _check_inner(inner, "handle_async_request")
+        )
 
     @property
     def inner(self) -> AsyncBaseTransport:

@@ -274,6 +274,7 @@ def test_breaker_map_lookups_accept_urls_and_default_ports() -> None:
         ("retry_statuses", [503]),
         ("clock", 3),
         ("sleep", 3),
+        ("policy", "payments"),
     ],
 )
 @pytest.mark.parametrize("transport_type", [ResilientTransport, AsyncResilientTransport])
@@ -283,6 +284,14 @@ def test_invalid_settings_fail_at_construction(
     """Bad options raise ConfigError naming the option and the value."""
     with pytest.raises(ConfigError, match=option):
         transport_type(**{option: value})  # type: ignore[arg-type]  # invalid on purpose
+
+
+def test_inner_of_the_wrong_kind_is_rejected() -> None:
+    """A sync transport given to the async twin (or the reverse) fails at construction."""
+    with pytest.raises(ConfigError, match="inner"):
+        ResilientTransport(httpx.AsyncHTTPTransport())  # type: ignore[arg-type]  # on purpose
+    with pytest.raises(ConfigError, match="inner"):
+        AsyncResilientTransport(httpx.HTTPTransport())  # type: ignore[arg-type]  # on purpose
 
 
 def test_durations_accept_timedelta() -> None:
