@@ -23,8 +23,7 @@ from opentelemetry import context as otel_context
 
 from . import _config, _testmode
 from ._breaker import CircuitBreaker
-from ._deadline import _CURRENT as _CURRENT_DEADLINE
-from ._deadline import check_deadline
+from ._deadline import check_deadline, current_deadline
 from ._errors import ConfigError, DeadlineExceeded
 from ._events import (
     DeadlineExceededEvent,
@@ -709,7 +708,7 @@ class TransportCore:
             else:
                 breaker.release(call.permit)
         if isinstance(exc, TimeoutException):
-            expiry = _CURRENT_DEADLINE.get()
+            expiry = current_deadline()
             if expiry is not None and expiry.remaining() <= _DEADLINE_SLACK:
                 raise _deadline_error(exc)
         retry = call.retry
@@ -746,7 +745,7 @@ class TransportCore:
     ) -> float | None:
         retry = call.retry
         assert retry is not None
-        expiry = _CURRENT_DEADLINE.get()
+        expiry = current_deadline()
         deadline_left = None if expiry is None else expiry.remaining()
         verdict = decide(
             retryable=retryable,
