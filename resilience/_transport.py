@@ -125,6 +125,10 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _TIMEOUT_KEYS: Final = ("connect", "read", "write", "pool")
 # A timeout that fires this close to the deadline was the deadline's doing.
 _DEADLINE_SLACK: Final = 0.02
+_TIMEOUT_HEADROOM: Final = 0.01
+"""httpx's own timeouts fire this much before the deadline (at most a tenth of what is left),
+so a hanging attempt ends as an httpx timeout, which its breaker counts, rather than as the
+deadline's cancellation of the task, which no breaker records."""
 
 
 # --------------------------------------------------------------------------- interfaces
@@ -666,13 +670,18 @@ class TransportCore:
         call.attempt += 1
         request = call.request
         limit = check_deadline("the HTTP request")
+        io_limit = None if limit is None else limit - min(_TIMEOUT_HEADROOM, limit / 10)
         attempt_timeout = self.policy_attempt_timeout
         if attempt_timeout is not None and (limit is None or attempt_timeout < limit):
             limit = attempt_timeout
+            if io_limit is None or attempt_timeout < io_limit:
+                io_limit = attempt_timeout
         if limit is not None or call.attempt > 1:
             extensions = dict(call.base_extensions)
-            if limit is not None:
-                extensions["timeout"] = clamp_timeouts(call.base_extensions.get("timeout"), limit)
+            if limit is not None and io_limit is not None:
+                extensions["timeout"] = clamp_timeouts(
+                    call.base_extensions.get("timeout"), io_limit
+                )
                 if self.deadline_header is not None:
                     request.headers[self.deadline_header] = str(int(limit * 1000))
             if call.attempt > 1:
