@@ -24,11 +24,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, ParamSpec, TypeVar, cast, overload
+from typing import Any, Final, NoReturn, ParamSpec, TypeVar, cast, overload
 
 from . import _config, _registry
 from ._errors import CircuitOpenError
-from ._events import CallRejected, CircuitStateChanged, Event, Listener, emit
+from ._events import CallRejected, CircuitStateChanged, Event, Listener, emit, wanted
 from ._windows import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow
 
 __all__ = ["BreakerMetrics", "CircuitBreaker", "CircuitState"]
@@ -361,6 +361,12 @@ class CircuitBreaker:
         return self._acquire_slow()
 
     def _acquire_slow(self) -> int:
+        if self._state is _OPEN:
+            # Fail fast without the lock: only time (under the lock, below) or a manual
+            # command moves OPEN on, and a stale read just rejects one more call.
+            left = self._open_until - self._clock()
+            if left > 0.0:
+                self._reject(CircuitOpenError(self._name, left))
         event: Event | None = None
         rejection: CircuitOpenError | None = None
         with self._lock:
@@ -388,13 +394,19 @@ class CircuitBreaker:
         if event is not None:
             self._emit(event)
         if rejection is not None:
+            self._reject(rejection)
+        return permit
+
+    def _reject(self, rejection: CircuitOpenError) -> NoReturn:
+        if wanted(CallRejected.level, self._listeners):
             self._emit(
                 CallRejected(
-                    breaker=self._name, state=self._state.value, retry_after=rejection.retry_after
+                    breaker=self._name,
+                    state=self._state.value,
+                    retry_after=rejection.retry_after,
                 )
             )
-            raise rejection
-        return permit
+        raise rejection
 
     def record_success(self, permit: int, duration: float = 0.0) -> None:
         """Record that the call holding *permit* succeeded (slow if *duration* is long)."""

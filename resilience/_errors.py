@@ -38,19 +38,21 @@ class CircuitOpenError(ResilienceError):
     """
 
     def __init__(self, breaker: str, retry_after: float | None = None) -> None:
+        # The message is formatted only when read: an open breaker raises this on every
+        # rejected call, and the fail-fast path should cost next to nothing.
+        super().__init__(breaker, retry_after)
         self.breaker = breaker
         self.retry_after = retry_after
-        if retry_after is None:
-            msg = f"circuit breaker {breaker!r} is forced open; calls are rejected until reset()"
-        else:
-            msg = (
-                f"circuit breaker {breaker!r} is open; "
-                f"a probe call is allowed in {retry_after:.3g} s"
-            )
-        super().__init__(msg)
 
-    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float | None]]:
-        return (type(self), (self.breaker, self.retry_after))
+    def __str__(self) -> str:
+        if self.retry_after is None:
+            return (
+                f"circuit breaker {self.breaker!r} is forced open; calls are rejected until reset()"
+            )
+        return (
+            f"circuit breaker {self.breaker!r} is open; "
+            f"a probe call is allowed in {self.retry_after:.3g} s"
+        )
 
 
 class BulkheadFull(ResilienceError):

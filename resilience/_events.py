@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Final
 
 import structlog
 
+from ._telemetry import active as telemetry_active
 from ._telemetry import record_event
 
 __all__ = [
@@ -212,6 +213,21 @@ def remove_listener(listener: Listener) -> None:
         except ValueError:
             return
         _listeners = tuple(kept)
+
+
+def wanted(level: int, local: tuple[Listener, ...] = ()) -> bool:
+    """Whether an event at *level* would reach anyone: a listener, a log, a span or a metric.
+
+    Hot paths (a rejection by an open breaker happens on every call while a dependency is
+    down) check this before building the event at all.
+    """
+    return bool(
+        local
+        or _listeners
+        or structlog.is_configured()
+        or _stdlib_logger.isEnabledFor(level)
+        or telemetry_active()
+    )
 
 
 def error_name(exc: BaseException) -> str:

@@ -620,6 +620,16 @@ def _attribute(value: object) -> str | int | float | bool | None:
     return str(value)
 
 
+def active() -> bool:
+    """Whether `record_event` would do anything now (a recording span, or a metrics SDK)."""
+    if _instruments() is not None:
+        return True
+    if _tracer_provider is None and _FAST_TRACE and trace._TRACER_PROVIDER is None:
+        # No SDK anywhere (the common case without OpenTelemetry): no span can record.
+        return False
+    return trace.get_current_span().is_recording()
+
+
 def record_event(event: Event) -> None:
     """Add *event* to the current span (if recording) and count it in the metrics.
 
