@@ -1,6 +1,6 @@
 """Side-by-side benchmarks: `resilience` against its peers, in one process and one run.
 
-Run everything with ``python -m bench`` (about 5 minutes on 2 cores), a smoke run with
+Run everything with ``python -m bench`` (about 2 minutes on 2 cores), a smoke run with
 ``python -m bench --quick`` (under a minute), one case with ``--only breaker``, and get
 machine-readable output with ``--json``. See docs/performance.md for the latest full table.
 

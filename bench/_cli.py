@@ -1,6 +1,6 @@
 """Command line of `python -m bench`.
 
-    python -m bench                  # full run, readable table (about 5 minutes on 2 cores)
+    python -m bench                  # full run, readable table (about 2 minutes on 2 cores)
     python -m bench --quick          # smoke run under a minute (what CI runs)
     python -m bench --json           # the same figures as JSON on stdout
     python -m bench --markdown       # the tables docs/performance.md holds, on stdout
