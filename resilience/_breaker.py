@@ -24,12 +24,15 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar, cast, overload
 
 from . import _config, _registry
-from ._errors import CircuitOpenError
+from ._errors import CircuitOpenError, ConfigError
 from ._events import CallRejected, CircuitStateChanged, Event, Listener, emit, wanted
 from ._windows import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow
+
+if TYPE_CHECKING:
+    from .stores import BreakerBinding, BreakerStore
 
 __all__ = ["BreakerMetrics", "CircuitBreaker", "CircuitState"]
 
@@ -44,6 +47,8 @@ DEFAULT_OPEN_DURATION: Final = 30.0
 DEFAULT_HALF_OPEN_CALLS: Final = 1
 
 _DISABLED_PERMIT: Final = -1  # never equal to a generation: its outcome is never recorded
+# Other processes' window totals (calls, failures, slow calls, failure run) from a shared store.
+_NO_REMOTE: Final = (0, 0, 0, 0)
 
 _log = logging.getLogger("resilience")
 
@@ -181,6 +186,8 @@ class CircuitBreaker:
         ignore: exception types that count as neither success nor failure (wins over
             ``failure_on``).
         clock: monotonic clock, seconds (inject a `resilience.testing.FakeClock` in tests).
+        store: where the state lives: None (this process), or a `resilience.stores.RedisStore`
+            to share it with every process using the same name and Redis.
 
     Example:
         >>> from resilience import CircuitBreaker, CircuitOpenError
@@ -210,6 +217,7 @@ class CircuitBreaker:
 
     __slots__ = (
         "__weakref__",
+        "_binding",
         "_clock",
         "_config",
         "_consecutive",
@@ -230,10 +238,12 @@ class CircuitBreaker:
         "_probe_slow",
         "_probes_done",
         "_probes_in_flight",
+        "_remote",
         "_ring_append",
         "_slow_call_duration",
         "_slow_call_rate",
         "_state",
+        "_store",
         "_time_based",
         "_window",
     )
@@ -254,8 +264,12 @@ class CircuitBreaker:
         failure_on: _config.ExceptionFilter = Exception,
         ignore: _config.ExceptionTypes = (),
         clock: _config.Clock = time.monotonic,
+        store: BreakerStore | None = None,
     ) -> None:
         self._name: str = _config.required_name("name", name)
+        if store is not None and not callable(getattr(store, "bind", None)):
+            msg = f"store must be a resilience.stores store or None, got {store!r}"
+            raise ConfigError(msg)
         config = BreakerConfig.validated(
             failure_rate=failure_rate,
             consecutive_failures=consecutive_failures,
@@ -273,6 +287,12 @@ class CircuitBreaker:
         self._init_from(config)
         self._listeners: tuple[Listener, ...] = ()
         _registry.register(self)
+        self._bind(store)
+
+    def _bind(self, store: BreakerStore | None) -> None:
+        self._store: BreakerStore | None = store
+        # Without a store (or with InMemoryStore) there is no binding and no extra work.
+        self._binding: BreakerBinding | None = None if store is None else store.bind(self)
 
     def _init_from(self, config: BreakerConfig) -> None:
         self._config = config
@@ -314,6 +334,7 @@ class CircuitBreaker:
         self._probes_done = 0
         self._probe_failures = 0
         self._probe_slow = 0
+        self._remote = _NO_REMOTE
 
     # ------------------------------------------------------------------ properties
 
@@ -393,6 +414,18 @@ class CircuitBreaker:
                 rejection = CircuitOpenError(self._name, None)
         if event is not None:
             self._emit(event)
+        # Outside the lock: the fleet-wide probe slot may cost a Redis round trip.
+        binding = self._binding
+        if (
+            rejection is None
+            and state is _HALF_OPEN
+            and binding is not None
+            and not binding.take_probe()
+        ):
+            self._give_back_probe(permit)
+            if self._state is _CLOSED:
+                return self._gen  # the fleet closed meanwhile
+            rejection = CircuitOpenError(self._name, 0.0)
         if rejection is not None:
             self._reject(rejection)
         return permit
@@ -430,9 +463,15 @@ class CircuitBreaker:
         """Give back *permit* without recording anything (cancelled or ignored calls)."""
         if permit != self._gen or self._state is not _HALF_OPEN:
             return
+        if self._give_back_probe(permit) and self._binding is not None:
+            self._binding.probe_released()
+
+    def _give_back_probe(self, permit: int) -> bool:
         with self._lock:
             if permit == self._gen and self._state is _HALF_OPEN:
                 self._probes_in_flight -= 1
+                return True
+        return False
 
     def classify(self, exc: BaseException) -> bool | None:
         """True if *exc* counts as a failure, False as a success, None as neither.
@@ -487,17 +526,25 @@ class CircuitBreaker:
                     self._probe_failures += 1
                 if outcome & SLOW:
                     self._probe_slow += 1
-                event = self._check_half_open()
+                binding = self._binding
+                # A shared store judges the whole fleet's probes; its verdict comes back.
+                if binding is None or not binding.probe_done(outcome):
+                    event = self._check_half_open()
         if event is not None:
             self._emit(event)
 
     def _check_closed(self, now: float) -> Event | None:
         limit = self._consecutive_limit
         if limit is not None:
-            run = self._consecutive_failures()
+            run = self._consecutive_failures() + self._remote[3]
             if run >= limit:
                 return self._to_open(f"{run} consecutive failures")
         calls, failures, slow_calls = self._window.counts(now)
+        remote = self._remote
+        if remote is not _NO_REMOTE:
+            calls += remote[0]
+            failures += remote[1]
+            slow_calls += remote[2]
         if calls < self._minimum_calls:
             # Until minimum_calls is reached, the success that reaches it may trip.
             self._fast_ok = not (failures or slow_calls or self._time_based)
@@ -536,6 +583,11 @@ class CircuitBreaker:
             calls, failures, slow = self._probes_done, self._probe_failures, self._probe_slow
         else:
             calls, failures, slow = self._window.counts(now)
+            remote = self._remote
+            if remote is not _NO_REMOTE and self._state is _CLOSED:
+                calls += remote[0]
+                failures += remote[1]
+                slow += remote[2]
         return (
             calls,
             failures,
@@ -544,8 +596,13 @@ class CircuitBreaker:
             slow / calls if calls else 0.0,
         )
 
-    def _transition(self, new: CircuitState, reason: str) -> CircuitStateChanged:
-        """Move to *new* (lock held); returns the event to emit once the lock is released."""
+    def _transition(
+        self, new: CircuitState, reason: str, *, remote: bool = False, manual: bool = False
+    ) -> CircuitStateChanged:
+        """Move to *new* (lock held); returns the event to emit once the lock is released.
+
+        A local transition (not *remote*, i.e. not adopted from the store) goes to the store.
+        """
         calls, failures, slow, failure_rate, slow_rate = self._snapshot_numbers(self._clock())
         old = self._state
         self._state = new
@@ -556,6 +613,9 @@ class CircuitBreaker:
         self._probe_failures = self._probe_slow = 0
         if new is _CLOSED or new is _HALF_OPEN:
             self._window.clear()
+            self._remote = _NO_REMOTE
+        if self._binding is not None and not remote:
+            self._binding.transition(new.value, manual)
         return CircuitStateChanged(
             breaker=self._name,
             old_state=old.value,
@@ -577,8 +637,53 @@ class CircuitBreaker:
 
     def _manual(self, new: CircuitState, reason: str) -> None:
         with self._lock:
-            event = self._transition(new, reason)
+            event = self._transition(new, reason, manual=True)
         self._emit(event)
+
+    # ------------------------------------------------------------------ the store seam
+    # Called by a shared store's threads (see resilience/_redis_store.py), never per call.
+
+    def _store_snapshot(self) -> tuple[int, int, int, int]:
+        """This process's own window: (calls, failures, slow calls, failure run)."""
+        with self._lock:
+            if self._state is not _CLOSED:
+                return _NO_REMOTE
+            calls, failures, slow = self._window.counts(self._clock())
+            return calls, failures, slow, self._consecutive_failures()
+
+    def _store_counts(self, remote: tuple[int, int, int, int]) -> None:
+        """Take the other processes' totals; trip if the fleet's window says so."""
+        event = None
+        with self._lock:
+            self._remote = _NO_REMOTE if remote == _NO_REMOTE else remote
+            if self._state is _CLOSED and (remote[1] or remote[2] or remote[3]):
+                event = self._check_closed(self._clock())
+        if event is not None:
+            self._emit(event)
+
+    def _store_apply(self, state: str, remaining: float, reason: str) -> None:
+        """Adopt the fleet's newer *state* (OPEN for *remaining* seconds) without sharing it."""
+        new = CircuitState(state)
+        event = None
+        with self._lock:
+            if new is _OPEN:
+                self._open_until = self._clock() + max(0.0, remaining)
+                if self._state is not _OPEN:
+                    event = self._transition(_OPEN, reason, remote=True)
+            else:
+                # CLOSED -> CLOSED too: the fleet moved on, so this window is stale.
+                event = self._transition(new, reason, remote=True)
+        if event is not None and event.old_state != event.new_state:
+            self._emit(event)
+
+    def _store_local_verdict(self) -> None:
+        """The store stopped judging probes (Redis lost): judge the finished ones here."""
+        event = None
+        with self._lock:
+            if self._state is _HALF_OPEN and self._probes_done:
+                event = self._check_half_open()
+        if event is not None:
+            self._emit(event)
 
     def _emit(self, event: Event) -> None:
         emit(event, self._listeners)
@@ -664,6 +769,7 @@ class CircuitBreaker:
         twin._init_from(self._config)
         twin._listeners = self._listeners
         _registry.register(twin)
+        twin._bind(self._store)
         return twin
 
     # ------------------------------------------------------------------ drivers
