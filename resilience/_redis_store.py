@@ -598,6 +598,7 @@ class RedisStore:
         self._stop = threading.Event()
         self._healthy = True
         self._failures = 0
+        self._outages = 0
         self._retry_at = 0.0
         self._synced = threading.Condition()
         self._subscribed = threading.Event()
@@ -810,19 +811,20 @@ class RedisStore:
             going_down = self._healthy and self._failures >= DOWN_AFTER
             if going_down:
                 self._healthy = False
+                self._outages += 1
                 # Once per outage (and at most once a minute if Redis flaps), never per
                 # call; the error's type only (messages can carry secrets).
                 self._log(
                     "Redis store %r unreachable (%s): breakers use local state until it is back",
                     error_name(exc),
                 )
-        if going_down:
-            for binding in self._live_bindings():
-                binding.forget_snapshot()
-                binding.go_local()
-            for budget in self._live_budgets():
-                budget.forget_snapshot()
-                budget.go_local()
+                # Under the lock: no fleet state can be applied in between.
+                for binding in self._live_bindings():
+                    binding.forget_snapshot()
+                    binding.go_local()
+                for budget in self._live_budgets():
+                    budget.forget_snapshot()
+                    budget.go_local()
         self._wake.set()
 
     def _mark_up(self) -> None:
@@ -920,6 +922,7 @@ class RedisStore:
         refresh = self.stale / 3
         # Redis's clock is needed only to turn an OPEN state's `until` into seconds left.
         with_time = any(b.fleet_state != "closed" for b in bindings)
+        outages = self._outages
         pipe = self._client.pipeline(transaction=False)
         for item in published:
             snapshot = item.snapshot(now, refresh)
@@ -940,24 +943,27 @@ class RedisStore:
             redis_now = int(seconds) * 1000 + int(micros) // 1000
         reads = iter([reply for reply in replies if isinstance(reply, dict)])
         cleanup = self._client.pipeline(transaction=False)
-        for binding, fields in zip(bindings, reads, strict=False):
-            state, epoch, until, counts, dead = binding.read(fields, now, self.stale)
-            binding.fleet_state = state
-            if dead:
-                cleanup.hdel(binding.key, *dead)
-            if state == "open" and until is not None:
-                if redis_now is None:
-                    continue  # learn how long it stays open on the next tick (or pub/sub)
-                remaining = float(until - redis_now)
-            else:
-                remaining = 0.0
-            binding.apply(state, epoch, remaining, "fleet state")
-            if epoch == binding.epoch:
-                binding.apply_counts(counts)
-        for budget, fields in zip(budgets, reads, strict=False):
-            dead = budget.read(fields, now, self.stale)
-            if dead:
-                cleanup.hdel(budget.key, *dead)
+        with self._apply_lock:
+            if self._outages != outages:
+                return  # Redis was declared lost meanwhile: these counts are not to be used
+            for binding, fields in zip(bindings, reads, strict=False):
+                state, epoch, until, counts, dead = binding.read(fields, now, self.stale)
+                binding.fleet_state = state
+                if dead:
+                    cleanup.hdel(binding.key, *dead)
+                if state == "open" and until is not None:
+                    if redis_now is None:
+                        continue  # learn how long it stays open on the next tick (or pub/sub)
+                    remaining = float(until - redis_now)
+                else:
+                    remaining = 0.0
+                binding.apply(state, epoch, remaining, "fleet state")
+                if epoch == binding.epoch:
+                    binding.apply_counts(counts)
+            for budget, fields in zip(budgets, reads, strict=False):
+                dead = budget.read(fields, now, self.stale)
+                if dead:
+                    cleanup.hdel(budget.key, *dead)
         if len(cleanup):
             cleanup.execute()
 

@@ -604,7 +604,7 @@ def test_shared_retry_budget_goes_local_without_redis(proxy: TcpProxy, prefix: s
         assert mine.available() == 0
         proxy.stop()
         assert _eventually(lambda: not store.healthy)
-        assert mine.available() == 10
+        assert _eventually(lambda: mine.available() == 10)
     finally:
         store.close()
         other.close()
