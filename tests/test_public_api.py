@@ -69,5 +69,13 @@ def test_errors_carry_their_data_and_pickle() -> None:
 
 def test_public_submodules_import() -> None:
     """The audience-named submodules import."""
-    for module in ("resilience.testing", "resilience.integrations"):
+    for module in (
+        "resilience.testing",
+        "resilience.events",
+        "resilience.httpx",
+        "resilience.stores",
+        "resilience.integrations",
+        "resilience.integrations.fastapi",
+        "resilience.integrations.flask",
+    ):
         importlib.import_module(module)
