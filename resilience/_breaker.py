@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar, overload
 
 from . import _config, _registry
 from ._errors import CircuitOpenError, ConfigError
@@ -245,6 +245,7 @@ class CircuitBreaker:
         "_state",
         "_store",
         "_time_based",
+        "_time_window",
         "_window",
     )
 
@@ -307,8 +308,9 @@ class CircuitBreaker:
         self._failure_on = _config.exception_filter("failure_on", config.failure_on)
         self._ignore = config.ignore
         self._window: CountWindow | TimeWindow
+        self._time_window: TimeWindow | None = None
         if config.window_seconds is not None:
-            self._window = TimeWindow(config.window_seconds)
+            self._window = self._time_window = TimeWindow(config.window_seconds)
             self._time_based = True
             self._minimum_calls = config.minimum_calls
         else:
@@ -449,8 +451,30 @@ class CircuitBreaker:
             self._record(permit, SLOW)
         elif self._fast_ok and self._ring_append is not None:
             self._ring_append(SUCCESS)
-        else:
+        elif self._time_window is None or not self._time_success(permit, self._time_window):
             self._record(permit, SUCCESS)
+
+    def _time_success(self, permit: int, window: TimeWindow) -> bool:
+        """Count a quick success in a time window's newest bucket; False: take the full path.
+
+        The common case (same bucket as the last call, nothing bad in the window) is one
+        increment under the lock; anything else (a bucket to roll over, failures that expiry
+        could make decisive, a state change) goes through `_record`.
+        """
+        now = self._clock()
+        with self._lock:
+            if (
+                permit != self._gen
+                or self._state is not _CLOSED
+                or now >= window._current_end
+                or window.failures
+                or window.slow_calls
+            ):
+                return False
+            window._bucket_calls[window._current_slot] += 1
+            window.calls += 1
+            self._consecutive = 0
+            return True
 
     def record_failure(self, permit: int, duration: float = 0.0) -> None:
         """Record that the call holding *permit* failed."""
@@ -508,11 +532,11 @@ class CircuitBreaker:
                 return
             state = self._state
             if state is _CLOSED:
-                if self._time_based:
+                window = self._time_window
+                if window is not None:
                     now = self._clock()
-                    self._window.record(outcome, now)
+                    window.record(outcome, now)
                     self._consecutive = self._consecutive + 1 if outcome & FAILURE else 0
-                    window = cast(TimeWindow, self._window)
                     # With no failure or slow call in the window, nothing can trip it.
                     if outcome or window.failures or window.slow_calls:
                         event = self._check_closed(now)
@@ -861,10 +885,12 @@ class CircuitBreaker:
             return timed
 
         ring_append = self._ring_append
-        if ring_append is None:
+        window = self._time_window
+        if window is not None:
+            time_success = self._time_success
 
             @functools.wraps(fn)
-            def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+            def windowed(*args: P.args, **kwargs: P.kwargs) -> R:
                 permit = breaker._gen
                 if breaker._state is not _CLOSED:
                     permit = acquire_slow()
@@ -873,10 +899,12 @@ class CircuitBreaker:
                 except BaseException as exc:
                     record_exception(permit, exc)
                     raise
-                record_success(permit)
+                if not time_success(permit, window):
+                    record_success(permit)
                 return result
 
-            return locked
+            return windowed
+        assert ring_append is not None  # a breaker has a count window or a time window
 
         # The hot path: record_success inlined for a count window.
         @functools.wraps(fn)

@@ -615,3 +615,24 @@ def test_state_is_a_str_enum() -> None:
         "disabled",
     ]
     assert CircuitState.OPEN == "open"
+
+
+def test_time_window_success_can_trip_after_expiry(clock: FakeClock) -> None:
+    """Once old successes expire, a success can be the call that reveals the failure rate."""
+    b = CircuitBreaker("tw-success-trips", window_seconds=10, minimum_calls=2, clock=clock)
+    run_successes(b, 3)
+    clock.advance(5)
+    run_failures(b, 1)
+    assert b.state is CircuitState.CLOSED  # 1 failure in 4 calls
+    clock.advance(6)  # the 3 successes leave the window; the failure stays
+    run_successes(b, 1)  # 1 failure in 2 calls: 0.5 reaches failure_rate
+    assert b.state is CircuitState.OPEN
+
+
+def test_time_window_fast_path_counts_across_buckets(clock: FakeClock) -> None:
+    """Successes in the same bucket and in new buckets are all counted."""
+    b = CircuitBreaker("tw-buckets", window_seconds=10, clock=clock)
+    for _ in range(25):
+        run_successes(b, 4)
+        clock.advance(0.3)
+    assert b.metrics().calls == 100
