@@ -6,6 +6,7 @@ bad setting fails where the object is built.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from datetime import timedelta
@@ -122,7 +123,12 @@ def exception_filter(name: str, value: object) -> Callable[[BaseException], bool
             f"or a predicate taking the exception, got {value!r}"
         )
         raise ConfigError(msg)
+    return _type_filter(types)
 
+
+@functools.lru_cache(maxsize=256)
+def _type_filter(types: tuple[type[BaseException], ...]) -> Callable[[BaseException], bool]:
+    # Shared per tuple of types: thousands of per-host breakers need one closure, not one each.
     def matches(exc: BaseException) -> bool:
         return isinstance(exc, types)
 
