@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
-# bench/ is a top-level folder of the repository, not part of the installed package.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench import _cli, case_breaker  # noqa: E402
-from bench._faultserver import GET_BODY, FaultServer  # noqa: E402
-from bench._harness import (  # noqa: E402
+# bench/ is a top-level folder of the repository, not part of the installed package; pytest
+# puts the root on sys.path (pythonpath in pyproject.toml).
+from bench import _cli, case_breaker
+from bench._faultserver import GET_BODY, FaultServer
+from bench._harness import (
     Contender,
     NotBuilt,
     Row,

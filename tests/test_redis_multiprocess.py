@@ -8,17 +8,17 @@ and a breaker with the same name, and timestamps the state changes it sees with
 from __future__ import annotations
 
 import multiprocessing
-import socket
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
 
 redis = pytest.importorskip("redis")
+
+from tests.helpers import TcpProxy  # noqa: E402  # after the skip when redis is missing
 
 pytestmark = [pytest.mark.redis]
 
@@ -195,85 +195,6 @@ def test_manual_control_reaches_every_process(fleet: Fleet) -> None:
         states = [state for state, _ in fleet.ask("wait_state", expected, 5.0)]
         assert states == [expected] * 3, command
     assert fleet.ask("succeed", 10) == [10, 10, 10]
-
-
-class TcpProxy:
-    """A TCP proxy to Redis that a test can cut and restore (Redis itself keeps running)."""
-
-    def __init__(self, target: int = 6379) -> None:
-        self.target = target
-        self.port = 0
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self._server: socket.socket | None = None
-
-    def start(self) -> None:
-        server = socket.socket()
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", self.port))
-        server.listen(64)
-        self.port = server.getsockname()[1]
-        self._server = server
-        self._spawn(self._accept, server)
-
-    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                downstream, _ = server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                downstream.close()
-                return
-            with self._lock:
-                if self._server is not server:  # stopped meanwhile
-                    downstream.close()
-                    upstream.close()
-                    return
-                self._sockets += [downstream, upstream]
-            self._spawn(self._pump, downstream, upstream)
-            self._spawn(self._pump, upstream, downstream)
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for sock in (src, dst):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def stop(self) -> None:
-        with self._lock:
-            server, self._server = self._server, None
-            sockets, self._sockets = self._sockets, []
-        if server is not None:
-            try:
-                server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-            except OSError:
-                pass
-            server.close()
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-        for thread in self._threads:
-            thread.join(timeout=2)
-        self._threads = []
 
 
 def test_redis_outage_mid_run(prefix: str) -> None:

@@ -1,0 +1,89 @@
+"""Helpers shared by several test modules (not collected: the name does not start with test_)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+REDIS_PORT = 6379
+
+
+class TcpProxy:
+    """A TCP proxy to Redis that a test can cut and restore (Redis itself keeps running)."""
+
+    def __init__(self, target: int = REDIS_PORT) -> None:
+        self.target = target
+        self.port = 0
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._server: socket.socket | None = None
+
+    def start(self) -> None:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(64)
+        self.port = server.getsockname()[1]
+        self._server = server
+        self._spawn(self._accept, server)
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                downstream, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                downstream.close()
+                return
+            with self._lock:
+                if self._server is not server:  # stopped meanwhile
+                    downstream.close()
+                    upstream.close()
+                    return
+                self._sockets += [downstream, upstream]
+            self._spawn(self._pump, downstream, upstream)
+            self._spawn(self._pump, upstream, downstream)
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        with self._lock:
+            server, self._server = self._server, None
+            sockets, self._sockets = self._sockets, []
+        if server is not None:
+            try:
+                server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
+            server.close()
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        self._threads = []
