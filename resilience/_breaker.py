@@ -582,9 +582,9 @@ class CircuitBreaker:
 
     def _check_half_open(self) -> Event | None:
         planned = self._half_open_calls
-        done = self._probes_done
+        if self._probes_done < planned:
+            return None  # the verdict comes once every probe has finished (API.md)
         failures = self._probe_failures
-        # Open as soon as the verdict is certain, whatever the probes still running return.
         if self._consecutive_limit is not None:
             if failures:
                 return self._to_open("a probe failed")
@@ -592,8 +592,6 @@ class CircuitBreaker:
             return self._to_open("probe failure rate reached the threshold")
         if self._probe_slow / planned >= self._slow_call_rate:
             return self._to_open("probe slow-call rate reached the threshold")
-        if done < planned:
-            return None
         return self._transition(_CLOSED, "the probes succeeded")
 
     def _consecutive_failures(self) -> int:

@@ -145,6 +145,9 @@ local failed = redis.call('HINCRBY', KEYS[2], 'failures', outcome % 2)
 local slowed = redis.call('HINCRBY', KEYS[2], 'slow', outcome >= 2 and 1 or 0)
 redis.call('PEXPIRE', KEYS[2], ARGV[10])
 local planned = tonumber(ARGV[5])
+if done < planned then
+  return {state, epoch, remaining, 0}
+end
 local reopen
 if ARGV[7] == '1' then
   reopen = failed > 0
@@ -154,10 +157,7 @@ end
 if reopen or slowed / planned >= tonumber(ARGV[8]) then
   return set_state('open', tonumber(ARGV[9]))
 end
-if done >= planned then
-  return set_state('closed', 0)
-end
-return {state, epoch, remaining, 0}
+return set_state('closed', 0)
 """
 )
 

@@ -247,14 +247,30 @@ def test_half_open_probes_judged_as_window(clock: FakeClock) -> None:
     assert b.state is CircuitState.CLOSED
 
 
-def test_half_open_opens_as_soon_as_verdict_is_certain(clock: FakeClock) -> None:
-    """2 failed probes of 4 at rate 0.5 reopen at once, without waiting for the others."""
+def test_half_open_verdict_waits_for_every_probe(clock: FakeClock) -> None:
+    """2 failed probes of 4 at rate 0.5: the other 2 probes still run, then it reopens."""
     b = CircuitBreaker(
-        "certain", failure_rate=0.5, window=4, minimum_calls=4, half_open_calls=4, clock=clock
+        "every-probe", failure_rate=0.5, window=4, minimum_calls=4, half_open_calls=4, clock=clock
     )
     run_failures(b, 4)
     clock.advance(30)
     run_failures(b, 2)
+    assert b.state is CircuitState.HALF_OPEN
+    calls: list[int] = []
+    b.call(calls.append, 1)
+    b.call(calls.append, 2)
+    assert calls == [1, 2]  # the remaining probes were let through
+    assert b.state is CircuitState.OPEN
+
+
+def test_consecutive_mode_reopens_after_all_probes_if_any_failed(clock: FakeClock) -> None:
+    """In consecutive mode, one failed probe of 2 reopens the breaker once both finished."""
+    b = CircuitBreaker("consec-probes", consecutive_failures=1, half_open_calls=2, clock=clock)
+    run_failures(b, 1)
+    clock.advance(30)
+    run_failures(b, 1)
+    assert b.state is CircuitState.HALF_OPEN
+    run_successes(b, 1)
     assert b.state is CircuitState.OPEN
 
 

@@ -46,12 +46,14 @@ class Model:
             return "ran"
         if state is CircuitState.HALF_OPEN:
             self.probe_outcomes.append(failed)
+            if len(self.probe_outcomes) < self.probes:
+                return "ran"  # the verdict comes when every probe has finished
             fails = sum(self.probe_outcomes)
             if (self.consecutive is not None and fails) or (
                 self.consecutive is None and fails / self.probes >= self.rate
             ):
                 self.go(CircuitState.OPEN)
-            elif len(self.probe_outcomes) == self.probes:
+            else:
                 self.go(CircuitState.CLOSED)
             return "ran"
         self.outcomes.append(failed)
