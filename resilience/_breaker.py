@@ -244,7 +244,6 @@ class CircuitBreaker:
         "_slow_call_rate",
         "_state",
         "_store",
-        "_time_based",
         "_time_window",
         "_window",
     )
@@ -311,18 +310,16 @@ class CircuitBreaker:
         self._time_window: TimeWindow | None = None
         if config.window_seconds is not None:
             self._window = self._time_window = TimeWindow(config.window_seconds)
-            self._time_based = True
             self._minimum_calls = config.minimum_calls
         else:
             # Large enough to see a run of `consecutive_failures` too.
             self._window = CountWindow(max(config.window, config.consecutive_failures or 0))
-            self._time_based = False
             # A count window never holds more than `window` calls.
             self._minimum_calls = min(config.minimum_calls, config.window)
-        # A count window records a success with one atomic deque.append, without the lock:
-        # a success can never trip it. Time windows take the lock (buckets move with time).
+        # A count window can record a success with one atomic deque.append, without the
+        # lock (while `_fast_ok`). Time windows take the lock (buckets move with time).
         self._ring_append: Callable[[int], None] | None = (
-            None if isinstance(self._window, TimeWindow) else self._window.ring.append
+            self._window.ring.append if isinstance(self._window, CountWindow) else None
         )
         # True while a success cannot trip the breaker (CLOSED, count window, and either
         # minimum_calls reached or nothing bad in the window): then it is recorded lock-free.
@@ -571,13 +568,13 @@ class CircuitBreaker:
             slow_calls += remote[2]
         if calls < self._minimum_calls:
             # Until minimum_calls is reached, the success that reaches it may trip.
-            self._fast_ok = not (failures or slow_calls or self._time_based)
+            self._fast_ok = not (failures or slow_calls or self._ring_append is None)
             return None
         if limit is None and failures / calls >= self._failure_rate:
             return self._to_open("failure rate reached the threshold")
         if slow_calls and slow_calls / calls >= self._slow_call_rate:
             return self._to_open("slow-call rate reached the threshold")
-        self._fast_ok = not self._time_based
+        self._fast_ok = self._ring_append is not None
         return None
 
     def _check_half_open(self) -> Event | None:
@@ -628,7 +625,7 @@ class CircuitBreaker:
         calls, failures, slow, failure_rate, slow_rate = self._snapshot_numbers(self._clock())
         old = self._state
         self._state = new
-        self._fast_ok = new is _CLOSED and not self._time_based
+        self._fast_ok = new is _CLOSED and self._ring_append is not None
         self._gen += 1
         self._consecutive = 0
         self._probes_in_flight = self._probes_done = 0
