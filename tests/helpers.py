@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 REDIS_PORT = 6379
@@ -87,3 +89,37 @@ class TcpProxy:
         for thread in self._threads:
             thread.join(timeout=2)
         self._threads = []
+
+
+@contextmanager
+def serve_asgi(app: Any, **config: Any) -> Iterator[str]:
+    """Run *app* under a real uvicorn in a thread on 127.0.0.1 and a free port; yield its URL.
+
+    *config* adds or overrides `uvicorn.Config` settings (e.g. ``http="h11"``).
+    """
+    import uvicorn
+
+    settings: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "off",
+        "ws": "none",
+        **config,
+    }
+    server = uvicorn.Server(uvicorn.Config(app, **settings))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    give_up = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > give_up or not thread.is_alive():
+            msg = "uvicorn did not start"
+            raise RuntimeError(msg)
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)

@@ -10,13 +10,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -35,36 +33,9 @@ from resilience import (
     remaining,
 )
 from resilience.integrations.fastapi import ResilienceMiddleware, add_resilience
+from tests.helpers import serve_asgi as serve
 
 pytestmark = pytest.mark.network
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run *app* under uvicorn in a thread on a free port; yield its base URL."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        ws="none",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    give_up = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > give_up or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 def error_app(**options: Any) -> FastAPI:

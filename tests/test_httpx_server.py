@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from resilience import CircuitBreaker, DeadlineExceeded, Policy, Retry, backoff, deadline
 from resilience.httpx import AsyncResilientTransport, ResilientTransport
+from tests.helpers import serve_asgi
 
 pytestmark = pytest.mark.network
 
@@ -109,28 +109,8 @@ class Server:
 def server() -> Iterator[Server]:
     """uvicorn on 127.0.0.1 and a free port, in a thread, for the whole module."""
     app = App()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        http="h11",
-        ws="none",
-        lifespan="off",
-        log_level="critical",
-        access_log=False,
-        timeout_graceful_shutdown=1,
-    )
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    started = time.monotonic()
-    while not uvicorn_server.started:
-        assert time.monotonic() - started < 20, "uvicorn did not start"
-        time.sleep(0.01)
-    port = uvicorn_server.servers[0].sockets[0].getsockname()[1]
-    yield Server(f"http://127.0.0.1:{port}", app)
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
+    with serve_asgi(app, http="h11", log_level="critical", timeout_graceful_shutdown=1) as url:
+        yield Server(url, app)
 
 
 @pytest.fixture
