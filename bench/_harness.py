@@ -144,28 +144,14 @@ def failed_row(
     case: str, variant: str, contender: Contender, unit: str, better: Better, exc: BaseException
 ) -> Row:
     """The row for a contender that could not run: n/a while not built, else an error."""
+    error = False
     if isinstance(exc, NotBuilt):
-        return Row(
-            case=case,
-            variant=variant,
-            library=contender.library,
-            role=contender.role,
-            value=None,
-            unit=unit,
-            better=better,
-            note="n/a: not built yet",
-        )
-    if isinstance(exc, Unsupported):
-        return Row(
-            case=case,
-            variant=variant,
-            library=contender.library,
-            role=contender.role,
-            value=None,
-            unit=unit,
-            better=better,
-            note=f"n/a: {exc}",
-        )
+        note = "n/a: not built yet"
+    elif isinstance(exc, Unsupported):
+        note = f"n/a: {exc}"
+    else:
+        note = f"error: {type(exc).__name__}: {str(exc)[:80]}"
+        error = True
     return Row(
         case=case,
         variant=variant,
@@ -174,8 +160,8 @@ def failed_row(
         value=None,
         unit=unit,
         better=better,
-        note=f"error: {type(exc).__name__}: {str(exc)[:80]}",
-        error=True,
+        note=note,
+        error=error,
     )
 
 
