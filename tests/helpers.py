@@ -258,8 +258,10 @@ def _close(sock: socket.socket) -> None:
 
 
 @contextmanager
-def serve_drip(head: bytes, drip: bytes, *, every: float, connections: int = 4) -> Iterator[str]:
-    """A raw HTTP server on 127.0.0.1 that sends *head* at once, then *drip* one byte every
+def serve_drip(
+    head: bytes, drip: list[bytes], *, every: float, connections: int = 4
+) -> Iterator[str]:
+    """A raw HTTP server on 127.0.0.1 that sends *head* at once, then each piece of *drip*
     *every* seconds (a slow-drip upstream); serves at most *connections* connections."""
     server = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
@@ -269,10 +271,10 @@ def serve_drip(head: bytes, drip: bytes, *, every: float, connections: int = 4) 
         try:
             conn.recv(65536)
             conn.sendall(head)
-            for byte in drip:
+            for piece in drip:
                 if stop.wait(every):
                     break
-                conn.sendall(bytes([byte]))
+                conn.sendall(piece)
         except OSError:
             pass
         finally:
