@@ -440,6 +440,53 @@ async def test_timeout_of_a_part_the_deadline_left_alone_is_a_host_failure(
     assert run.transport.breakers[URL].state is CircuitState.OPEN
 
 
+async def test_timeout_cut_by_the_policys_total_timeout_is_not_a_host_failure(
+    mode: str, clock: FakeClock
+) -> None:
+    """As for decorated calls, the policy's total timeout is a budget; attempt_timeout is the
+    per-attempt verdict."""
+    inner = Scripted(_times_out_after(clock, 1.0, httpx.ReadTimeout))
+    breaker = CircuitBreaker("total", consecutive_failures=1, clock=clock)
+    run = Run(mode, inner, clock=clock, policy=policy(breaker=breaker, timeout=1.0))
+    with pytest.raises(DeadlineExceeded):
+        await run(timeout=5.0)
+    assert inner.extensions[0]["timeout"]["read"] == 1.0 - HEADROOM
+    assert run.transport.breakers[URL].state is CircuitState.CLOSED
+
+
+async def test_timeout_cut_by_attempt_timeout_is_a_host_failure(
+    mode: str, clock: FakeClock
+) -> None:
+    """attempt_timeout inside a longer total timeout is the transport's own limit."""
+    inner = Scripted(_times_out_after(clock, 0.5, httpx.ReadTimeout))
+    breaker = CircuitBreaker("per-attempt", consecutive_failures=1, clock=clock)
+    run = Run(
+        mode,
+        inner,
+        clock=clock,
+        policy=policy(breaker=breaker, timeout=3.0, attempt_timeout=0.5),
+    )
+    with pytest.raises(httpx.ReadTimeout):
+        await run(timeout=5.0)
+    assert inner.extensions[0]["timeout"]["read"] == 0.5
+    assert run.transport.breakers[URL].state is CircuitState.OPEN
+
+
+async def test_caller_deadline_inside_the_policys_timeout_is_a_budget(
+    mode: str, clock: FakeClock
+) -> None:
+    """A caller's 1 s deadline, shorter than the policy's 3 s, cuts without a verdict."""
+    inner = Scripted(_times_out_after(clock, 1.0, httpx.ReadTimeout))
+    breaker = CircuitBreaker("caller-scope", consecutive_failures=1, clock=clock)
+    run = Run(mode, inner, clock=clock, policy=policy(breaker=breaker, timeout=3.0))
+    with deadline(1.0, clock=clock), pytest.raises(DeadlineExceeded):
+        await run(timeout=5.0)
+    assert inner.extensions[0]["timeout"]["read"] == 1.0 - HEADROOM
+    host = run.transport.breakers[URL]
+    assert host.state is CircuitState.CLOSED
+    assert host.metrics()["calls"] == 0
+
+
 async def test_timeout_shorter_than_the_deadline_is_a_host_failure(
     mode: str, clock: FakeClock
 ) -> None:

@@ -114,6 +114,19 @@ def test_attempt_timeout_is_the_hosts_own_limit(hanging_url: str) -> None:
             http.get(hanging_url)
 
 
+async def test_async_attempt_timeout_is_the_hosts_own_limit(hanging_url: str) -> None:
+    """Async: the same through the policy's attempt_timeout, inside a longer total timeout."""
+    transport = AsyncResilientTransport(
+        policy=policy("hang-attempt-async", timeout=30.0, attempt_timeout=0.2)
+    )
+    async with httpx.AsyncClient(transport=transport) as http:
+        for _ in range(3):
+            with pytest.raises(httpx.ReadTimeout):
+                await http.get(hanging_url)
+        with pytest.raises(CircuitOpenError):
+            await http.get(hanging_url)
+
+
 # --------------------------------------------------------------------------- the caller's budget
 
 
@@ -141,6 +154,20 @@ def test_sync_deadline_cut_is_not_a_host_failure(hanging_url: str) -> None:
     (breaker,) = transport.breakers.values()
     assert breaker.state is CircuitState.CLOSED
     assert breaker.metrics().calls == 0
+
+
+async def test_async_caller_deadline_inside_a_policy_timeout_is_a_budget(
+    hanging_url: str,
+) -> None:
+    """Async: a caller's 0.2 s deadline inside the policy's 5 s timeout records nothing."""
+    transport = AsyncResilientTransport(policy=policy("budget-scope", timeout=5.0))
+    async with httpx.AsyncClient(transport=transport) as http:
+        for _ in range(4):
+            with pytest.raises(DeadlineExceeded):
+                async with deadline(0.2):
+                    await http.get(hanging_url)
+    (breaker,) = transport.breakers.values()
+    assert breaker.metrics().failures == 0
 
 
 async def test_async_deadline_cut_is_on_time(hanging_url: str) -> None:
