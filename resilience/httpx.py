@@ -162,12 +162,12 @@ class ResilientTransport(BaseTransport):
             Passing ``transport=`` to a client disables the client's ``verify``, ``http2``,
             ``limits`` and proxy settings: give them to the inner transport instead.
         policy: a `resilience.Policy` whose slots replace the defaults: its ``retry``
-            (attempts, backoff, timeout, budget; its ``on`` adds exception types to the
-            HTTP rules; no ``retry``: no retries), its ``breaker`` (the template of the
-            per-host breakers; none: no breakers), ``timeout`` (a deadline for the whole
-            request), ``attempt_timeout`` (caps each attempt's httpx timeouts) and
-            ``bulkhead`` (held for the whole request). ``fallback`` is not used: a
-            transport must return a response.
+            (attempts, backoff, timeout, budget; its ``on`` adds retryable exception types
+            for requests that are safe to repeat, never for others; no ``retry``: no
+            retries), its ``breaker`` (the template of the per-host breakers; none: no
+            breakers), ``timeout`` (a deadline for the whole request), ``attempt_timeout``
+            (caps each attempt's httpx timeouts) and ``bulkhead`` (held for the whole
+            request). ``fallback`` is not used: a transport must return a response.
         idempotency_keys: give each POST or PATCH without an ``Idempotency-Key`` a fresh
             one (the same on every attempt), which makes it retryable. True makes quoted
             UUIDs (the IETF draft's form); a function returning a new key string replaces
@@ -177,7 +177,8 @@ class ResilientTransport(BaseTransport):
             bytes are read into memory, so requests can be replayed and a connection that
             breaks while the response body arrives is retried like any read error.
         deadline_header: a header (e.g. ``"x-envoy-expected-rq-timeout-ms"``) carrying the
-            attempt's remaining budget in milliseconds, when a deadline is active.
+            attempt's remaining budget in whole milliseconds (rounded down), when a deadline
+            is active; with under 1 ms left, `DeadlineExceeded` is raised before sending.
         max_hosts: per-host breakers kept; the least recently used one is dropped.
         retry_statuses: statuses retried for idempotent requests.
         clock: monotonic clock; sleep: blocking sleep (default `time.sleep`, looked up at
