@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from opentelemetry import context as otel_context
 
@@ -36,11 +36,12 @@ from ._events import (
 from ._httpx_compat import (
     URL,
     ByteStream,
+    CloseError,
     ConnectError,
     ConnectTimeout,
     LocalProtocolError,
+    NetworkError,
     PoolTimeout,
-    ReadError,
     ReadTimeout,
     RemoteProtocolError,
     Request,
@@ -48,7 +49,6 @@ from ._httpx_compat import (
     TimeoutException,
     TransportError,
     UnsupportedProtocol,
-    WriteError,
     WriteTimeout,
 )
 from ._policy import Policy
@@ -70,13 +70,18 @@ __all__ = [
     "RESEND_COUNT_EXTENSION",
     "BreakerMap",
     "Call",
+    "Expiry",
     "HostBreakers",
     "Overrides",
     "TransportCore",
+    "attempt_timeouts",
     "authority",
-    "clamp_timeouts",
+    "budget_cut",
+    "deadline_error",
+    "deadline_passed",
     "decide",
     "inject_trace_context",
+    "is_not_sent",
     "is_retryable_error",
     "parse_overrides",
     "parse_retry_after",
@@ -114,12 +119,24 @@ EXTENSION: Final = "resilience"
 RESEND_COUNT_EXTENSION: Final = "resilience.resend_count"
 """Set on the request's extensions for every retry (1 on the first retry, then 2...)."""
 
-# Nothing reached the server: safe to retry whatever the method.
+# Errors are matched by base class, so that a custom inner transport raising subclasses (or
+# httpx's bases themselves) is classified like httpx's own.
+# Nothing reached the server: safe to send again whatever the method.
 NOT_SENT: Final = (ConnectError, ConnectTimeout, PoolTimeout)
-# The server may have acted on the request: retry only when repeating it is harmless.
-MAYBE_SENT: Final = (ReadError, ReadTimeout, WriteError, WriteTimeout, RemoteProtocolError)
+# Every other network error or timeout, and a broken answer: the server may have acted on
+# the request, so only a request that is safe to repeat is sent again.
+MAYBE_SENT: Final = (NetworkError, TimeoutException, RemoteProtocolError)
+# Closing a connection failed: the exchange itself is over, there is nothing to repeat.
+NEVER_RETRIED: Final = (CloseError,)
 # Deterministic mistakes on our side: retrying cannot help and the host is not at fault.
 CALLER_ERRORS: Final = (LocalProtocolError, UnsupportedProtocol)
+# The httpx timeout setting behind each kind of timeout error.
+_TIMEOUT_PHASES: Final = (
+    (ConnectTimeout, "connect"),
+    (ReadTimeout, "read"),
+    (WriteTimeout, "write"),
+    (PoolTimeout, "pool"),
+)
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _TIMEOUT_KEYS: Final = ("connect", "read", "write", "pool")
@@ -127,22 +144,46 @@ _TIMEOUT_KEYS: Final = ("connect", "read", "write", "pool")
 _DEADLINE_SLACK: Final = 0.02
 _TIMEOUT_HEADROOM: Final = 0.01
 """httpx's own timeouts fire this much before the deadline (at most a tenth of what is left),
-so a hanging attempt ends as an httpx timeout, which its breaker counts, rather than as the
-deadline's cancellation of the task, which no breaker records."""
+so an attempt cut by the deadline ends as an httpx timeout the transport recognises (and
+turns into `DeadlineExceeded`) rather than as a bare cancellation of the task."""
+_MIN_HEADER_BUDGET: Final = 0.001
+"""Below one millisecond the deadline header would read ``0``, which means "no deadline"."""
 
 
 # --------------------------------------------------------------------------- interfaces
 
 
+class Expiry(Protocol):
+    """The active deadline as `resilience._deadline.current_deadline` returns it."""
+
+    def remaining(self) -> float:
+        """Seconds left, never negative."""
+        ...
+
+
 # --------------------------------------------------------------------------- pure helpers
+
+
+def is_not_sent(exc: BaseException) -> bool:
+    """Whether *exc* says that nothing reached the server (connect errors, connect and pool
+    timeouts, and their subclasses): then any request may be sent again.
+
+    Example:
+        >>> import httpx
+        >>> is_not_sent(httpx.ConnectTimeout("slow")), is_not_sent(httpx.ReadTimeout("slow"))
+        (True, False)
+    """
+    return isinstance(exc, NOT_SENT)
 
 
 def is_retryable_error(exc: BaseException, idempotent: bool) -> bool:
     """The HTTP rules for a failed attempt: may it be sent again?
 
     Connect errors, connect timeouts and pool timeouts mean nothing was sent: retryable for
-    any method. Read/write errors and protocol errors mean the server may have acted:
-    retryable only when repeating the request is harmless.
+    any method. Any other network error or timeout (`httpx.NetworkError`,
+    `httpx.TimeoutException` and their subclasses, but not `httpx.CloseError`) and remote
+    protocol errors mean the server may have acted: retryable only when the request is safe
+    to repeat (*idempotent*).
 
     Example:
         >>> import httpx
@@ -153,7 +194,7 @@ def is_retryable_error(exc: BaseException, idempotent: bool) -> bool:
     """
     if isinstance(exc, NOT_SENT):
         return True
-    return idempotent and isinstance(exc, MAYBE_SENT)
+    return idempotent and isinstance(exc, MAYBE_SENT) and not isinstance(exc, NEVER_RETRIED)
 
 
 def parse_retry_after(value: str, wall_now: float) -> float | None:
@@ -189,18 +230,66 @@ def parse_retry_after(value: str, wall_now: float) -> float | None:
     return seconds if seconds > 0.0 else 0.0
 
 
-def clamp_timeouts(timeouts: Mapping[str, float | None] | None, limit: float) -> dict[str, float]:
-    """An httpx ``timeout`` extension with every part at most *limit* seconds.
+def attempt_timeouts(
+    timeouts: Mapping[str, float | None] | None, cap: float | None, budget: float | None
+) -> tuple[dict[str, float | None], tuple[str, ...]]:
+    """An attempt's httpx ``timeout`` extension, and the parts the deadline shortened.
+
+    Each part is the request's own timeout (None: none), capped by *cap* (the policy's
+    ``attempt_timeout``), then by *budget* (what the deadline leaves). A part that *budget*
+    made shorter than the transport's own setting is the caller's limit: when it fires, the
+    caller ran out of time, which says nothing about the host.
 
     Example:
-        >>> clamp_timeouts({"connect": 5.0, "read": None, "write": 0.5, "pool": 5.0}, 1.0)
-        {'connect': 1.0, 'read': 1.0, 'write': 0.5, 'pool': 1.0}
+        >>> attempt_timeouts({"connect": 5.0, "read": None, "write": 0.5, "pool": 5.0}, None, 1.0)
+        ({'connect': 1.0, 'read': 1.0, 'write': 0.5, 'pool': 1.0}, ('connect', 'read', 'pool'))
+        >>> attempt_timeouts({"connect": 5.0, "read": 5.0}, 2.0, 3.0)
+        ({'connect': 2.0, 'read': 2.0, 'write': 2.0, 'pool': 2.0}, ())
     """
-    clamped: dict[str, float] = {}
+    result: dict[str, float | None] = {}
+    cut: list[str] = []
     for key in _TIMEOUT_KEYS:
         value = timeouts.get(key) if timeouts else None
-        clamped[key] = limit if value is None or value > limit else value
-    return clamped
+        if cap is not None and (value is None or value > cap):
+            value = cap
+        if budget is not None and (value is None or value > budget):
+            value = budget
+            cut.append(key)
+        result[key] = value
+    return result, tuple(cut)
+
+
+def deadline_passed(expiry: Expiry | None) -> bool:
+    """Whether the deadline captured for a request has passed (False without one).
+
+    Example:
+        >>> from resilience._deadline import current_deadline, deadline
+        >>> with deadline(0):
+        ...     deadline_passed(current_deadline())
+        True
+    """
+    return expiry is not None and expiry.remaining() <= 0.0
+
+
+def budget_cut(exc: BaseException, cut: tuple[str, ...]) -> bool:
+    """Whether timeout *exc* fired on a part of the attempt's timeouts the deadline shortened.
+
+    A timeout of no known phase (a custom `httpx.TimeoutException`) counts as cut when
+    any part was.
+
+    Example:
+        >>> import httpx
+        >>> budget_cut(httpx.ReadTimeout("slow"), ("read",))
+        True
+        >>> budget_cut(httpx.ConnectTimeout("slow"), ("read",))
+        False
+    """
+    if not cut or not isinstance(exc, TimeoutException):
+        return False
+    for kind, key in _TIMEOUT_PHASES:
+        if isinstance(exc, kind):
+            return key in cut
+    return True
 
 
 def authority(url: URL) -> str:
@@ -478,6 +567,8 @@ class Call:
         "attempt",
         "base_extensions",
         "breaker",
+        "cut",
+        "expiry",
         "idempotent",
         "max_attempts",
         "must_read",
@@ -493,6 +584,10 @@ class Call:
         self.base_extensions = request.extensions
         self.attempt = 0
         self.breaker: CircuitBreaker | None = None
+        # The deadline active for the attempt (read again by the drivers while the answer
+        # arrives), and the timeout parts it shortened below the transport's own.
+        self.expiry: Expiry | None = None
+        self.cut: tuple[str, ...] = ()
         self.retry: Retry | None = None
         self.max_attempts = 1
         self.idempotent = False
@@ -669,21 +764,26 @@ class TransportCore:
         """
         call.attempt += 1
         request = call.request
-        limit = check_deadline("the HTTP request")
-        io_limit = None if limit is None else limit - min(_TIMEOUT_HEADROOM, limit / 10)
+        expiry = call.expiry = current_deadline()
+        left = None if expiry is None else check_deadline("the HTTP request")
+        limit = left
         attempt_timeout = self.policy_attempt_timeout
         if attempt_timeout is not None and (limit is None or attempt_timeout < limit):
             limit = attempt_timeout
-            if io_limit is None or attempt_timeout < io_limit:
-                io_limit = attempt_timeout
         if limit is not None or call.attempt > 1:
             extensions = dict(call.base_extensions)
-            if limit is not None and io_limit is not None:
-                extensions["timeout"] = clamp_timeouts(
-                    call.base_extensions.get("timeout"), io_limit
+            if limit is not None:
+                budget = None if left is None else left - min(_TIMEOUT_HEADROOM, left / 10)
+                extensions["timeout"], call.cut = attempt_timeouts(
+                    call.base_extensions.get("timeout"), attempt_timeout, budget
                 )
                 if self.deadline_header is not None:
-                    request.headers[self.deadline_header] = str(int(limit * 1000))
+                    if left is not None and left < _MIN_HEADER_BUDGET:
+                        # "0" would tell the server it has no deadline at all.
+                        raise deadline_error("less than 1 ms was left for the deadline header")
+                    # Whole milliseconds, rounded down: never promise more than remains.
+                    ms = int(limit * 1000)
+                    request.headers[self.deadline_header] = str(ms) if ms > 0 else "1"
             if call.attempt > 1:
                 extensions[RESEND_COUNT_EXTENSION] = call.attempt - 1
             request.extensions = extensions
@@ -707,23 +807,39 @@ class TransportCore:
         """Record a failed attempt; return the wait before the next one, or None to stop.
 
         Raises `DeadlineExceeded` (from *exc*) when the attempt timed out because the
-        active deadline ran out.
+        active deadline ran out. A timeout the deadline shortened below the transport's own
+        setting is the caller's budget running out, not the host failing: the breaker
+        permit is given back, not recorded as a failure.
+
+        A request that is not safe to repeat is sent again only when nothing reached the
+        server (`is_not_sent`), whatever the `Retry`'s ``on`` says; ``on`` adds retryable
+        errors for requests that are safe to repeat.
         """
         breaker = call.breaker
         if breaker is not None:
-            duration = breaker.clock() - call.started
-            if isinstance(exc, TransportError) and not isinstance(exc, CALLER_ERRORS):
-                breaker.record_exception(call.permit, exc, duration)
+            if (
+                isinstance(exc, TransportError)
+                and not isinstance(exc, CALLER_ERRORS)
+                and not budget_cut(exc, call.cut)
+            ):
+                breaker.record_exception(call.permit, exc, breaker.clock() - call.started)
             else:
                 breaker.release(call.permit)
         if isinstance(exc, TimeoutException):
             expiry = current_deadline()
             if expiry is not None and expiry.remaining() <= _DEADLINE_SLACK:
                 raise _deadline_error(exc)
+        elif isinstance(exc, DeadlineExceeded):
+            return None  # the drivers' own check while the answer arrived: no time to retry
         retry = call.retry
         if retry is None:
             return None
-        retryable = is_retryable_error(exc, call.idempotent) or _extra(retry, exc)
+        if isinstance(exc, NOT_SENT):
+            retryable = True
+        elif call.idempotent:
+            retryable = is_retryable_error(exc, True) or _extra(retry, exc)
+        else:
+            retryable = False
         return self._next(call, retryable, None, error_name(exc), exc)
 
     def after_response(self, call: Call, response: Response) -> float | None:
@@ -794,10 +910,14 @@ def _extra(retry: Retry, exc: Exception) -> bool:
         return False
 
 
-def _deadline_error(exc: Exception) -> DeadlineExceeded:
+def deadline_error(detail: str) -> DeadlineExceeded:
+    """`DeadlineExceeded` for the HTTP request, saying why (and the event for it)."""
     emit(DeadlineExceededEvent(where="the HTTP request"))
-    msg = f"the HTTP request ran out of time: the deadline expired ({error_name(exc)})"
-    error = DeadlineExceeded(msg)
+    return DeadlineExceeded(f"the HTTP request ran out of time: {detail}")
+
+
+def _deadline_error(exc: Exception) -> DeadlineExceeded:
+    error = deadline_error(f"the deadline expired ({error_name(exc)})")
     error.__cause__ = exc
     return error
 

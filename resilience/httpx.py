@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from . import _config
 from ._deadline import deadline
@@ -41,7 +41,10 @@ from ._transport import (
     DEFAULT_RETRY_STATUSES,
     BreakerMap,
     Call,
+    Expiry,
     TransportCore,
+    deadline_error,
+    deadline_passed,
     inject_trace_context,
 )
 
@@ -81,6 +84,76 @@ def _sized_body(response: Response, limit: int) -> bool:
     return length is not None and length.isascii() and length.isdigit() and int(length) <= limit
 
 
+# httpx's timeouts apply to each socket read, so an upstream that sends a byte at a time
+# never trips them: the deadline is checked again when the answer's head has come, and
+# between the chunks of its body, whoever reads them.
+_LATE_HEAD: Final = "the deadline passed while the response headers arrived"
+_LATE_BODY: Final = "the deadline passed while the response body arrived"
+
+
+def _read_body(stream: SyncByteStream, expiry: Expiry | None) -> bytes:
+    if expiry is None:
+        return b"".join(stream)
+    chunks = []
+    for chunk in stream:
+        chunks.append(chunk)
+        if expiry.remaining() <= 0.0:
+            raise deadline_error(_LATE_BODY)
+    return b"".join(chunks)
+
+
+async def _aread_body(stream: AsyncByteStream, expiry: Expiry | None) -> bytes:
+    chunks = []
+    async for chunk in stream:
+        chunks.append(chunk)
+        if expiry is not None and expiry.remaining() <= 0.0:
+            raise deadline_error(_LATE_BODY)
+    return b"".join(chunks)
+
+
+class _DeadlineStream(SyncByteStream):
+    """A streamed response body that raises `DeadlineExceeded` between chunks once the
+    request's deadline has passed (the per-read httpx timeouts cannot bound a slow drip)."""
+
+    __slots__ = ("_expiry", "_stream")
+
+    def __init__(self, stream: SyncByteStream, expiry: Expiry) -> None:
+        self._stream = stream
+        self._expiry = expiry
+
+    def __iter__(self) -> Iterator[bytes]:
+        expiry = self._expiry
+        for chunk in self._stream:
+            if expiry.remaining() <= 0.0:
+                self._stream.close()
+                raise deadline_error(_LATE_BODY)
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class _AsyncDeadlineStream(AsyncByteStream):
+    """The async twin of `_DeadlineStream`."""
+
+    __slots__ = ("_expiry", "_stream")
+
+    def __init__(self, stream: AsyncByteStream, expiry: Expiry) -> None:
+        self._stream = stream
+        self._expiry = expiry
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        expiry = self._expiry
+        async for chunk in self._stream:
+            if expiry.remaining() <= 0.0:
+                await self._stream.aclose()
+                raise deadline_error(_LATE_BODY)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
 class ResilientTransport(BaseTransport):
     """An httpx transport that retries, breaks circuits per host and respects deadlines.
 
@@ -89,12 +162,12 @@ class ResilientTransport(BaseTransport):
             Passing ``transport=`` to a client disables the client's ``verify``, ``http2``,
             ``limits`` and proxy settings: give them to the inner transport instead.
         policy: a `resilience.Policy` whose slots replace the defaults: its ``retry``
-            (attempts, backoff, timeout, budget; its ``on`` adds exception types to the
-            HTTP rules; no ``retry``: no retries), its ``breaker`` (the template of the
-            per-host breakers; none: no breakers), ``timeout`` (a deadline for the whole
-            request), ``attempt_timeout`` (caps each attempt's httpx timeouts) and
-            ``bulkhead`` (held for the whole request). ``fallback`` is not used: a
-            transport must return a response.
+            (attempts, backoff, timeout, budget; its ``on`` adds retryable exception types
+            for requests that are safe to repeat, never for others; no ``retry``: no
+            retries), its ``breaker`` (the template of the per-host breakers; none: no
+            breakers), ``timeout`` (a deadline for the whole request), ``attempt_timeout``
+            (caps each attempt's httpx timeouts) and ``bulkhead`` (held for the whole
+            request). ``fallback`` is not used: a transport must return a response.
         idempotency_keys: give each POST or PATCH without an ``Idempotency-Key`` a fresh
             one (the same on every attempt), which makes it retryable. True makes quoted
             UUIDs (the IETF draft's form); a function returning a new key string replaces
@@ -104,7 +177,8 @@ class ResilientTransport(BaseTransport):
             bytes are read into memory, so requests can be replayed and a connection that
             breaks while the response body arrives is retried like any read error.
         deadline_header: a header (e.g. ``"x-envoy-expected-rq-timeout-ms"``) carrying the
-            attempt's remaining budget in milliseconds, when a deadline is active.
+            attempt's remaining budget in whole milliseconds (rounded down), when a deadline
+            is active; with under 1 ms left, `DeadlineExceeded` is raised before sending.
         max_hosts: per-host breakers kept; the least recently used one is dropped.
         retry_statuses: statuses retried for idempotent requests.
         clock: monotonic clock; sleep: blocking sleep (default `time.sleep`, looked up at
@@ -192,19 +266,23 @@ class ResilientTransport(BaseTransport):
                 inject_trace_context(request.headers)
                 try:
                     response = inner.handle_request(request)
+                    expiry = call.expiry
+                    if deadline_passed(expiry):
+                        response.close()
+                        raise deadline_error(_LATE_HEAD)
                     stream = response.stream
-                    if (
-                        not isinstance(stream, ByteStream)
-                        and isinstance(stream, SyncByteStream)
-                        and _sized_body(response, limit)
-                    ):
+                    if isinstance(stream, ByteStream) or not isinstance(stream, SyncByteStream):
+                        pass
+                    elif _sized_body(response, limit):
                         # The client reads the body after we return, where a broken
                         # connection could no longer be retried: read small bodies here.
                         try:
-                            body = b"".join(stream)
+                            body = _read_body(stream, expiry)
                         finally:
                             stream.close()
                         response.stream = ByteStream(body)
+                    elif expiry is not None:
+                        response.stream = _DeadlineStream(stream, expiry)
                 except Exception as exc:
                     attempt.error(exc)
                     failure = exc
@@ -337,19 +415,23 @@ class AsyncResilientTransport(AsyncBaseTransport):
                 inject_trace_context(request.headers)
                 try:
                     response = await inner.handle_async_request(request)
+                    expiry = call.expiry
+                    if deadline_passed(expiry):
+                        await response.aclose()
+                        raise deadline_error(_LATE_HEAD)
                     stream = response.stream
-                    if (
-                        not isinstance(stream, ByteStream)
-                        and isinstance(stream, AsyncByteStream)
-                        and _sized_body(response, limit)
-                    ):
+                    if isinstance(stream, ByteStream) or not isinstance(stream, AsyncByteStream):
+                        pass
+                    elif _sized_body(response, limit):
                         # The client reads the body after we return, where a broken
                         # connection could no longer be retried: read small bodies here.
                         try:
-                            body = b"".join([chunk async for chunk in stream])
+                            body = await _aread_body(stream, expiry)
                         finally:
                             await stream.aclose()
                         response.stream = ByteStream(body)
+                    elif expiry is not None:
+                        response.stream = _AsyncDeadlineStream(stream, expiry)
                 except Exception as exc:
                     attempt.error(exc)
                     failure = exc

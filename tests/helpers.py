@@ -123,3 +123,180 @@ def serve_asgi(app: Any, **config: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+# --------------------------------------------------------------------------- faulty peers
+# Loopback servers that misbehave on purpose, for the httpx transport tests.
+
+
+@contextmanager
+def serve_wsgi(app: Any) -> Iterator[str]:
+    """Run *app* under Werkzeug's threaded server in a thread on 127.0.0.1; yield its URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(15)
+
+
+class FaultProxy:
+    """A TCP proxy on 127.0.0.1 in front of *target* that breaks some exchanges on purpose.
+
+    Each accepted connection draws one fate from *fates* (name -> weight) with a seeded
+    random source; `fates_seen` counts them. Fates:
+
+    - ``"pass"``: forward both ways untouched;
+    - ``"cut"``: forward the request; when the answer starts, close both sides before any
+      of it reaches the client (the server acted, the client saw nothing);
+    - ``"truncate"``: forward only the answer's first *truncate_at* bytes, then close;
+    - ``"stall"``: forward the request, swallow the answer (the client times out);
+    - ``"refuse"``: close the connection at once, before reading anything.
+
+    Use it with clients that open one connection per request (no keep-alive), so that each
+    attempt meets its own fate.
+    """
+
+    def __init__(
+        self, target: int, fates: dict[str, float], *, seed: int = 0, truncate_at: int = 40
+    ) -> None:
+        import random
+
+        self.target = target
+        self.truncate_at = truncate_at
+        self.fates_seen: dict[str, int] = dict.fromkeys(fates, 0)
+        self._names = list(fates)
+        self._weights = list(fates.values())
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._server = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port = self._server.getsockname()[1]
+        self._spawn(self._accept)
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self._server.accept()
+            except OSError:
+                return
+            with self._lock:
+                fate = self._random.choices(self._names, self._weights)[0]
+                self.fates_seen[fate] += 1
+                self._sockets.append(downstream)
+            if fate == "refuse":
+                _close(downstream)
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _close(downstream)
+                continue
+            with self._lock:
+                self._sockets.append(upstream)
+            self._spawn(self._forward, downstream, upstream)
+            self._spawn(self._answer, upstream, downstream, fate)
+
+    @staticmethod
+    def _forward(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        # The client is gone (done, or timed out): let the server see it too.
+        _close(src)
+        _close(dst)
+
+    def _answer(self, src: socket.socket, dst: socket.socket, fate: str) -> None:
+        try:
+            while data := src.recv(65536):
+                if fate == "stall":
+                    continue
+                if fate == "cut":
+                    break
+                if fate == "truncate":
+                    dst.sendall(data[: self.truncate_at])
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        _close(src)
+        _close(dst)
+
+    def stop(self) -> None:
+        """Close the listener and every connection; wait for the threads."""
+        _close(self._server)
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+            threads = list(self._threads)
+        for sock in sockets:
+            _close(sock)
+        for thread in threads:
+            thread.join(timeout=2)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+@contextmanager
+def serve_drip(
+    head: bytes, drip: list[bytes], *, every: float, connections: int = 4
+) -> Iterator[str]:
+    """A raw HTTP server on 127.0.0.1 that sends *head* at once, then each piece of *drip*
+    *every* seconds (a slow-drip upstream); serves at most *connections* connections."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def handle(conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            conn.sendall(head)
+            for piece in drip:
+                if stop.wait(every):
+                    break
+                conn.sendall(piece)
+        except OSError:
+            pass
+        finally:
+            _close(conn)
+
+    def accept() -> None:
+        for _ in range(connections):
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=handle, args=(conn,), daemon=True)
+            threads.append(thread)
+            thread.start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/"
+    finally:
+        stop.set()
+        _close(server)
+        acceptor.join(5)
+        for thread in threads:
+            thread.join(5)

@@ -7,7 +7,15 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from resilience import CircuitBreaker, CircuitOpenError, Policy, Retry, backoff, deadline
+from resilience import (
+    CircuitBreaker,
+    CircuitOpenError,
+    DeadlineExceeded,
+    Policy,
+    Retry,
+    backoff,
+    deadline,
+)
 from resilience.httpx import AsyncResilientTransport, ResilientTransport
 from resilience.testing import FakeClock
 
@@ -245,3 +253,78 @@ async def test_async_transport_with_inner_and_policy() -> None:
     assert response.status_code == 200
     assert len(waits) == 1
     assert list(transport.breakers) == ["http://svc.test:80"]
+
+
+# --------------------------------------------------------------------------- wave 2
+
+
+@pytest.mark.parametrize("on", [httpx.TransportError, httpx.HTTPError, Exception])
+@pytest.mark.parametrize(
+    "error", [httpx.ReadError("reset"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("x")]
+)
+def test_repeating_a_request_is_never_the_retrys_call(
+    on: type[Exception], error: Exception
+) -> None:
+    """`Retry(on=httpx.TransportError)` must never run a POST's side effect twice."""
+    upstream = Upstream(error, 200)
+    policy = Policy(retry=Retry(on=on, backoff=backoff.none()))
+    with client(upstream, policy=policy) as http, pytest.raises(type(error)):
+        http.post("/charges", json={"amount": 1})
+    assert len(upstream.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "safe",
+    [
+        {"method": "PUT"},
+        {"method": "POST", "headers": {"Idempotency-Key": '"k"'}},
+        {"method": "POST", "extensions": {"resilience": {"idempotent": True}}},
+    ],
+)
+def test_on_widens_the_retried_errors_of_requests_safe_to_repeat(safe: dict[str, object]) -> None:
+    """A request is safe to repeat by its method, an Idempotency-Key, or the extension."""
+    upstream = Upstream(httpx.DecodingError("bad body"), 200)
+    policy = Policy(retry=Retry(on=httpx.DecodingError, backoff=backoff.none()))
+    with client(upstream, policy=policy) as http:
+        response = http.request(url="/x", content=b"{}", **safe)  # type: ignore[arg-type]
+    assert response.status_code == 200
+    assert len(upstream.requests) == 2
+
+
+def test_unsafe_request_is_sent_again_when_nothing_reached_the_server() -> None:
+    """Connect errors, connect and pool timeouts: sent again whatever the method."""
+    upstream = Upstream(httpx.ConnectError("refused"), httpx.PoolTimeout("pool"), 200)
+    with client(upstream) as http:
+        assert http.post("/charges", json={}).status_code == 200
+    assert len(upstream.requests) == 3
+
+
+def test_deadline_header_rounds_down_and_is_never_zero() -> None:
+    """Whole milliseconds, rounded down; with under 1 ms left, DeadlineExceeded before sending."""
+    upstream = Upstream(200)
+    clock = FakeClock()
+    header = "x-envoy-expected-rq-timeout-ms"
+    with client(upstream, deadline_header=header, clock=clock) as http:
+        with deadline(0.0019, clock=clock):
+            http.get("/x")
+        with deadline(0.0009, clock=clock), pytest.raises(DeadlineExceeded):
+            http.get("/x")
+    assert [r.headers[header] for r in upstream.requests] == ["1"]
+
+
+def test_deadline_cut_is_not_recorded_as_a_host_failure() -> None:
+    """An attempt cut short because an outer deadline left less time than the host's own
+    timeout is never recorded as a host failure."""
+    clock = FakeClock()
+
+    def hangs(request: httpx.Request) -> httpx.Response:
+        clock.advance(0.5)
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    policy = Policy(breaker=CircuitBreaker("contract-budget", consecutive_failures=1))
+    transport = ResilientTransport(httpx.MockTransport(hangs), policy=policy, clock=clock)
+    with httpx.Client(transport=transport, timeout=5.0) as http:
+        for _ in range(3):
+            with deadline(0.5, clock=clock), pytest.raises(DeadlineExceeded):
+                http.get("http://svc.test/x")
+    assert transport.breakers["http://svc.test"].metrics()["failures"] == 0

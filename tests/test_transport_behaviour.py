@@ -362,6 +362,143 @@ async def test_deadline_header_carries_the_remaining_milliseconds(
     assert "x-envoy-expected-rq-timeout-ms" not in inner.headers[1]
 
 
+@pytest.mark.parametrize(
+    ("left", "sent"), [(0.0015, "1"), (0.0019999, "1"), (0.2999, "299"), (2.0, "2000")]
+)
+async def test_deadline_header_is_whole_milliseconds_rounded_down(
+    mode: str, clock: FakeClock, left: float, sent: str
+) -> None:
+    """The header never promises more than remains: whole milliseconds, rounded down."""
+    inner = Scripted(httpx.Response(200))
+    run = Run(mode, inner, clock=clock, deadline_header="x-envoy-expected-rq-timeout-ms")
+    with deadline(left, clock=clock):
+        await run()
+    assert inner.headers[0]["x-envoy-expected-rq-timeout-ms"] == sent
+
+
+@pytest.mark.parametrize("left", [0.0009, 0.0005, 0.000001])
+async def test_deadline_header_is_never_zero(mode: str, clock: FakeClock, left: float) -> None:
+    """With under 1 ms left, DeadlineExceeded comes before sending: "0" means no deadline."""
+    inner = Scripted(httpx.Response(200))
+    breaker = CircuitBreaker("header-zero", consecutive_failures=1, clock=clock)
+    run = Run(
+        mode,
+        inner,
+        clock=clock,
+        deadline_header="x-envoy-expected-rq-timeout-ms",
+        policy=policy(breaker=breaker, retry=Retry(on=())),
+    )
+    with deadline(left, clock=clock), pytest.raises(DeadlineExceeded):
+        await run()
+    assert inner.calls == 0
+    assert run.transport.breakers[URL].metrics()["calls"] == 0
+
+
+async def test_under_a_millisecond_without_the_header_still_sends(
+    mode: str, clock: FakeClock
+) -> None:
+    """Without deadline_header, a request with a sliver of budget left is still sent."""
+    inner = Scripted(httpx.Response(200))
+    run = Run(mode, inner, clock=clock)
+    with deadline(0.0005, clock=clock):
+        assert (await run()).status_code == 200
+
+
+def _times_out_after(clock: FakeClock, seconds: float, error: type[Exception]) -> Outcome:
+    def outcome(request: httpx.Request) -> httpx.Response:
+        clock.advance(seconds)
+        raise error("timed out")
+
+    return outcome
+
+
+async def test_timeout_the_deadline_shortened_is_not_a_host_failure(
+    mode: str, clock: FakeClock
+) -> None:
+    """A read timeout clamped by the deadline below the client's 5 s gives the permit back."""
+    inner = Scripted(_times_out_after(clock, 1.0, httpx.ReadTimeout))
+    breaker = CircuitBreaker("budget", consecutive_failures=1, clock=clock)
+    run = Run(mode, inner, clock=clock, policy=policy(breaker=breaker))
+    for _ in range(3):
+        with deadline(1.0, clock=clock), pytest.raises(DeadlineExceeded):
+            await run(timeout=5.0)
+    host = run.transport.breakers[URL]
+    assert host.state is CircuitState.CLOSED
+    assert host.metrics()["calls"] == 0
+
+
+async def test_timeout_of_a_part_the_deadline_left_alone_is_a_host_failure(
+    mode: str, clock: FakeClock
+) -> None:
+    """Only the parts the deadline shortened are the caller's: a 0.1 s connect timeout
+    inside a 1 s deadline is the host's."""
+    inner = Scripted(_times_out_after(clock, 0.1, httpx.ConnectTimeout))
+    breaker = CircuitBreaker("connect", consecutive_failures=1, clock=clock)
+    run = Run(mode, inner, clock=clock, policy=policy(breaker=breaker))
+    with deadline(1.0, clock=clock), pytest.raises(httpx.ConnectTimeout):
+        await run(timeout=httpx.Timeout(5.0, connect=0.1))
+    assert run.transport.breakers[URL].state is CircuitState.OPEN
+
+
+async def test_timeout_cut_by_the_policys_total_timeout_is_not_a_host_failure(
+    mode: str, clock: FakeClock
+) -> None:
+    """As for decorated calls, the policy's total timeout is a budget; attempt_timeout is the
+    per-attempt verdict."""
+    inner = Scripted(_times_out_after(clock, 1.0, httpx.ReadTimeout))
+    breaker = CircuitBreaker("total", consecutive_failures=1, clock=clock)
+    run = Run(mode, inner, clock=clock, policy=policy(breaker=breaker, timeout=1.0))
+    with pytest.raises(DeadlineExceeded):
+        await run(timeout=5.0)
+    assert inner.extensions[0]["timeout"]["read"] == 1.0 - HEADROOM
+    assert run.transport.breakers[URL].state is CircuitState.CLOSED
+
+
+async def test_timeout_cut_by_attempt_timeout_is_a_host_failure(
+    mode: str, clock: FakeClock
+) -> None:
+    """attempt_timeout inside a longer total timeout is the transport's own limit."""
+    inner = Scripted(_times_out_after(clock, 0.5, httpx.ReadTimeout))
+    breaker = CircuitBreaker("per-attempt", consecutive_failures=1, clock=clock)
+    run = Run(
+        mode,
+        inner,
+        clock=clock,
+        policy=policy(breaker=breaker, timeout=3.0, attempt_timeout=0.5),
+    )
+    with pytest.raises(httpx.ReadTimeout):
+        await run(timeout=5.0)
+    assert inner.extensions[0]["timeout"]["read"] == 0.5
+    assert run.transport.breakers[URL].state is CircuitState.OPEN
+
+
+async def test_caller_deadline_inside_the_policys_timeout_is_a_budget(
+    mode: str, clock: FakeClock
+) -> None:
+    """A caller's 1 s deadline, shorter than the policy's 3 s, cuts without a verdict."""
+    inner = Scripted(_times_out_after(clock, 1.0, httpx.ReadTimeout))
+    breaker = CircuitBreaker("caller-scope", consecutive_failures=1, clock=clock)
+    run = Run(mode, inner, clock=clock, policy=policy(breaker=breaker, timeout=3.0))
+    with deadline(1.0, clock=clock), pytest.raises(DeadlineExceeded):
+        await run(timeout=5.0)
+    assert inner.extensions[0]["timeout"]["read"] == 1.0 - HEADROOM
+    host = run.transport.breakers[URL]
+    assert host.state is CircuitState.CLOSED
+    assert host.metrics()["calls"] == 0
+
+
+async def test_timeout_shorter_than_the_deadline_is_a_host_failure(
+    mode: str, clock: FakeClock
+) -> None:
+    """The client's own 0.5 s read timeout inside a 10 s deadline counts against the host."""
+    inner = Scripted(_times_out_after(clock, 0.5, httpx.ReadTimeout))
+    breaker = CircuitBreaker("own-timeout", consecutive_failures=1, clock=clock)
+    run = Run(mode, inner, clock=clock, policy=policy(breaker=breaker))
+    with deadline(10.0, clock=clock), pytest.raises(httpx.ReadTimeout):
+        await run(timeout=0.5)
+    assert run.transport.breakers[URL].state is CircuitState.OPEN
+
+
 async def test_wait_that_would_cross_the_deadline_is_not_taken(mode: str, clock: FakeClock) -> None:
     """A Retry-After longer than what remains returns the response instead of waiting."""
     inner = Scripted(httpx.Response(503, headers={"Retry-After": "10"}), httpx.Response(200))
@@ -544,11 +681,59 @@ async def test_policy_retry_gives_attempts_and_backoff(mode: str) -> None:
     assert run.slept == [0.2, 0.2, 0.2]
 
 
-async def test_retry_on_adds_exception_types(mode: str) -> None:
-    """Retry(on=httpx.ReadTimeout) makes read timeouts retryable even for a POST."""
-    inner = Scripted(httpx.ReadTimeout("slow"), httpx.Response(200))
-    run = Run(mode, inner, policy=policy(retry=Retry(on=httpx.ReadTimeout)))
+@pytest.mark.parametrize(
+    ("method", "extensions"),
+    [
+        ("PUT", {}),
+        ("POST", {"resilience": {"idempotent": True}}),
+    ],
+)
+async def test_retry_on_adds_exception_types_for_requests_safe_to_repeat(
+    mode: str, method: str, extensions: dict[str, Any]
+) -> None:
+    """Retry(on=...) widens the retried errors of a request that is safe to repeat."""
+    inner = Scripted(httpx.DecodingError("bad gzip"), httpx.Response(200))
+    run = Run(mode, inner, policy=policy(retry=Retry(on=httpx.DecodingError)))
+    response = await run(method, content=b"x", extensions=extensions)
+    assert response.status_code == 200
+    assert inner.calls == 2
+
+
+@pytest.mark.parametrize(
+    "on",
+    [httpx.ReadTimeout, httpx.TransportError, httpx.HTTPError, Exception, lambda exc: True],
+)
+@pytest.mark.parametrize(
+    "error", [httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError]
+)
+async def test_retry_on_never_resends_a_post_the_server_may_have_seen(
+    mode: str, on: Any, error: type[Exception]
+) -> None:
+    """However broad the Retry's on, a POST without a key is not sent again once it may
+    have reached the server."""
+    inner = Scripted(error, httpx.Response(200))
+    run = Run(mode, inner, policy=policy(retry=Retry(on=on, backoff=backoff.none())))
+    with pytest.raises(error):
+        await run("POST", content=b"x")
+    assert inner.calls == 1
+
+
+async def test_post_is_resent_when_nothing_reached_the_server_whatever_on_says(
+    mode: str,
+) -> None:
+    """A connect error is retried for a POST even when the Retry's on does not name it."""
+    inner = Scripted(httpx.ConnectError("refused"), httpx.Response(200))
+    run = Run(mode, inner, policy=policy(retry=Retry(on=(), backoff=backoff.none())))
     assert (await run("POST", content=b"x")).status_code == 200
+    assert inner.calls == 2
+
+
+async def test_retry_on_does_not_retry_statuses_of_a_post(mode: str) -> None:
+    """A 503 to a POST is returned, not retried, whatever the Retry's on says."""
+    inner = Scripted(httpx.Response(503), httpx.Response(200))
+    run = Run(mode, inner, policy=policy(retry=Retry(on=Exception, backoff=backoff.none())))
+    assert (await run("POST", content=b"x")).status_code == 503
+    assert inner.calls == 1
 
 
 async def test_exhausted_budget_stops_retries_with_a_note(mode: str) -> None:
@@ -560,6 +745,44 @@ async def test_exhausted_budget_stops_retries_with_a_note(mode: str) -> None:
         await run()
     assert inner.calls == 1
     assert any("budget" in note for note in caught.value.__notes__)
+
+
+class _Reset(httpx.NetworkError):
+    """A custom inner transport's own network error."""
+
+
+class _Stalled(httpx.TimeoutException):
+    """A custom inner transport's own timeout."""
+
+
+class _Refused(httpx.ConnectError):
+    """A custom inner transport's own connect error."""
+
+
+@pytest.mark.parametrize("error", [_Reset, _Stalled, httpx.NetworkError, httpx.TimeoutException])
+async def test_custom_maybe_sent_errors_follow_the_http_rules(
+    mode: str, error: type[Exception]
+) -> None:
+    """Subclasses of httpx.NetworkError or TimeoutException are retried for a GET, not a POST,
+    and count against the host."""
+    inner = Scripted(error, httpx.Response(200))
+    breaker = CircuitBreaker("custom", consecutive_failures=5)
+    run = Run(mode, inner, policy=policy(breaker=breaker, retry=Retry(on=())))
+    assert (await run("GET")).status_code == 200
+    assert inner.calls == 2
+    inner.outcomes = [error, httpx.Response(200)]
+    with pytest.raises(error):
+        await run("POST", content=b"x")
+    assert inner.calls == 3
+    assert run.transport.breakers[URL].metrics()["failures"] == 2
+
+
+async def test_custom_connect_error_is_resent_for_a_post(mode: str) -> None:
+    """A subclass of httpx.ConnectError still means nothing reached the server."""
+    inner = Scripted(_Refused, httpx.Response(200))
+    run = Run(mode, inner)
+    assert (await run("POST", content=b"x")).status_code == 200
+    assert inner.calls == 2
 
 
 # --------------------------------------------------------------------------- breakers

@@ -15,9 +15,11 @@ from resilience._transport import (
     IDEMPOTENT_METHODS,
     HostBreakers,
     Stop,
+    attempt_timeouts,
     authority,
-    clamp_timeouts,
+    budget_cut,
     decide,
+    is_not_sent,
     is_retryable_error,
     parse_overrides,
     parse_retry_after,
@@ -92,6 +94,47 @@ def test_maybe_sent_errors_need_idempotency(exc_type: type[Exception]) -> None:
     assert not is_retryable_error(exc_type("x"), idempotent=False)
 
 
+class _Reset(httpx.NetworkError):
+    """A custom inner transport's own network error."""
+
+
+class _Stalled(httpx.TimeoutException):
+    """A custom inner transport's own timeout."""
+
+
+class _Refused(httpx.ConnectError):
+    """A custom inner transport's own connect error."""
+
+
+class _SlowPool(httpx.PoolTimeout):
+    """A custom inner transport's own pool timeout."""
+
+
+class _CloseFailed(httpx.CloseError):
+    """A custom inner transport's own close error."""
+
+
+@pytest.mark.parametrize("exc_type", [httpx.NetworkError, httpx.TimeoutException, _Reset, _Stalled])
+def test_maybe_sent_errors_are_matched_by_base_class(exc_type: type[Exception]) -> None:
+    """httpx's bases and custom subclasses of them count as maybe-sent, like httpx's own."""
+    exc = exc_type("x")
+    assert is_retryable_error(exc, idempotent=True)
+    assert not is_retryable_error(exc, idempotent=False)
+    assert not is_not_sent(exc)
+
+
+@pytest.mark.parametrize("exc_type", [_Refused, _SlowPool])
+def test_not_sent_subclasses_stay_not_sent(exc_type: type[Exception]) -> None:
+    """A subclass of a connect error or pool timeout still means nothing reached the server."""
+    assert is_not_sent(exc_type("x"))
+    assert is_retryable_error(exc_type("x"), idempotent=False)
+
+
+def test_close_errors_are_never_retried_even_subclassed() -> None:
+    """CloseError is a NetworkError but the exchange is over: never retried."""
+    assert not is_retryable_error(_CloseFailed("x"), idempotent=True)
+
+
 @pytest.mark.parametrize(
     "exc",
     [
@@ -114,11 +157,50 @@ def test_idempotent_methods_and_statuses_are_the_documented_ones() -> None:
     assert {429, 502, 503, 504} == DEFAULT_RETRY_STATUSES
 
 
-def test_clamp_timeouts_caps_every_part_and_fills_none() -> None:
+def test_attempt_timeouts_cap_every_part_and_fill_none() -> None:
     """Each httpx timeout becomes at most the limit; None (no timeout) becomes the limit."""
     given = {"connect": 0.2, "read": None, "write": 5.0, "pool": 1.0}
-    assert clamp_timeouts(given, 0.5) == {"connect": 0.2, "read": 0.5, "write": 0.5, "pool": 0.5}
-    assert clamp_timeouts(None, 2.0) == {"connect": 2.0, "read": 2.0, "write": 2.0, "pool": 2.0}
+    everywhere = {"connect": 2.0, "read": 2.0, "write": 2.0, "pool": 2.0}
+    assert attempt_timeouts(given, None, 0.5)[0] == {
+        "connect": 0.2,
+        "read": 0.5,
+        "write": 0.5,
+        "pool": 0.5,
+    }
+    assert attempt_timeouts(given, 0.5, None)[0] == attempt_timeouts(given, None, 0.5)[0]
+    assert attempt_timeouts(None, None, 2.0)[0] == everywhere
+    assert attempt_timeouts(None, 2.0, None)[0] == everywhere
+
+
+def test_attempt_timeouts_name_the_parts_only_the_deadline_shortened() -> None:
+    """A part is the deadline's cut only when the budget is below the transport's own value."""
+    given = {"connect": 0.2, "read": None, "write": 5.0, "pool": 1.0}
+    assert attempt_timeouts(given, None, 0.5)[1] == ("read", "write", "pool")
+    # attempt_timeout (the cap) is the transport's own setting: below the budget, no cut.
+    assert attempt_timeouts(given, 0.3, 0.5)[1] == ()
+    assert attempt_timeouts(given, 0.8, 0.5)[1] == ("read", "write", "pool")
+    assert attempt_timeouts(given, None, 5.0)[1] == ("read",)
+    assert attempt_timeouts(given, 1.0, None)[1] == ()
+
+
+@pytest.mark.parametrize(
+    ("exc", "cut", "expected"),
+    [
+        (httpx.ReadTimeout("x"), ("read",), True),
+        (httpx.ReadTimeout("x"), ("connect", "write", "pool"), False),
+        (httpx.ConnectTimeout("x"), ("connect",), True),
+        (httpx.WriteTimeout("x"), ("read",), False),
+        (httpx.PoolTimeout("x"), ("pool",), True),
+        (httpx.TimeoutException("x"), ("write",), True),  # phase unknown: any cut part
+        (httpx.TimeoutException("x"), (), False),
+        (httpx.ReadError("x"), ("read",), False),  # not a timeout
+    ],
+)
+def test_budget_cut_matches_the_timeout_to_its_part(
+    exc: Exception, cut: tuple[str, ...], expected: bool
+) -> None:
+    """A timeout is the caller's budget only when its own part was shortened by the deadline."""
+    assert budget_cut(exc, cut) is expected
 
 
 @pytest.mark.parametrize(
