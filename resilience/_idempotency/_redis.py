@@ -120,9 +120,21 @@ class RedisBackend:
     # ---------------------------------------------------------------- sync
 
     def claim(self, key: str, fingerprint: str, lock_timeout: float) -> ClaimResult:
-        """Claim *key* in one round trip (see `CLAIM_SCRIPT`)."""
+        """Claim *key* in one round trip (see `CLAIM_SCRIPT`).
+
+        If the reply is lost, the claim may have been made all the same: it is released
+        (best effort, with the token chosen here) so the key is not locked for lock_timeout
+        by a caller that will never run it.
+        """
         token = os.urandom(12).hex()
-        reply = self._run(self._claim, key, token, fingerprint, _ms(lock_timeout))
+        try:
+            reply = self._run(self._claim, key, token, fingerprint, _ms(lock_timeout))
+        except StoreUnavailable:
+            try:
+                self._run(self._release, key, token)
+            except StoreUnavailable:
+                pass  # Redis is really gone: the claim, if made, expires with its lock
+            raise
         kind = reply[0]
         if kind == 0:
             return Claimed(token)
@@ -132,8 +144,15 @@ class RedisBackend:
         return Busy(_text(reply[1]), max(int(reply[2]), 1) / 1000.0)
 
     def complete(self, key: str, token: str, value: bytes, ttl: float) -> None:
-        """Store *value* for *ttl* seconds if *token* still owns *key* (one round trip)."""
-        self._run(self._complete, key, token, value, _ms(ttl))
+        """Store *value* for *ttl* seconds if *token* still owns *key* (one round trip).
+
+        Tried twice: the effect has happened, and a result that is not stored lets a retry
+        after lock_timeout run it again. (Storing is itself idempotent: same token, same value.)
+        """
+        try:
+            self._run(self._complete, key, token, value, _ms(ttl))
+        except StoreUnavailable:
+            self._run(self._complete, key, token, value, _ms(ttl))
 
     def release(self, key: str, token: str) -> None:
         """Delete *key*'s running record if *token* still owns it (one round trip)."""
