@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from resilience._errors import ConfigError
 from resilience._idempotency._backend import Claimed, StoreUnavailable
 from resilience._idempotency._http import (
+    REPLAYED_HEADERS,
     HttpAnswer,
     Idempotency,
     Recorder,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["IdempotencyASGI", "IdempotencyWSGI", "check_idempotency"]
 
 _log = logging.getLogger("resilience")
+_KEPT = frozenset(name.encode() for name in REPLAYED_HEADERS)
 
 
 def check_idempotency(value: object) -> Idempotency | None:
@@ -63,21 +65,37 @@ def _stored_failed(scoped: str, exc: StoreUnavailable) -> None:
 # ------------------------------------------------------------------------------------- ASGI
 
 
-def _asgi_route(routes: Iterable[Any], scope: Scope) -> str | None:
-    """The template of the route that matches *scope* ("/orders/{id}"), mounts included."""
-    from starlette.routing import Match
+def _asgi_route(routes: Iterable[Any], path: str, method: str, mount: type[Any]) -> str | None:
+    """The template of the route that *path* and *method* reach ("/orders/{id}").
 
+    The router's own regexes, without building its scopes: a keyed request pays a regex
+    match per route ahead of its own, not a full `matches()` each.
+    """
     for route in routes:
-        match, child = route.matches(scope)
-        if match is not Match.FULL:
+        regex = getattr(route, "path_regex", None)
+        if regex is None:
+            continue  # a Host, or a route type we do not know: the router will tell
+        match = regex.match(path)
+        if match is None:
             continue
-        path = getattr(route, "path", "")
-        inner_routes = getattr(route, "routes", None)
-        if inner_routes is None:
-            return str(path)
-        inner = _asgi_route(inner_routes, {**scope, **child})
-        return None if inner is None else f"{path}{inner}"
+        if isinstance(route, mount):
+            inner = _asgi_route(route.routes, "/" + match.group("path"), method, mount)
+            if inner is not None:
+                return f"{route.path}{inner}"
+            continue
+        methods = getattr(route, "methods", None)
+        if methods is None or method in methods:
+            return str(route.path)
     return None
+
+
+def _route_path(scope: Scope) -> str:
+    # As Starlette's get_route_path: the path inside the app, without a mount's root_path.
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :] or "/"
+    return path
 
 
 def _encode(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
@@ -98,12 +116,15 @@ class IdempotencyASGI:
     Starlette/FastAPI router (``scope["app"]``), else the path is used.
     """
 
-    __slots__ = ("_header", "app", "keys")
+    __slots__ = ("_header", "_mount", "app", "keys")
 
     def __init__(self, app: ASGIApp, keys: Idempotency) -> None:
+        from starlette.routing import Mount
+
         self.app = app
         self.keys = keys
         self._header = keys.header_key.encode("latin-1")
+        self._mount = Mount
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         keys = self.keys
@@ -139,9 +160,11 @@ class IdempotencyASGI:
         body = b"".join(chunks)
         method: str = scope["method"]
         path: str = scope["path"]
-        app = scope.get("app")
-        router = getattr(app, "router", None)
-        route = _asgi_route(router.routes, scope) if router is not None else None
+        router = getattr(scope.get("app"), "router", None)
+        routes = getattr(router, "routes", None)
+        route = (
+            None if routes is None else _asgi_route(routes, _route_path(scope), method, self._mount)
+        )
         scoped = scoped_key(method, route or path, key)
         fp = fingerprint(method, path, body)
         try:
@@ -183,7 +206,11 @@ class IdempotencyASGI:
             if kind == "http.response.start":
                 recorder.start(
                     message["status"],
-                    [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message["headers"]],
+                    [
+                        (n.decode("latin-1"), v.decode("latin-1"))
+                        for n, v in message["headers"]
+                        if n in _KEPT  # ASGI header names are lower-case
+                    ],
                 )
             elif kind == "http.response.body" and not settled:
                 recorder.add(message.get("body", b""))

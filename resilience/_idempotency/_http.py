@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_TTL",
     "MAX_KEY_LENGTH",
     "REPLAYED_HEADER",
+    "REPLAYED_HEADERS",
     "HttpAnswer",
     "Idempotency",
     "Recorder",
@@ -278,28 +279,31 @@ def store_unavailable(exc: StoreUnavailable) -> HttpAnswer:
 
 
 def encode_response(status: int, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
-    """A response as stored: one JSON line (status, kept headers), then the body's bytes.
+    """A response as stored, laid out like HTTP/1.1: the status, the kept headers (lower-case
+    names), a blank line, the body.
 
     Example:
-        >>> stored = encode_response(201, [("content-type", "text/plain")], b"ok")
+        >>> stored = encode_response(201, [("content-type", "text/plain"), ("x-a", "b")], b"ok")
         >>> stored
-        b'[201,[["content-type","text/plain"]]]\\nok'
+        b'201\\ncontent-type: text/plain\\n\\nok'
         >>> decode_response(stored).headers
         (('content-type', 'text/plain'), ('content-length', '2'))
     """
-    kept = [[name, value] for name, value in headers if name in REPLAYED_HEADERS]
-    return json.dumps([status, kept], separators=(",", ":")).encode() + b"\n" + body
+    # Header names and values cannot hold a newline (RFC 9110), so the first blank line ends
+    # the head whatever the body holds.
+    head = "".join(f"{name}: {value}\n" for name, value in headers if name in REPLAYED_HEADERS)
+    return f"{status}\n{head}\n".encode("latin-1") + body
 
 
 def decode_response(value: bytes, *, replayed: bool = False) -> HttpAnswer:
     """The stored response, with ``content-length`` (and ``idempotent-replayed`` if asked)."""
-    head, _, body = value.partition(b"\n")
-    status, kept = json.loads(head)
-    headers = [(str(name), str(v)) for name, v in kept]
+    head, _, body = value.partition(b"\n\n")
+    status, *lines = head.decode("latin-1").split("\n")
+    headers = [tuple(line.split(": ", 1)) for line in lines]
     headers.append(("content-length", str(len(body))))
     if replayed:
         headers.append((REPLAYED_HEADER, "true"))
-    return HttpAnswer(int(status), tuple(headers), body)
+    return HttpAnswer(int(status), tuple(headers), body)  # type: ignore[arg-type]
 
 
 class Recorder:
@@ -313,16 +317,16 @@ class Recorder:
         >>> recorder.start(201, [("content-type", "text/plain"), ("set-cookie", "s=1")])
         >>> recorder.add(b"done")
         >>> recorder.value()
-        b'[201,[["content-type","text/plain"]]]\\ndone'
+        b'201\\ncontent-type: text/plain\\n\\ndone'
     """
 
-    __slots__ = ("_chunks", "_headers", "_size", "keep", "max_body", "status")
+    __slots__ = ("_chunks", "_head", "_size", "keep", "max_body", "status")
 
     def __init__(self, max_body: int) -> None:
         self.max_body = max_body
         self.status = 0
         self.keep = True
-        self._headers: list[tuple[str, str]] = []
+        self._head = ""
         self._chunks: list[bytes] = []
         self._size = 0
 
@@ -332,7 +336,12 @@ class Recorder:
         if status >= 500:
             self.keep = False  # a server error may be transient: let a retry run again
             return
-        self._headers = [(name.lower(), value) for name, value in headers]
+        head = f"{status}\n"
+        for name, value in headers:
+            low = name.lower()
+            if low in REPLAYED_HEADERS:
+                head += f"{low}: {value}\n"
+        self._head = head
 
     def add(self, chunk: bytes) -> None:
         """One piece of the body."""
@@ -349,4 +358,5 @@ class Recorder:
         """The encoded response to store, or None when it is not to be kept."""
         if not self.keep or not self.status:
             return None
-        return encode_response(self.status, self._headers, b"".join(self._chunks))
+        # The layout of encode_response, built as the response went by.
+        return f"{self._head}\n".encode("latin-1") + b"".join(self._chunks)
