@@ -394,11 +394,26 @@ class _LoseReply:
 
 @pytest.mark.redis
 @needs_redis
-def test_a_claim_whose_reply_was_lost_is_given_back(redis_store: RedisStore) -> None:
-    """The claim ran in Redis but its reply was lost: StoreUnavailable, and the key is free."""
+def test_a_claim_whose_reply_was_lost_is_sent_again_with_its_token(
+    redis_store: RedisStore,
+) -> None:
+    """The claim ran in Redis but its reply was lost: the resend owns the key (no 503)."""
     backend = backend_for(redis_store)
     assert isinstance(backend, RedisBackend)
     backend._claim = _LoseReply(backend._claim, run=True)
+    token = _claimed(backend.claim("k", "fp", 30.0))
+    assert isinstance(backend.claim("k", "fp", 30.0), Busy)
+    backend.complete("k", token, b"v", 60.0)
+    assert backend.claim("k", "fp", 30.0) == Done("fp", b"v")
+
+
+@pytest.mark.redis
+@needs_redis
+def test_a_claim_lost_twice_is_given_back(redis_store: RedisStore) -> None:
+    """Both replies lost: StoreUnavailable, and the claim made meanwhile is released."""
+    backend = backend_for(redis_store)
+    assert isinstance(backend, RedisBackend)
+    backend._claim = _LoseReply(backend._claim, run=True, times=2)
     with pytest.raises(StoreUnavailable):
         backend.claim("k", "fp", 30.0)
     _claimed(backend.claim("k", "fp", 30.0))
