@@ -1,10 +1,13 @@
-"""Where circuit breakers keep their state: in the process (the default) or shared via Redis.
+"""Where state lives: breakers' state, and idempotency records, in the process or in Redis.
 
 A store is passed as ``CircuitBreaker(..., store=...)``. `InMemoryStore` keeps everything in
 the breaker itself (what you get without ``store=``). `RedisStore` shares a breaker's state
 with every process that uses the same name and Redis: one window for the whole fleet, trips
 and manual control seen everywhere, fleet-wide HALF_OPEN probes; `RedisStore.retry_budget`
 gives a `RetryBudget` counted over the fleet. Calls never wait for Redis.
+
+Idempotency records (`resilience.idempotency`) go to a `MemoryStore` (this process only,
+bounded and expiring) or to a `RedisStore` (shared by every worker).
 
 Example:
     >>> from resilience import CircuitBreaker
@@ -17,12 +20,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from ._idempotency._memory import MemoryStore
 from ._redis_store import RedisStore
 
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
 
-__all__ = ["BreakerBinding", "BreakerStore", "InMemoryStore", "RedisStore"]
+__all__ = ["BreakerBinding", "BreakerStore", "InMemoryStore", "MemoryStore", "RedisStore"]
 
 
 class BreakerBinding(Protocol):
