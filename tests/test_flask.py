@@ -10,14 +10,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import flask
 import httpx
 import pytest
-from werkzeug.serving import make_server
 
 from resilience import (
     BulkheadFull,
@@ -30,23 +28,9 @@ from resilience import (
 )
 from resilience._deadline import check_deadline
 from resilience.integrations.flask import Resilience
+from tests.helpers import serve_wsgi as serve
 
 pytestmark = pytest.mark.network
-
-
-@contextmanager
-def serve(app: flask.Flask) -> Iterator[str]:
-    """Run *app* on a threaded werkzeug server on a free port; yield its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    # A short poll interval keeps shutdown quick between tests.
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(15)
-        server.server_close()
 
 
 ERRORS: dict[str, Exception] = {
@@ -275,8 +259,8 @@ def test_slots_are_given_back_after_each_request() -> None:
     wait_for(lambda: extension.limiter is not None and extension.limiter.in_flight == 0)
 
 
-def test_status_route_lists_breakers_and_is_never_shed() -> None:
-    """GET /resilience lists every breaker with state and numbers, even at capacity."""
+def test_status_route_lists_breakers_and_is_shed_like_any_request() -> None:
+    """GET /resilience lists every breaker with state and numbers; at capacity it is shed."""
     suffix = uuid.uuid4().hex[:8]
     healthy = CircuitBreaker(f"flask-healthy-{suffix}")
     broken = CircuitBreaker(f"flask-broken-{suffix}")
@@ -288,9 +272,11 @@ def test_status_route_lists_breakers_and_is_never_shed() -> None:
         held = pool.submit(httpx.get, f"{url}/work", timeout=30)
         wait_for(lambda: gate.running == 1)
         assert httpx.get(f"{url}/work").status_code == 503
-        response = httpx.get(f"{url}/resilience")
+        shed = httpx.get(f"{url}/resilience")
         gate.release.set()
         assert held.result().status_code == 200
+        response = httpx.get(f"{url}/resilience")
+    assert (shed.status_code, shed.json()["error"]) == (503, "overloaded")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     entries = {entry["name"]: entry for entry in response.json()["breakers"]}
