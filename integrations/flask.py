@@ -370,7 +370,8 @@ class Resilience:
             )
 
     def _status_view(self) -> flask.Response:
-        request = flask.request
+        # The request itself, not the context-bound proxy: a callable may keep it.
+        request = flask.request._get_current_object()  # type: ignore[attr-defined]
         if not status_allowed(self.options.status_access, request, request.remote_addr):
             flask.abort(404)  # the app's own "no such page" answer
         return flask.Response(self._status.get(), status=200, headers=list(STATUS_HEADERS))
