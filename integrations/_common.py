@@ -654,17 +654,27 @@ STATUS_COST_SHARE: Final = 20
 asked for, building it takes at most about 1/21 of one CPU (a few breakers: always fresh)."""
 
 
+_IN_PROCESS: Final = "testclient"
+"""The client address Starlette's ``TestClient`` reports: a call in the same process.
+
+A server always reports the peer's IP address (or one a trusted proxy forwarded), so no
+network client can appear under this name, and tests need not configure anything.
+"""
+
+
 def is_loopback(host: object) -> bool:
-    """True for a client address on 127.0.0.0/8 or ``::1`` (also IPv4-mapped); else False.
+    """True for a client on 127.0.0.0/8 or ``::1`` (also IPv4-mapped), or in process.
 
     Example:
         >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("10.0.0.7")
         (True, True, False)
         >>> is_loopback("::ffff:127.0.0.1"), is_loopback("testclient"), is_loopback(None)
-        (True, False, False)
+        (True, True, False)
     """
     if not isinstance(host, str) or not host:
-        return False
+        return False  # no address (a Unix socket): nothing says the client is local
+    if host == _IN_PROCESS:
+        return True
     try:
         address = ipaddress.ip_address(host.partition("%")[0])  # drop an IPv6 zone
     except ValueError:

@@ -335,3 +335,32 @@ async def test_a_failed_build_reaches_its_waiters_and_the_next_call_retries() ->
     with pytest.raises(RuntimeError, match="registry broke"):
         await cache.aget()
     assert await cache.aget() == b"ok"
+
+
+def test_starlettes_test_client_counts_as_loopback() -> None:
+    """TestClient calls in process (address "testclient"): it reads the status path."""
+    from starlette.testclient import TestClient
+
+    app = FastAPI()
+    add_resilience(app)
+    with TestClient(app) as client:
+        assert client.get("/resilience").json().keys() == {"breakers"}
+    with TestClient(app, client=("198.51.100.4", 5000)) as client:
+        assert client.get("/resilience").status_code == 404
+
+
+async def test_a_client_with_no_address_is_not_loopback() -> None:
+    """A Unix-socket server reports no client: the default does not answer it."""
+    middleware = ResilienceMiddleware(PlainTextResponse("the app", status_code=404))
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/resilience", "headers": [], "client": None}
+    await middleware(scope, receive, send)
+    assert sent[0]["status"] == 404
+    assert sent[1]["body"] == b"the app"
