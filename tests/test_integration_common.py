@@ -414,7 +414,10 @@ def httpx_status_error(module: Any, status: int, url: str) -> Exception:
     """An HTTPStatusError from *module* (httpx or httpx2) for a response of *status*."""
     request = module.Request("GET", url)
     response = module.Response(status, request=request)
-    return module.HTTPStatusError(f"{status} for {url}", request=request, response=response)
+    error: Exception = module.HTTPStatusError(
+        f"{status} for {url}", request=request, response=response
+    )
+    return error
 
 
 SECRET_URL = "https://internal.example/v1/charge?api_key=sk_live_123&token=abc"

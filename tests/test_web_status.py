@@ -235,11 +235,11 @@ async def test_the_status_payload_is_built_off_the_event_loop(
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             status = asyncio.create_task(client.get("/resilience"))
             await asyncio.to_thread(lambda: wait_until(lambda: bool(threads)))
-            ping = await client.get("/ping", timeout=5)  # the build is still waiting
+            pong = await client.get("/ping", timeout=5)  # the build is still waiting
             assert not status.done()
             release.set()
             assert (await status).status_code == 200
-    assert ping.status_code == 200
+    assert pong.status_code == 200
     assert len(threads) == 1
     assert threads != loop_threads  # built in a worker thread, not the event loop's
 
@@ -323,7 +323,7 @@ def test_threads_share_one_build() -> None:
 
 async def test_a_failed_build_reaches_its_waiters_and_the_next_call_retries() -> None:
     """A build that raises fails the requests waiting for it; the next request builds again."""
-    outcomes = iter([RuntimeError("registry broke"), b"ok"])
+    outcomes: Iterator[bytes | Exception] = iter([RuntimeError("registry broke"), b"ok"])
 
     def build() -> bytes:
         outcome = next(outcomes)
@@ -360,7 +360,8 @@ async def test_a_client_with_no_address_is_not_loopback() -> None:
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": "/resilience", "headers": [], "client": None}
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/resilience"}
+    scope.update(headers=[], client=None)
     await middleware(scope, receive, send)
     assert sent[0]["status"] == 404
     assert sent[1]["body"] == b"the app"
