@@ -443,6 +443,9 @@ def parse_grpc_timeout(value: str) -> float | None:
 
 _PARSERS: Final = {"ms": parse_milliseconds, "grpc": parse_grpc_timeout}
 _KINDS: Final = dict(DEADLINE_HEADERS)
+_DEADLINE_TAG: Final = "deadline"
+_LENGTH_TAG: Final = "length"
+_CHUNKED_TAG: Final = "chunked"
 
 
 class DeadlineHeaders:
@@ -458,11 +461,17 @@ class DeadlineHeaders:
         True
     """
 
-    __slots__ = ("_asgi", "_environ", "_kinds")
+    __slots__ = ("_asgi", "_asgi_tags", "_environ", "_kinds")
 
     def __init__(self, names: Iterable[str] = _KINDS) -> None:
         self._kinds = tuple((name, _KINDS[name]) for name in names)
         self._asgi = frozenset(name.encode("latin-1") for name, _ in self._kinds)
+        # One dict lookup per header finds deadline and body headers alike.
+        self._asgi_tags = {
+            **dict.fromkeys(self._asgi, _DEADLINE_TAG),
+            b"content-length": _LENGTH_TAG,
+            b"transfer-encoding": _CHUNKED_TAG,
+        }
         self._environ = tuple(
             ("HTTP_" + name.upper().replace("-", "_"), name) for name, _ in self._kinds
         )
@@ -491,14 +500,48 @@ class DeadlineHeaders:
 
     def asgi(self, headers: Iterable[tuple[bytes, bytes]]) -> float | None:
         """The budget from raw ASGI headers (lower-case byte names), without building a dict."""
-        found: dict[str, bytes] | None = None
         names = self._asgi
+        if not names:
+            return None
+        found: dict[str, bytes] | None = None
         for name, value in headers:
             if name in names:
                 if found is None:
                     found = {}
                 found[name.decode("latin-1")] = value
         return None if found is None else self.mapping(found)
+
+    def asgi_and_body(
+        self, headers: Iterable[tuple[bytes, bytes]], http_version: str = "1.1"
+    ) -> tuple[float | None, int]:
+        """`asgi`, and the body's declared length, in one pass over the headers.
+
+        The length is 0 for no body, -1 for one of unknown length (chunked; or HTTP/2 and 3,
+        where a body may come without a length).
+
+        Example:
+            >>> DeadlineHeaders().asgi_and_body([(b"content-length", b"12")])
+            (None, 12)
+        """
+        found: dict[str, bytes] | None = None
+        length = 0 if http_version < "2" else -1
+        chunked = False
+        tags = self._asgi_tags
+        for name, value in headers:
+            tag = tags.get(name)
+            if tag is None:
+                continue
+            if tag is _DEADLINE_TAG:
+                if found is None:
+                    found = {}
+                found[name.decode("latin-1")] = value
+            elif tag is _LENGTH_TAG:
+                declared = content_length(value)
+                length = -1 if declared is None else declared
+            else:
+                chunked = True
+        budget = None if found is None else self.mapping(found)
+        return budget, -1 if chunked else length
 
     def environ(self, environ: Mapping[str, Any]) -> float | None:
         """The budget from a WSGI environ (headers live under ``HTTP_*`` keys)."""

@@ -62,7 +62,6 @@ from resilience.integrations._common import (
     Options,
     StatusAccess,
     StatusCache,
-    content_length,
     deadline_response,
     error_response,
     request_budget,
@@ -95,18 +94,6 @@ async def _send_response(send: Send, answer: Answer, *, head: bool = False) -> N
 
 
 # ---------------------------------------------------------------------------- request bodies
-
-
-def _body_length(scope: Scope) -> int:
-    """The body's declared length: 0 for none, -1 when it has one of unknown length."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            length = content_length(value)
-            return -1 if length is None else length
-        if name == b"transfer-encoding":
-            return -1
-    # HTTP/1.x without either header has no body; HTTP/2 and 3 may send one without a length.
-    return 0 if scope.get("http_version", "1.1") < "2" else -1
 
 
 async def _read_body(receive: Receive, limit: int) -> Message | None:
@@ -240,13 +227,16 @@ class ResilienceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)  # lifespan and websockets pass untouched
             return
-        headers = self._headers
-        budget = request_budget(self.options.timeout, headers.asgi(scope["headers"]))
         limiter = self._limiter
         if limiter is None:
+            budget = request_budget(self.options.timeout, self._headers.asgi(scope["headers"]))
             await self._serve(scope, receive, send, budget)
             return
-        if self.options.body_buffer and (length := _body_length(scope)):
+        inbound, length = self._headers.asgi_and_body(
+            scope["headers"], scope.get("http_version", "1.1")
+        )
+        budget = request_budget(self.options.timeout, inbound)
+        if length and self.options.body_buffer:
             await self._serve_body(scope, receive, send, budget, limiter, length)
             return
         if not limiter.try_acquire():

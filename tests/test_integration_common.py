@@ -478,3 +478,27 @@ def test_upstream_errors_are_recognised_without_importing_their_library() -> Non
     shed = error_response(ShedRequest("late slot"))
     assert shed is not None
     assert shed.status == 503
+
+
+@pytest.mark.parametrize(
+    ("headers", "http_version", "length"),
+    [
+        ([(b"host", b"x")], "1.1", 0),  # HTTP/1.x without a length has no body
+        ([(b"content-length", b"0")], "1.1", 0),
+        ([(b"content-length", b"120")], "1.0", 120),
+        ([(b"transfer-encoding", b"chunked")], "1.1", -1),
+        ([(b"content-length", b"5"), (b"transfer-encoding", b"chunked")], "1.1", -1),
+        ([(b"content-length", b"soon")], "1.1", -1),  # unreadable: read it to its end
+        ([(b"host", b"x")], "2", -1),  # HTTP/2 may send a body without a length
+        ([(b"content-length", b"7")], "2", 7),
+    ],
+)
+def test_one_pass_reads_the_budget_and_the_body_length(
+    headers: list[tuple[bytes, bytes]], http_version: str, length: int
+) -> None:
+    """asgi_and_body finds the declared body length (0 none, -1 unknown) with the budget."""
+    budget, found = DeadlineHeaders().asgi_and_body(
+        [*headers, (b"grpc-timeout", b"300m")], http_version
+    )
+    assert (budget, found) == (0.3, length)
+    assert DeadlineHeaders(()).asgi_and_body(headers, http_version) == (None, length)
