@@ -652,7 +652,8 @@ class ConcurrencyLimiter:
 
 class LateSlot:
     """The slot of a request whose body is larger than the buffer: taken on the first read
-    past the buffer (`take`, which raises `ShedRequest` when none is free), given back once.
+    past the buffer (`try_take`, or `take`, which raises `ShedRequest` when none is free),
+    given back once.
 
     Example:
         >>> limiter = ConcurrencyLimiter(1)
@@ -669,14 +670,17 @@ class LateSlot:
         self.limiter = limiter
         self.held = False
 
+    def try_take(self) -> bool:
+        """Hold a slot from now on; False if none is free (True when held already)."""
+        if not self.held:
+            self.held = self.limiter.try_acquire()
+        return self.held
+
     def take(self) -> None:
         """Hold a slot from now on (no-op when held already); `ShedRequest` if none is free."""
-        if self.held:
-            return
-        if not self.limiter.try_acquire():
+        if not self.try_take():
             msg = "no max_concurrent slot was free for this request's body"
             raise ShedRequest(msg)
-        self.held = True
 
     def give_back(self) -> None:
         """Release the slot if this request holds one."""

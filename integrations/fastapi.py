@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 try:
     # The middleware itself is plain ASGI, but this module belongs to the `fastapi` extra:
@@ -116,18 +116,72 @@ async def _read_body(receive: Receive, limit: int) -> Message | None:
             return {"type": "http.request", "body": b"".join(chunks), "more_body": more}
 
 
-def _replay(first: Message, receive: Receive, slot: LateSlot | None) -> Receive:
-    """A ``receive`` that hands out the buffered message, then reads on (taking *slot* first)."""
+def _replay(first: Message, receive: Receive) -> Receive:
+    """A ``receive`` that hands out the buffered body, then reads on (disconnect messages)."""
     pending = [first]
 
     async def replaying() -> Message:
         if pending:
             return pending.pop()
-        if slot is not None:
-            slot.take()  # ShedRequest -> 503 when no slot is free
         return await receive()
 
     return replaying
+
+
+_DISCONNECT: Final[Message] = {"type": "http.disconnect"}
+
+
+class _LateBody:
+    """``receive`` and ``send`` for a request whose body is larger than the buffer.
+
+    The first read past the buffered part (*first*, None when nothing was buffered) takes
+    the request's slot. When none is free the client gets the 503 at once, and the app is
+    told the client has gone (``http.disconnect``): an exception raised from ``receive``
+    would not do, as frameworks turn errors in body parsing into their own 400. Whatever
+    the app sends afterwards is dropped.
+    """
+
+    __slots__ = ("_first", "_receive", "_send", "_shed", "answered", "head", "slot", "started")
+
+    def __init__(
+        self,
+        first: Message | None,
+        receive: Receive,
+        send: Send,
+        limiter: ConcurrencyLimiter,
+        shed: Answer,
+        *,
+        head: bool,
+    ) -> None:
+        self._first = first
+        self._receive = receive
+        self._send = send
+        self._shed = shed
+        self.slot = LateSlot(limiter)
+        self.head = head
+        self.answered = False
+        self.started = False
+
+    async def receive(self) -> Message:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        if self.answered:
+            return _DISCONNECT
+        if not self.slot.held and not self.slot.try_take():
+            if not self.started:
+                self.answered = True
+                await _send_response(self._send, self._shed, head=self.head)
+            return _DISCONNECT
+        return await self._receive()
+
+    async def send(self, message: Message) -> None:
+        if self.answered:
+            return  # the client already has its 503
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
 
 
 # ---------------------------------------------------------------------------- status
@@ -264,17 +318,15 @@ class ResilienceMiddleware:
         head = scope["method"] == "HEAD"
         if length > options.body_buffer:
             # Declared larger than the buffer: no point buffering part of it.
-            slot = LateSlot(limiter)
-            try:
-                await self._serve(scope, _replay_none(receive, slot), send, budget)
-            finally:
-                slot.give_back()
+            await self._serve_late(
+                scope, _LateBody(None, receive, send, limiter, self._shed, head=head), budget
+            )
             return
         clock = options.clock
         arrived = clock()
-        wait, late = options.body_timeout, request_timeout_response()
+        wait, too_late = options.body_timeout, request_timeout_response()
         if budget is not None and budget < wait:
-            wait, late = budget, deadline_response()
+            wait, too_late = budget, deadline_response()
         reading = asyncio.timeout(wait)
         try:
             async with reading:
@@ -282,7 +334,7 @@ class ResilienceMiddleware:
         except TimeoutError:
             if not reading.expired():
                 raise
-            await _send_response(send, late, head=head)
+            await _send_response(send, too_late, head=head)
             return
         if first is None:
             return  # the client left before its body arrived: nobody to answer
@@ -292,19 +344,28 @@ class ResilienceMiddleware:
                 await _send_response(send, deadline_response(), head=head)
                 return
         if first["more_body"]:
-            slot = LateSlot(limiter)
-            try:
-                await self._serve(scope, _replay(first, receive, slot), send, budget)
-            finally:
-                slot.give_back()
+            await self._serve_late(
+                scope, _LateBody(first, receive, send, limiter, self._shed, head=head), budget
+            )
             return
         if not limiter.try_acquire():
             await _send_response(send, self._shed, head=head)
             return
         try:
-            await self._serve(scope, _replay(first, receive, None), send, budget)
+            await self._serve(scope, _replay(first, receive), send, budget)
         finally:
             limiter.release()
+
+    async def _serve_late(self, scope: Scope, late: _LateBody, budget: float | None) -> None:
+        """`_serve` for a body larger than the buffer (its slot is taken on the late read)."""
+        try:
+            await self._serve(scope, late.receive, late.send, budget)
+        except Exception:
+            if not late.answered:
+                raise
+            # The app failed reading a body we cut off, after the client got its 503.
+        finally:
+            late.slot.give_back()
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, budget: float | None
@@ -365,16 +426,6 @@ class ResilienceMiddleware:
         body = await cache.aget()
         await _send_response(send, Answer(200, _status_headers(body), body), head=method == "HEAD")
         return True
-
-
-def _replay_none(receive: Receive, slot: LateSlot) -> Receive:
-    """A ``receive`` that takes *slot* on the first read (nothing was buffered)."""
-
-    async def reading() -> Message:
-        slot.take()
-        return await receive()
-
-    return reading
 
 
 def _path(scope: Scope) -> str:

@@ -6,18 +6,19 @@ Real uvicorn and werkzeug servers on 127.0.0.1, slow clients on raw sockets.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Annotated, Any
 
 import flask
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Request
 from starlette.types import Message, Receive, Scope, Send
 
 from resilience.integrations.fastapi import ResilienceMiddleware, add_resilience
@@ -231,6 +232,62 @@ def test_chunked_bodies_reach_the_handler_whole(
     with server(max_concurrent=2, body_buffer=8192)(gate) as url:
         response = httpx.post(f"{url}/upload", content=chunks())
     assert response.json() == {"bytes": size}
+
+
+class Records(logging.Handler):
+    """Keeps the log records of one logger (uvicorn's own do not reach pytest's caplog)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_fastapi_body_parameters_beyond_the_buffer_are_shed_with_503(
+    gate: threading.Event,
+) -> None:
+    """FastAPI turns errors in body parsing into 400: a late shed still answers 503, cleanly."""
+    app = FastAPI()
+    add_resilience(app, max_concurrent=1, body_buffer=1024)
+
+    @app.post("/items")
+    async def items(payload: Annotated[dict[str, Any], Body()]) -> dict[str, int]:
+        return {"keys": len(payload)}
+
+    @app.post("/raw")
+    async def raw(request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    @app.get("/hold")
+    async def hold() -> dict[str, bool]:
+        give_up = time.monotonic() + 30
+        while not gate.is_set() and time.monotonic() < give_up:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        return {"held": True}
+
+    big = {f"key{i}": "v" * 50 for i in range(100)}  # about 6 KB of JSON
+    errors = Records()
+    logging.getLogger("uvicorn.error").addHandler(errors)
+    try:
+        with serve_asgi(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+            assert client.post("/items", json=big).json() == {"keys": 100}
+            held = threading.Thread(target=client.get, args=("/hold",))
+            held.start()
+            try:
+                wait_for(lambda: client.post("/raw", content=b"").status_code == 503)
+                answers = [client.post("/items", json=big), client.post("/raw", json=big)]
+            finally:
+                gate.set()
+                held.join(30)
+            assert client.post("/items", json=big).json() == {"keys": 100}
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(errors)
+    for answer in answers:
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "overloaded"
+    assert [r.getMessage() for r in errors.records if r.levelno >= logging.ERROR] == []
 
 
 # ---------------------------------------------------------------- the ASGI side, in process
