@@ -380,3 +380,44 @@ async def test_body_buffer_zero_takes_the_slot_at_once() -> None:
 
     await middleware(post_scope([(b"content-length", b"4")]), receive, send)
     assert [m["body"] for m in seen] == [b"ab", b"cd"]
+
+
+# ---------------------------------------------------------------- the WSGI side, in process
+
+
+@pytest.mark.parametrize("reader", ["form", "json", "data", "stream"])
+def test_flask_views_reading_a_large_body_without_a_slot_get_503(reader: str) -> None:
+    """However the view reads a body past the buffer (form, JSON, data, stream): 503 if full."""
+    extension = Resilience(max_concurrent=1, body_buffer=1024)
+    app = flask.Flask(f"late-{reader}")
+    extension.init_app(app)
+
+    @app.post("/read")
+    def read() -> dict[str, int]:
+        request = flask.request
+        if reader == "form":
+            return {"size": len(request.form["text"])}
+        if reader == "json":
+            return {"size": len(request.get_json()["text"])}
+        if reader == "data":
+            return {"size": len(request.get_data())}
+        return {"size": len(request.stream.read())}
+
+    text = "t" * 5000
+    client = app.test_client()
+    if reader == "form":
+        send: dict[str, Any] = {"data": {"text": text}, "content_type": "multipart/form-data"}
+    elif reader == "json":
+        send = {"json": {"text": text}}
+    else:
+        send = {"data": text.encode()}
+    assert client.post("/read", **send).status_code == 200
+    assert extension.limiter is not None
+    assert extension.limiter.try_acquire()  # another request holds the only slot
+    try:
+        refused = client.post("/read", **send)
+    finally:
+        extension.limiter.release()
+    assert refused.status_code == 503
+    assert refused.get_json()["error"] == "overloaded"
+    assert extension.limiter.in_flight == 0
