@@ -2,13 +2,19 @@
 
 The middleware (not ``BaseHTTPMiddleware``, which breaks contextvars) does four things:
 
-- turns `CircuitOpenError`, `BulkheadFull` and `DeadlineExceeded` raised by a handler into
-  503 / 503 / 504 JSON answers (with ``Retry-After`` for an open circuit);
-- sheds load: beyond ``max_concurrent`` requests in progress, a 503 goes back at once;
+- turns `CircuitOpenError`, `BulkheadFull` and `DeadlineExceeded` raised by a handler (or
+  wrapped, anywhere in its ``__cause__``/``__context__`` chain) into 503 / 503 / 504 JSON
+  answers (with ``Retry-After`` for an open circuit), and an escaped upstream 5xx
+  (httpx's ``HTTPStatusError``, requests' ``HTTPError``...) into a 502;
+- sheds load: beyond ``max_concurrent`` requests in progress, a 503 goes back at once; a
+  request counts once its body has arrived (bodies up to ``body_buffer`` bytes are read
+  first; a larger one takes its slot when the handler reads past that);
 - runs each request under ``deadline(...)``: the server's ``timeout``, shortened by the
   caller's ``x-envoy-expected-rq-timeout-ms`` or ``grpc-timeout`` header, so outgoing calls
   through our transports inherit what remains (async handlers are cancelled at expiry -> 504);
-- answers ``GET status_path`` with every circuit breaker's state and numbers.
+- serves ``GET status_path`` (every circuit breaker's state and numbers) to the clients
+  ``status_access`` allows. `add_resilience` makes it a route of the app, so the app's own
+  dependencies and inner middleware (authentication) apply to it.
 
 A per-route policy is the `Policy` itself, put under the route decorator::
 
@@ -19,8 +25,9 @@ A per-route policy is the `Policy` itself, put under the route decorator::
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 try:
     # The middleware itself is plain ASGI, but this module belongs to the `fastapi` extra:
@@ -34,19 +41,33 @@ except ImportError as exc:
     )
     raise ImportError(msg) from exc
 
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
 from resilience._config import Clock, Duration
 from resilience._deadline import Deadline
 from resilience.integrations._common import (
-    MAPPED_ERRORS,
+    DEFAULT_BODY_BUFFER,
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_STATUS_ACCESS,
+    DEFAULT_STATUS_PATH,
     STATUS_HEADERS,
     Answer,
     ConcurrencyLimiter,
+    DeadlineHeaderNames,
+    DeadlineHeaders,
+    LateSlot,
     Options,
-    asgi_header_budget,
+    StatusAccess,
+    StatusCache,
+    deadline_response,
     error_response,
     request_budget,
+    request_timeout_response,
     shed_response,
-    status_body,
+    status_allowed,
 )
 from resilience.integrations._idempotency import IdempotencyASGI, check_idempotency
 
@@ -58,7 +79,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ResilienceMiddleware", "add_resilience"]
 
+STATUS_ENDPOINT = "resilience_status"
 _STATUS_METHODS = frozenset({"GET", "HEAD"})
+
+# ---------------------------------------------------------------------------- answers
 
 
 def _encode(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:
@@ -72,11 +96,152 @@ async def _send_response(send: Send, answer: Answer, *, head: bool = False) -> N
     await send({"type": "http.response.body", "body": b"" if head else answer.body})
 
 
+# ---------------------------------------------------------------------------- request bodies
+
+
+async def _read_body(receive: Receive, limit: int) -> Message | None:
+    """Read the body until it ends or passes *limit* bytes, as one message; None: client gone.
+
+    The message's ``more_body`` says whether more is still to come.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None  # http.disconnect
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            chunks.append(chunk)
+            size += len(chunk)
+        more: bool = message.get("more_body", False)
+        if not more or size > limit:
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": more}
+
+
+def _replay(first: Message, receive: Receive) -> Receive:
+    """A ``receive`` that hands out the buffered body, then reads on (disconnect messages)."""
+    pending = [first]
+
+    async def replaying() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replaying
+
+
+_DISCONNECT: Final[Message] = {"type": "http.disconnect"}
+
+
+class _LateBody:
+    """``receive`` and ``send`` for a request whose body is larger than the buffer.
+
+    The first read past the buffered part (*first*, None when nothing was buffered) takes
+    the request's slot. When none is free the client gets the 503 at once, and the app is
+    told the client has gone (``http.disconnect``): an exception raised from ``receive``
+    would not do, as frameworks turn errors in body parsing into their own 400. Whatever
+    the app sends afterwards is dropped.
+    """
+
+    __slots__ = ("_first", "_receive", "_send", "_shed", "answered", "head", "slot", "started")
+
+    def __init__(
+        self,
+        first: Message | None,
+        receive: Receive,
+        send: Send,
+        limiter: ConcurrencyLimiter,
+        shed: Answer,
+        *,
+        head: bool,
+    ) -> None:
+        self._first = first
+        self._receive = receive
+        self._send = send
+        self._shed = shed
+        self.slot = LateSlot(limiter)
+        self.head = head
+        self.answered = False
+        self.started = False
+
+    async def receive(self) -> Message:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        if self.answered:
+            return _DISCONNECT
+        if not self.slot.held and not self.slot.try_take():
+            if not self.started:
+                self.answered = True
+                await _send_response(self._send, self._shed, head=self.head)
+            return _DISCONNECT
+        return await self._receive()
+
+    async def send(self, message: Message) -> None:
+        if self.answered:
+            return  # the client already has its 503
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def _client_host(scope: Scope) -> object:
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+def _status_headers(body: bytes) -> tuple[tuple[str, str], ...]:
+    return (*STATUS_HEADERS, ("content-length", str(len(body))))
+
+
+def _status_route(path: str, options: Options, cache: StatusCache) -> Route:
+    """The status path as a route: the app's dependencies and inner middleware apply to it."""
+
+    async def resilience_status(request: Request) -> Response:
+        if not status_allowed(options.status_access, request, _client_host(request.scope)):
+            raise HTTPException(status_code=404)  # the app's own "no such route" answer
+        body = await cache.aget()
+        head = request.method == "HEAD"
+        return Response(b"" if head else body, headers=dict(_status_headers(body)))
+
+    return Route(path, resilience_status, methods=["GET", "HEAD"], include_in_schema=False)
+
+
+def _add_status_route(app: Any, options: Options) -> bool:
+    """Put the status route first in *app*'s routes; False when *app* has no router."""
+    routes = getattr(getattr(app, "router", None), "routes", None)
+    path = options.status_path
+    if path is None or not isinstance(routes, list):
+        return False
+    route = _status_route(path, options, StatusCache(clock=options.clock))
+    if hasattr(app, "add_api_route"):
+        # FastAPI: added its way, so the app's global dependencies (authentication) run too.
+        app.add_api_route(
+            path,
+            route.endpoint,
+            methods=["GET", "HEAD"],
+            include_in_schema=False,
+            name=STATUS_ENDPOINT,
+        )
+        route = routes.pop()
+    routes.insert(0, route)  # the status path wins over the app's own routes, as it always did
+    return True
+
+
+# ---------------------------------------------------------------------------- the middleware
+
+
 class ResilienceMiddleware:
     """Pure ASGI middleware: error mapping, load shedding, request deadlines, status endpoint.
 
     Prefer `add_resilience`; this class is for ``Middleware(ResilienceMiddleware, ...)`` lists
-    and for ASGI apps that are not Starlette.
+    and for ASGI apps that are not Starlette. Used directly it answers the status path itself
+    (after ``status_access`` and load shedding, but outside the app's own authentication).
 
     Example:
         >>> from starlette.applications import Starlette
@@ -84,7 +249,7 @@ class ResilienceMiddleware:
         >>> app = Starlette(middleware=[Middleware(ResilienceMiddleware, max_concurrent=100)])
     """
 
-    __slots__ = ("_limiter", "_shed", "app", "options")
+    __slots__ = ("_headers", "_limiter", "_shed", "_status", "app", "options")
 
     def __init__(
         self,
@@ -92,40 +257,132 @@ class ResilienceMiddleware:
         *,
         max_concurrent: int | None = None,
         timeout: Duration | None = None,
-        status_path: str | None = "/resilience",
+        status_path: str | None = DEFAULT_STATUS_PATH,
+        status_access: StatusAccess = DEFAULT_STATUS_ACCESS,
+        deadline_headers: DeadlineHeaderNames = True,
+        body_buffer: int = DEFAULT_BODY_BUFFER,
+        body_timeout: Duration = DEFAULT_BODY_TIMEOUT,
         clock: Clock = time.monotonic,
         idempotency: Idempotency | None = None,
     ) -> None:
         keys = check_idempotency(idempotency)
         self.app = app if keys is None else IdempotencyASGI(app, keys)
-        self.options = Options(
+        self.options = options = Options(
             max_concurrent=max_concurrent,
             timeout=timeout,  # type: ignore[arg-type]  # Options turns a timedelta into float
             status_path=status_path,
+            status_access=status_access,
+            deadline_headers=deadline_headers,
+            body_buffer=body_buffer,
+            body_timeout=body_timeout,  # type: ignore[arg-type]  # as timeout
             clock=clock,
         )
         self._limiter = None if max_concurrent is None else ConcurrencyLimiter(max_concurrent)
         self._shed = shed_response()
+        self._headers = DeadlineHeaders(options.deadline_headers)  # type: ignore[arg-type]
+        self._status = None if status_path is None else StatusCache(clock=clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)  # lifespan and websockets pass untouched
             return
-        options = self.options
-        if options.status_path is not None and _path(scope) == options.status_path:
-            await self._status(scope, send)
-            return
         limiter = self._limiter
-        if limiter is not None and not limiter.try_acquire():
+        if limiter is None:
+            budget = request_budget(self.options.timeout, self._headers.asgi(scope["headers"]))
+            await self._serve(scope, receive, send, budget)
+            return
+        inbound, length = self._headers.asgi_and_body(
+            scope["headers"], scope.get("http_version", "1.1")
+        )
+        budget = request_budget(self.options.timeout, inbound)
+        if length and self.options.body_buffer:
+            await self._serve_body(scope, receive, send, budget, limiter, length)
+            return
+        if not limiter.try_acquire():
             await _send_response(send, self._shed, head=scope["method"] == "HEAD")
             return
         try:
-            await self._run(scope, receive, send)
+            await self._serve(scope, receive, send, budget)
         finally:
-            if limiter is not None:
-                limiter.release()
+            limiter.release()
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve_body(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        budget: float | None,
+        limiter: ConcurrencyLimiter,
+        length: int,
+    ) -> None:
+        """A request with a body: it takes its slot once the body (up to the buffer) is in.
+
+        *length* is the declared length, or -1 when unknown (chunked, HTTP/2).
+        """
+        options = self.options
+        head = scope["method"] == "HEAD"
+        if length > options.body_buffer:
+            # Declared larger than the buffer: no point buffering part of it.
+            await self._serve_late(
+                scope, _LateBody(None, receive, send, limiter, self._shed, head=head), budget
+            )
+            return
+        clock = options.clock
+        arrived = clock()
+        wait, too_late = options.body_timeout, request_timeout_response()
+        if budget is not None and budget < wait:
+            wait, too_late = budget, deadline_response()
+        reading = asyncio.timeout(wait)
+        try:
+            async with reading:
+                first = await _read_body(receive, options.body_buffer)
+        except TimeoutError:
+            if not reading.expired():
+                raise
+            await _send_response(send, too_late, head=head)
+            return
+        if first is None:
+            return  # the client left before its body arrived: nobody to answer
+        if budget is not None:
+            budget -= clock() - arrived
+            if budget <= 0.0:
+                await _send_response(send, deadline_response(), head=head)
+                return
+        if first["more_body"]:
+            await self._serve_late(
+                scope, _LateBody(first, receive, send, limiter, self._shed, head=head), budget
+            )
+            return
+        if not limiter.try_acquire():
+            await _send_response(send, self._shed, head=head)
+            return
+        try:
+            await self._serve(scope, _replay(first, receive), send, budget)
+        finally:
+            limiter.release()
+
+    async def _serve_late(self, scope: Scope, late: _LateBody, budget: float | None) -> None:
+        """`_serve` for a body larger than the buffer (its slot is taken on the late read)."""
+        try:
+            await self._serve(scope, late.receive, late.send, budget)
+        except Exception:
+            if not late.answered:
+                raise
+            # The app failed reading a body we cut off, after the client got its 503.
+        finally:
+            late.slot.give_back()
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, budget: float | None
+    ) -> None:
+        """Run the app under the request's deadline; answer our errors found in what it raises."""
+        status = self._status
+        if (
+            status is not None
+            and _path(scope) == self.options.status_path
+            and await self._answer_status(scope, receive, send, status)
+        ):
+            return
         started = False
 
         async def watch_start(message: Message) -> None:
@@ -134,7 +391,6 @@ class ResilienceMiddleware:
                 started = True
             await send(message)
 
-        budget = request_budget(self.options.timeout, asgi_header_budget(scope["headers"]))
         try:
             if budget is None:
                 await self.app(scope, receive, watch_start)
@@ -142,14 +398,22 @@ class ResilienceMiddleware:
                 # Settings and budget are validated already: skip deadline()'s checks per call.
                 async with Deadline._trusted(budget, self.options.clock, "the request"):
                     await self.app(scope, receive, watch_start)
-        except MAPPED_ERRORS as exc:
+        except Exception as exc:
             if started:
                 raise  # the status line is gone: only aborting the connection is left
             answer = error_response(exc)
-            assert answer is not None
+            if answer is None:
+                raise  # not ours: the framework's 500 (or the app's own handler)
             await _send_response(send, answer, head=scope["method"] == "HEAD")
 
-    async def _status(self, scope: Scope, send: Send) -> None:
+    async def _answer_status(
+        self, scope: Scope, receive: Receive, send: Send, cache: StatusCache
+    ) -> bool:
+        """Answer the status path; False when this client may not see it (the app answers)."""
+        access = self.options.status_access
+        request = Request(scope, receive) if callable(access) else None
+        if not status_allowed(access, request, _client_host(scope)):
+            return False
         method = scope["method"]
         if method not in _STATUS_METHODS:
             body = b'{"error": "method_not_allowed", "detail": "Use GET."}'
@@ -163,10 +427,10 @@ class ResilienceMiddleware:
                 body,
             )
             await _send_response(send, answer)
-            return
-        body = status_body()
-        headers = (*STATUS_HEADERS, ("content-length", str(len(body))))
-        await _send_response(send, Answer(200, headers, body), head=method == "HEAD")
+            return True
+        body = await cache.aget()
+        await _send_response(send, Answer(200, _status_headers(body), body), head=method == "HEAD")
+        return True
 
 
 def _path(scope: Scope) -> str:
@@ -178,12 +442,19 @@ def _path(scope: Scope) -> str:
     return path
 
 
+# ---------------------------------------------------------------------------- setup
+
+
 def add_resilience(
     app: Starlette | Any,
     *,
     max_concurrent: int | None = None,
     timeout: Duration | None = None,
-    status_path: str | None = "/resilience",
+    status_path: str | None = DEFAULT_STATUS_PATH,
+    status_access: StatusAccess = DEFAULT_STATUS_ACCESS,
+    deadline_headers: DeadlineHeaderNames = True,
+    body_buffer: int = DEFAULT_BODY_BUFFER,
+    body_timeout: Duration = DEFAULT_BODY_TIMEOUT,
     clock: Clock = time.monotonic,
     idempotency: Idempotency | None = None,
 ) -> None:
@@ -192,7 +463,16 @@ def add_resilience(
     Args:
         max_concurrent: requests in progress beyond this get 503 at once (``None``: no limit).
         timeout: default per-request deadline in seconds; an inbound deadline header shortens it.
-        status_path: GET here lists every circuit breaker as JSON; ``None`` turns it off.
+        status_path: GET here lists every circuit breaker as JSON; ``None`` turns it off. It
+            becomes the app's first route, so the app's dependencies apply to it.
+        status_access: who may read the status path: ``"loopback"`` (clients on 127.0.0.0/8
+            and ::1; others get 404), ``"any"``, or a callable taking the Starlette
+            ``Request`` and returning True to allow.
+        deadline_headers: honour inbound deadline headers (True), none (False), or only the
+            named ones (e.g. ``["x-envoy-expected-rq-timeout-ms"]``).
+        body_buffer: bytes of a request body read before it takes a ``max_concurrent`` slot;
+            a larger body takes its slot when the handler reads past them (0: at once).
+        body_timeout: seconds the buffered part of a body may take to arrive (then 408).
         clock: the monotonic clock the request deadlines read.
         idempotency: an `Idempotency` (``resilience.idempotency``): requests retried with
             the same ``Idempotency-Key`` get the first response instead of running again.
@@ -204,10 +484,14 @@ def add_resilience(
     """
     # Validate here, so a bad setting fails at setup rather than on the first request
     # (Starlette builds the middleware stack lazily).
-    Options(
+    options = Options(
         max_concurrent=max_concurrent,
         timeout=timeout,  # type: ignore[arg-type]  # Options turns a timedelta into float
         status_path=status_path,
+        status_access=status_access,
+        deadline_headers=deadline_headers,
+        body_buffer=body_buffer,
+        body_timeout=body_timeout,  # type: ignore[arg-type]  # as timeout
         clock=clock,
     )
     check_idempotency(idempotency)
@@ -215,11 +499,16 @@ def add_resilience(
     if any(getattr(m, "cls", None) is ResilienceMiddleware for m in app.user_middleware):
         msg = "add_resilience() was already called on this app; call it once"
         raise RuntimeError(msg)
+    routed = _add_status_route(app, options)
     app.add_middleware(
         ResilienceMiddleware,
         max_concurrent=max_concurrent,
         timeout=timeout,
-        status_path=status_path,
+        status_path=None if routed else status_path,
+        status_access=status_access,
+        deadline_headers=deadline_headers,
+        body_buffer=body_buffer,
+        body_timeout=body_timeout,
         clock=clock,
         idempotency=idempotency,
     )

@@ -3,15 +3,20 @@
 It does for a Flask app what the FastAPI middleware does for an ASGI app:
 
 - error handlers turn `CircuitOpenError`, `BulkheadFull` and `DeadlineExceeded` into
-  503 / 503 / 504 JSON answers (with ``Retry-After`` for an open circuit);
+  503 / 503 / 504 JSON answers (with ``Retry-After`` for an open circuit), also when an SDK
+  wrapped them in its own error (anywhere in the ``__cause__``/``__context__`` chain), and
+  an escaped upstream 5xx (httpx's ``HTTPStatusError``, requests' ``HTTPError``...) into 502;
 - a WSGI middleware (``app.wsgi_app``) sheds load: beyond ``max_concurrent`` requests in
-  progress across all threads, a 503 goes back before Flask does any work;
+  progress across all threads, a 503 goes back before Flask does any work. A request counts
+  once its body has arrived: bodies up to ``body_buffer`` bytes are read first, within
+  ``body_timeout``; a larger one takes its slot when the view reads past that;
 - the same middleware runs each request under ``deadline(...)``: the server's ``timeout``,
   shortened by the caller's ``x-envoy-expected-rq-timeout-ms`` or ``grpc-timeout`` header.
   In sync code a deadline is cooperative: our retries, policies and transports inside the
   view clamp to it and raise `DeadlineExceeded` (-> 504); the view itself is not interrupted;
 - ``GET status_path`` lists every circuit breaker, as an ordinary route (so the app's own
-  ``before_request`` checks, such as authentication, apply to it).
+  ``before_request`` checks, such as authentication, apply to it), to the clients
+  ``status_access`` allows.
 
 The extension object lives in ``app.extensions["resilience"]``. One object set up on several
 apps shares its concurrency limit between them (one object shared means state shared).
@@ -19,12 +24,17 @@ apps shares its concurrency limit between them (one object shared means state sh
 
 from __future__ import annotations
 
+import io
+import selectors
+import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 try:
     import flask
+    from werkzeug.exceptions import HTTPException
     from werkzeug.wsgi import ClosingIterator
 except ImportError as exc:  # pragma: no cover - exercised by a test with flask hidden
     msg = (
@@ -36,16 +46,28 @@ except ImportError as exc:  # pragma: no cover - exercised by a test with flask 
 from resilience._config import Clock, Duration
 from resilience._deadline import Deadline
 from resilience.integrations._common import (
+    DEFAULT_BODY_BUFFER,
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_STATUS_ACCESS,
+    DEFAULT_STATUS_PATH,
     MAPPED_ERRORS,
     STATUS_HEADERS,
     Answer,
     ConcurrencyLimiter,
+    DeadlineHeaderNames,
+    DeadlineHeaders,
+    LateSlot,
     Options,
-    environ_budget,
+    ShedRequest,
+    StatusAccess,
+    StatusCache,
+    content_length,
+    deadline_response,
     error_response,
     request_budget,
+    request_timeout_response,
     shed_response,
-    status_body,
+    status_allowed,
 )
 from resilience.integrations._idempotency import IdempotencyWSGI, check_idempotency
 
@@ -59,6 +81,8 @@ __all__ = ["Resilience"]
 EXTENSION_KEY = "resilience"
 STATUS_ENDPOINT = "resilience_status"
 
+# ---------------------------------------------------------------------------- answers
+
 
 def _flask_response(answer: Answer) -> flask.Response:
     # Werkzeug computes Content-Length itself; passing ours too would duplicate it.
@@ -71,6 +95,36 @@ def _handle_error(exc: Exception) -> flask.Response:
     if answer is None:  # pragma: no cover - registered for mapped errors only
         raise exc
     return _flask_response(answer)
+
+
+def _chained(app_handler: Callable[[Exception], Any] | None) -> Callable[[Exception], Any]:
+    """The handler for `Exception`: our errors wrapped by others, and upstream 5xx errors.
+
+    Anything else goes to the app's own catch-all handler if it had one; else an HTTP error
+    (``abort(404)``: the view chose its answer) is returned as Flask does with no handler,
+    and any other error is raised again, which Flask treats as one no handler took (a 500).
+    """
+
+    def handle_chained(exc: Exception) -> Any:
+        if not isinstance(exc, HTTPException):
+            answer = error_response(exc)
+            if answer is not None:
+                return _flask_response(answer)
+        if app_handler is not None:
+            return flask.current_app.ensure_sync(app_handler)(exc)
+        if isinstance(exc, HTTPException):
+            return exc
+        raise exc
+
+    handle_chained.resilience_wraps = app_handler  # type: ignore[attr-defined]
+    return handle_chained
+
+
+def _wsgi_answer(
+    environ: WSGIEnvironment, start_response: StartResponse, answer: Answer
+) -> Iterable[bytes]:
+    start_response(f"{answer.status} {answer.reason}", list(answer.headers))
+    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [answer.body]
 
 
 _STREAMED_KEY = "resilience.streamed"
@@ -88,8 +142,143 @@ def _note_streaming(response: flask.Response) -> flask.Response:
     return response
 
 
-def _status_view() -> flask.Response:
-    return flask.Response(status_body(), status=200, headers=list(STATUS_HEADERS))
+# ---------------------------------------------------------------------------- request bodies
+
+_READ_CHUNK = 64 * 1024
+
+
+def _body_length(environ: WSGIEnvironment) -> int:
+    """The body's declared length: 0 for none (or unreadable), -1 for chunked."""
+    length = content_length(environ.get("CONTENT_LENGTH"))
+    if length:
+        return length
+    # A chunked body can be read only when the server ends the stream for us.
+    if (
+        environ.get("wsgi.input_terminated")
+        and "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
+    ):
+        return -1
+    return 0
+
+
+def _read_body(
+    environ: WSGIEnvironment, length: int, limit: int, give_up_at: float, clock: Clock
+) -> tuple[bytes, bool]:
+    """Read the body (*length* bytes, or up to *limit* + 1 of a chunked one) by *give_up_at*.
+
+    Returns the bytes and whether they are the whole body; raises `TimeoutError` when time
+    runs out. On Werkzeug's server a body with a length is read without blocking, waiting
+    for the socket at most until *give_up_at*; elsewhere the clock is checked between reads
+    (a read that gets nothing is bounded by the server's own timeout).
+    """
+    stream = environ["wsgi.input"]
+    want = length if length > 0 else limit + 1  # one byte past the buffer says "larger"
+    read1 = getattr(stream, "read1", None)
+    sock = environ.get("werkzeug.socket")
+    if read1 is not None and isinstance(sock, socket.socket):
+        body = _read_ready(read1, sock, want, give_up_at, clock)
+    else:
+        body = _read_blocking(stream.read, want, give_up_at, clock)
+    return body, length > 0 or len(body) < want
+
+
+def _read_ready(
+    read1: Callable[[int], bytes],
+    sock: socket.socket,
+    want: int,
+    give_up_at: float,
+    clock: Clock,
+) -> bytes:
+    # Non-blocking reads plus a bounded wait for the socket: a socket timeout would do, but
+    # once one fires the server's reader refuses every later read (its cleanup then fails).
+    chunks: list[bytes] = []
+    size = 0
+    ready = False
+    previous = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ)
+            while size < want:
+                try:
+                    chunk = read1(min(want - size, _READ_CHUNK))
+                except ssl.SSLWantReadError:  # part of a TLS record: wait for the rest
+                    chunk, ready = b"", False
+                if chunk:
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    ready = False
+                    continue
+                if ready:
+                    break  # readable, yet nothing to read: the client closed its side
+                left = give_up_at - clock()
+                if left <= 0.0 or not selector.select(left):
+                    raise TimeoutError
+                ready = True
+    finally:
+        sock.settimeout(previous)
+    return b"".join(chunks)
+
+
+def _read_blocking(
+    read: Callable[[int], bytes], want: int, give_up_at: float, clock: Clock
+) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < want:
+        if clock() >= give_up_at:
+            raise TimeoutError
+        chunk = read(min(want - size, _READ_CHUNK))
+        if not chunk:
+            break  # the end (or the client left: Flask then answers 400)
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+class _SlotOnRead(io.RawIOBase):
+    """``wsgi.input`` for a body larger than the buffer: the buffered bytes first, then the
+    rest of the stream, whose first read takes the request's slot (or raises `ShedRequest`).
+    """
+
+    def __init__(self, stream: Any, buffered: bytes, slot: LateSlot) -> None:
+        super().__init__()
+        self._stream = stream
+        self._head = io.BytesIO(buffered)
+        self._slot = slot
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            head = self._head.read()
+            self._slot.take()
+            rest: bytes = self._stream.read()
+            return head + rest
+        head = self._head.read(size)
+        if head or size == 0:
+            return head
+        self._slot.take()
+        data: bytes = self._stream.read(size)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        head = self._head.readline(-1 if size is None else size)
+        if head.endswith(b"\n") or (size is not None and 0 <= size <= len(head)):
+            return head
+        self._slot.take()
+        rest = -1 if size is None or size < 0 else size - len(head)
+        line: bytes = self._stream.readline(rest)
+        return head + line
+
+
+# ---------------------------------------------------------------------------- the extension
 
 
 class Resilience:
@@ -100,6 +289,14 @@ class Resilience:
         max_concurrent: requests in progress beyond this get 503 at once (``None``: no limit).
         timeout: default per-request deadline in seconds; an inbound deadline header shortens it.
         status_path: GET here lists every circuit breaker as JSON; ``None`` turns it off.
+        status_access: who may read the status path: ``"loopback"`` (clients on 127.0.0.0/8
+            and ::1; others get 404), ``"any"``, or a callable taking ``flask.request`` and
+            returning True to allow.
+        deadline_headers: honour inbound deadline headers (True), none (False), or only the
+            named ones (e.g. ``["x-envoy-expected-rq-timeout-ms"]``).
+        body_buffer: bytes of a request body read before it takes a ``max_concurrent`` slot;
+            a larger body takes its slot when the view reads past them (0: at once).
+        body_timeout: seconds the buffered part of a body may take to arrive (then 408).
         clock: the monotonic clock the request deadlines read.
         idempotency: an `Idempotency` (``resilience.idempotency``): requests retried with
             the same ``Idempotency-Key`` get the first response instead of running again.
@@ -113,7 +310,7 @@ class Resilience:
         True
     """
 
-    __slots__ = ("_shed", "idempotency", "limiter", "options")
+    __slots__ = ("_headers", "_shed", "_status", "idempotency", "limiter", "options")
 
     def __init__(
         self,
@@ -121,19 +318,29 @@ class Resilience:
         *,
         max_concurrent: int | None = None,
         timeout: Duration | None = None,
-        status_path: str | None = "/resilience",
+        status_path: str | None = DEFAULT_STATUS_PATH,
+        status_access: StatusAccess = DEFAULT_STATUS_ACCESS,
+        deadline_headers: DeadlineHeaderNames = True,
+        body_buffer: int = DEFAULT_BODY_BUFFER,
+        body_timeout: Duration = DEFAULT_BODY_TIMEOUT,
         clock: Clock = time.monotonic,
         idempotency: Idempotency | None = None,
     ) -> None:
         self.idempotency = check_idempotency(idempotency)
-        self.options = Options(
+        self.options = options = Options(
             max_concurrent=max_concurrent,
             timeout=timeout,  # type: ignore[arg-type]  # Options turns a timedelta into float
             status_path=status_path,
+            status_access=status_access,
+            deadline_headers=deadline_headers,
+            body_buffer=body_buffer,
+            body_timeout=body_timeout,  # type: ignore[arg-type]  # as timeout
             clock=clock,
         )
         self.limiter = None if max_concurrent is None else ConcurrencyLimiter(max_concurrent)
         self._shed = shed_response()
+        self._headers = DeadlineHeaders(options.deadline_headers)  # type: ignore[arg-type]
+        self._status = StatusCache(clock=clock)
         if app is not None:
             self.init_app(app)
 
@@ -151,10 +358,13 @@ class Resilience:
             raise RuntimeError(msg)
         app.extensions[EXTENSION_KEY] = self
         handlers = app.error_handler_spec[None][None]
-        for error in MAPPED_ERRORS:
+        for error in (*MAPPED_ERRORS, ShedRequest):
             # An application's own handler for one of our errors wins over the default.
             if error not in handlers:
                 app.register_error_handler(error, _handle_error)
+        # Wrapped errors and upstream 5xx need the catch-all; an app's own one still runs
+        # for everything else (one registered after init_app replaces ours: see the docs).
+        app.register_error_handler(Exception, _chained(handlers.get(Exception)))
         if self.limiter is not None:
             app.after_request(_note_streaming)
         if self.idempotency is not None:
@@ -164,15 +374,22 @@ class Resilience:
             app.add_url_rule(
                 self.options.status_path,
                 endpoint=STATUS_ENDPOINT,
-                view_func=_status_view,
+                view_func=self._status_view,
                 methods=["GET"],
             )
+
+    def _status_view(self) -> flask.Response:
+        # The request itself, not the context-bound proxy: a callable may keep it.
+        request = flask.request._get_current_object()  # type: ignore[attr-defined]
+        if not status_allowed(self.options.status_access, request, request.remote_addr):
+            flask.abort(404)  # the app's own "no such page" answer
+        return flask.Response(self._status.get(), status=200, headers=list(STATUS_HEADERS))
 
     def __repr__(self) -> str:
         o = self.options
         return (
             f"Resilience(max_concurrent={o.max_concurrent!r}, timeout={o.timeout!r}, "
-            f"status_path={o.status_path!r})"
+            f"status_path={o.status_path!r}, status_access={o.status_access!r})"
         )
 
 
@@ -188,32 +405,82 @@ class _ResilienceWSGI:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         extension = self.extension
         options = extension.options
-        if options.status_path is not None and environ.get("PATH_INFO") == options.status_path:
-            return self.wsgi_app(environ, start_response)  # never shed the health view
+        budget = request_budget(options.timeout, extension._headers.environ(environ))
         limiter = extension.limiter
-        if limiter is not None and not limiter.try_acquire():
-            answer = extension._shed
-            start_response(f"{answer.status} {answer.reason}", list(answer.headers))
-            return [] if environ.get("REQUEST_METHOD") == "HEAD" else [answer.body]
-        try:
-            budget = request_budget(options.timeout, environ_budget(environ))
-            if budget is None:
-                result = self.wsgi_app(environ, start_response)
-            else:
-                # Settings and budget are validated already: skip deadline()'s checks per call.
-                with Deadline._trusted(budget, options.clock, "the request"):
-                    result = self.wsgi_app(environ, start_response)
-        except BaseException:
-            if limiter is not None:
-                limiter.release()
-            raise
         if limiter is None:
-            return result
+            return self._run(environ, start_response, budget)
+        if options.body_buffer and (length := _body_length(environ)):
+            return self._serve_body(environ, start_response, budget, limiter, length)
+        if not limiter.try_acquire():
+            return _wsgi_answer(environ, start_response, extension._shed)
+        return self._run_holding(environ, start_response, budget, limiter.release)
+
+    def _serve_body(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        budget: float | None,
+        limiter: ConcurrencyLimiter,
+        length: int,
+    ) -> Iterable[bytes]:
+        """A request with a body: it takes its slot once the body (up to the buffer) is in.
+
+        *length* is the declared length, or -1 for a chunked body.
+        """
+        options = self.extension.options
+        if length > options.body_buffer:
+            # Declared larger than the buffer: no point buffering part of it.
+            slot = LateSlot(limiter)
+            environ["wsgi.input"] = _SlotOnRead(environ["wsgi.input"], b"", slot)
+            return self._run_holding(environ, start_response, budget, slot.give_back)
+        clock = options.clock
+        arrived = clock()
+        wait, late = options.body_timeout, request_timeout_response()
+        if budget is not None and budget < wait:
+            wait, late = budget, deadline_response()
+        try:
+            body, whole = _read_body(environ, length, options.body_buffer, arrived + wait, clock)
+        except TimeoutError:
+            return _wsgi_answer(environ, start_response, late)
+        if budget is not None:
+            budget -= clock() - arrived
+            if budget <= 0.0:
+                return _wsgi_answer(environ, start_response, deadline_response())
+        if not whole:
+            slot = LateSlot(limiter)
+            environ["wsgi.input"] = _SlotOnRead(environ["wsgi.input"], body, slot)
+            return self._run_holding(environ, start_response, budget, slot.give_back)
+        environ["wsgi.input"] = io.BytesIO(body)
+        if not limiter.try_acquire():
+            return _wsgi_answer(environ, start_response, self.extension._shed)
+        return self._run_holding(environ, start_response, budget, limiter.release)
+
+    def _run(
+        self, environ: WSGIEnvironment, start_response: StartResponse, budget: float | None
+    ) -> Iterable[bytes]:
+        if budget is None:
+            return self.wsgi_app(environ, start_response)
+        # Settings and budget are validated already: skip deadline()'s checks per call.
+        with Deadline._trusted(budget, self.extension.options.clock, "the request"):
+            return self.wsgi_app(environ, start_response)
+
+    def _run_holding(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        budget: float | None,
+        release: Callable[[], Any],
+    ) -> Iterable[bytes]:
+        """`_run` holding a slot, given back by *release* once the response is complete."""
+        try:
+            result = self._run(environ, start_response, budget)
+        except BaseException:
+            release()
+            raise
         if environ.get(_STREAMED_KEY, True):
             # A streamed (or unknown) body: the slot is held until the server closes it.
-            release: Callable[[], Any] = limiter.release
             return ClosingIterator(result, [release])
         # The work is done; and clients that never close the body (Werkzeug's test client)
         # must not keep the slot.
-        limiter.release()
+        release()
         return result

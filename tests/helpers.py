@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -300,3 +301,99 @@ def serve_drip(
         acceptor.join(5)
         for thread in threads:
             thread.join(5)
+
+
+# --- slow clients for the integrations' tests ---
+
+
+def port_of(url: str) -> int:
+    """The port of a ``http://127.0.0.1:<port>`` URL."""
+    return int(url.rsplit(":", 1)[1])
+
+
+class SlowUpload:
+    """A raw-socket POST whose body trickles in: it declares *length* bytes, sends them one
+    at a time every *interval* seconds, and reads the answer once done (or when stopped).
+
+    Bounded: at most *length* bytes and ``length * interval`` seconds, plus *read_timeout*.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        path: str = "/upload",
+        length: int = 100,
+        interval: float = 0.05,
+        read_timeout: float = 15.0,
+    ) -> None:
+        self.port = port_of(url)
+        self.path = path
+        self.length = length
+        self.interval = interval
+        self.read_timeout = read_timeout
+        self.answer = b""
+        self.sent = 0
+        self.headers_sent = threading.Event()
+        self.stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> SlowUpload:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=self.read_timeout) as s:
+            head = (
+                f"POST {self.path} HTTP/1.1\r\nHost: test\r\n"
+                f"Content-Type: application/octet-stream\r\nContent-Length: {self.length}\r\n"
+            )
+            s.sendall(head.encode() + b"\r\n")
+            self.headers_sent.set()
+            try:
+                for _ in range(self.length):
+                    readable, _, _ = select.select([s], [], [], self.interval)
+                    if self.stop.is_set():
+                        return  # the test is done with it: hang up without an answer
+                    if readable:
+                        break  # an early answer (or a close)
+                    s.sendall(b"a")
+                    self.sent += 1
+            except OSError:
+                pass  # the server closed: what it said before is still readable
+            self.answer = read_answer(s)
+
+    @property
+    def status_line(self) -> str:
+        """The first line of the answer ('' when none came)."""
+        return self.answer.split(b"\r\n", 1)[0].decode("latin-1")
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Wait until the whole body is sent and the answer read (or the thread gave up)."""
+        self._thread.join(timeout)
+
+    def join(self, timeout: float = 30.0) -> None:
+        """Stop trickling and wait for the thread."""
+        self.stop.set()
+        self._thread.join(timeout)
+
+
+def read_answer(sock: socket.socket, limit: int = 1 << 16) -> bytes:
+    """Read one HTTP answer from *sock*: up to the end of its Content-Length body, the end of
+    the connection, or *limit* bytes (whatever comes first; the socket's timeout applies)."""
+    data = b""
+    try:
+        while len(data) < limit:
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep:
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length" and len(body) >= int(value):
+                        return data
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass  # reset or timed out: what came before is the answer
+    return data

@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from flask import Flask
+from flask import request as flask_request
 
 from resilience import (
     BulkheadFull,
@@ -194,3 +195,141 @@ def test_flask_init_app_form() -> None:
     """Resilience().init_app(app) works like Resilience(app)."""
     status, _, _ = flask_app(_init_app=True)("/raise/bulkhead")
     assert status == 503
+
+
+# ---------------------------------------------------------------- wave 2
+
+
+class VendorError(Exception):
+    """An SDK's own error, raised around ours or around an upstream's 5xx."""
+
+
+def upstream_503() -> httpx.HTTPStatusError:
+    """httpx's error for an upstream that answered 503."""
+    request = httpx.Request("GET", "https://billing.internal/v1?api_key=sk_live_1")
+    response = httpx.Response(503, request=request)
+    return httpx.HTTPStatusError("503 from billing", request=request, response=response)
+
+
+def wave_two_error(kind: str) -> Exception:
+    """The error a wave-two route raises: ours wrapped by an SDK, or an upstream 5xx."""
+    inner: Exception = upstream_503() if kind == "upstream" else raiser(kind)
+    try:
+        raise VendorError("the SDK failed") from inner
+    except VendorError as outer:
+        return outer
+
+
+Call = Callable[..., tuple[int, dict[str, str], Any]]
+
+
+def fastapi_wave_two(**options: Any) -> Call:
+    """A FastAPI app for wave 2, called in process; *client* sets the peer's address."""
+    app = FastAPI()
+
+    @app.get("/wrapped/{kind}")
+    async def wrapped(kind: str) -> None:
+        raise wave_two_error(kind)
+
+    @app.post("/echo")
+    async def echo(request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    add_resilience(app, **options)
+
+    async def fetch(method: str, path: str, client: str, body: bytes) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=(client, 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app.test") as http:
+            return await http.request(method, path, content=body or None)
+
+    def call(
+        path: str, *, method: str = "GET", client: str = "127.0.0.1", body: bytes = b""
+    ) -> tuple[int, dict[str, str], Any]:
+        r = asyncio.run(fetch(method, path, client, body))
+        is_json = r.headers.get("content-type", "").startswith("application/json")
+        return r.status_code, dict(r.headers), r.json() if is_json else None
+
+    return call
+
+
+def flask_wave_two(**options: Any) -> Call:
+    """The same app in Flask, called through its test client."""
+    app = Flask(f"{__name__}-wave-two")
+
+    @app.get("/wrapped/<kind>")
+    def wrapped(kind: str) -> str:
+        raise wave_two_error(kind)
+
+    @app.post("/echo")
+    def echo() -> dict[str, int]:
+        return {"bytes": len(flask_request.get_data())}
+
+    Resilience(app, **options)
+    test_client = app.test_client()
+
+    def call(
+        path: str, *, method: str = "GET", client: str = "127.0.0.1", body: bytes = b""
+    ) -> tuple[int, dict[str, str], Any]:
+        r = test_client.open(path, method=method, data=body, environ_base={"REMOTE_ADDR": client})
+        return r.status_code, dict(r.headers), r.get_json(silent=True)
+
+    return call
+
+
+WAVE_TWO = [
+    pytest.param(fastapi_wave_two, id="fastapi"),
+    pytest.param(flask_wave_two, id="flask"),
+]
+
+
+@pytest.mark.parametrize("make", WAVE_TWO)
+@pytest.mark.parametrize("client", ["127.0.0.1", "127.5.6.7", "::1"])
+def test_status_access_loopback_lets_loopback_clients_read(
+    make: Callable[..., Call], client: str
+) -> None:
+    """status_access="loopback" (default): 127.0.0.0/8 and ::1 read the status path."""
+    status, _, body = make()("/resilience", client=client)
+    assert status == 200
+    assert "breakers" in body
+
+
+@pytest.mark.parametrize("make", WAVE_TWO)
+def test_status_access_loopback_hides_it_from_others(make: Callable[..., Call]) -> None:
+    """Others get 404; "any" and a callable request -> bool decide otherwise."""
+    assert make()("/resilience", client="198.51.100.4")[0] == 404
+    assert make(status_access="any")("/resilience", client="198.51.100.4")[0] == 200
+    assert make(status_access=lambda request: False)("/resilience")[0] == 404
+    assert make(status_access=lambda request: True)("/resilience", client="10.1.2.3")[0] == 200
+
+
+@pytest.mark.parametrize("make", WAVE_TWO)
+@pytest.mark.parametrize(
+    ("kind", "status", "error"),
+    [
+        ("open", 503, "circuit_open"),
+        ("bulkhead", 503, "bulkhead_full"),
+        ("deadline", 504, "deadline_exceeded"),
+        ("upstream", 502, "bad_gateway"),
+    ],
+)
+def test_errors_are_found_anywhere_in_the_chain(
+    make: Callable[..., Call], kind: str, status: int, error: str
+) -> None:
+    """Our errors wrapped by an SDK get our answers; an upstream 5xx gets 502 and JSON."""
+    got, headers, body = make()(f"/wrapped/{kind}")
+    assert got == status
+    assert body["error"] == error
+    assert set(body) == {"error", "detail"}
+    assert "sk_live_1" not in body["detail"]
+    if kind == "open":
+        assert header(headers, "Retry-After") == "3"
+
+
+@pytest.mark.parametrize("make", WAVE_TWO)
+@pytest.mark.parametrize("size", [0, 10, 300_000])
+def test_bodies_reach_the_handler_whole_with_load_shedding_on(
+    make: Callable[..., Call], size: int
+) -> None:
+    """With max_concurrent set, bodies (buffered or larger than the buffer) arrive intact."""
+    status, _, body = make(max_concurrent=2)("/echo", method="POST", body=b"z" * size)
+    assert (status, body) == (200, {"bytes": size})

@@ -291,17 +291,19 @@ async def test_slots_are_given_back_after_each_request() -> None:
                 assert (first.status_code, second.status_code) == (200, 200)
 
 
-async def test_status_endpoint_answers_even_at_capacity() -> None:
-    """The status endpoint is not shed: it must work when the server is saturated."""
+async def test_status_endpoint_is_shed_like_any_request() -> None:
+    """The status path takes a slot like any request: pollers cannot crowd out the app."""
     gate = Gate()
     with serve(gated_app(gate, max_concurrent=1)) as url:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             held = asyncio.create_task(client.get("/work"))
             await asyncio.to_thread(wait_for, lambda: gate.running == 1)
             assert (await client.get("/work")).status_code == 503
-            assert (await client.get("/resilience")).status_code == 200
+            shed = await client.get("/resilience")
+            assert (shed.status_code, shed.json()["error"]) == (503, "overloaded")
             gate.release.set()
             assert (await held).status_code == 200
+            assert (await client.get("/resilience")).status_code == 200
 
 
 def test_status_endpoint_lists_every_breaker_with_state_and_numbers() -> None:
@@ -336,7 +338,7 @@ def test_status_endpoint_only_answers_get_and_head(base_url: str) -> None:
     """Other methods on the status path get 405 with an Allow header."""
     response = httpx.post(f"{base_url}/resilience")
     assert response.status_code == 405
-    assert response.headers["allow"] == "GET, HEAD"
+    assert sorted(response.headers["allow"].split(", ")) == ["GET", "HEAD"]
     head = httpx.head(f"{base_url}/resilience")
     assert head.status_code == 200
     assert head.content == b""
@@ -567,3 +569,89 @@ def test_status_path_is_relative_to_a_mounted_app() -> None:
     with serve(outer) as url:
         assert httpx.get(f"{url}/api/resilience").json().keys() == {"breakers"}
         assert httpx.get(f"{url}/resilience").status_code == 404
+
+
+# ---------------------------------------------------------------- errors others wrapped
+
+
+class SdkError(Exception):
+    """What a vendor SDK raises around the error it caught."""
+
+
+async def upstream_answer(request: Request) -> PlainTextResponse:
+    """A real upstream that answers the status named in the path."""
+    return PlainTextResponse("upstream says no", status_code=int(request.path_params["code"]))
+
+
+UPSTREAM = Starlette(routes=[Route("/status/{code}", upstream_answer)])
+
+
+def test_our_errors_wrapped_by_an_sdk_get_our_answers() -> None:
+    """An SDK's error raised from ours (or while handling it) is answered as ours."""
+    app = FastAPI()
+    add_resilience(app)
+    inner: dict[str, Exception] = {
+        "open": CircuitOpenError("payments", retry_after=2.2),
+        "bulkhead": BulkheadFull("db"),
+        "deadline": DeadlineExceeded("late"),
+    }
+
+    @app.get("/cause/{kind}")
+    async def cause(kind: str) -> None:
+        try:
+            raise inner[kind]
+        except Exception as exc:
+            raise SdkError("the SDK failed") from exc
+
+    @app.get("/context/{kind}")
+    def context(kind: str) -> None:
+        try:
+            raise inner[kind]
+        except Exception:
+            raise SdkError("the SDK failed")  # noqa: B904  # a context, as careless SDKs do
+
+    with serve(app) as url, httpx.Client(base_url=url) as client:
+        for how in ("cause", "context"):
+            opened = client.get(f"/{how}/open")
+            assert (opened.status_code, opened.headers["retry-after"]) == (503, "3")
+            assert opened.json()["error"] == "circuit_open"
+            assert client.get(f"/{how}/bulkhead").json()["error"] == "bulkhead_full"
+            assert client.get(f"/{how}/deadline").status_code == 504
+
+
+def test_an_escaped_upstream_5xx_becomes_a_502_json_answer() -> None:
+    """raise_for_status() on an upstream 503, escaping the handler, is a 502 with no details."""
+    app = FastAPI()
+    add_resilience(app)
+
+    @app.get("/proxy/{code}")
+    async def proxy(code: int) -> str:
+        async with httpx.AsyncClient(base_url=upstream_url) as client:
+            response = await client.get(f"/status/{code}", params={"api_key": "sk_live_9"})
+            response.raise_for_status()
+            return response.text
+
+    @app.get("/wrapped")
+    def wrapped() -> None:
+        try:
+            httpx.get(f"{upstream_url}/status/500").raise_for_status()
+        except httpx.HTTPStatusError as exc:
+            raise SdkError("the SDK failed") from exc
+
+    @app.exception_handler(SdkError)
+    async def sdk_error(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("the app's own answer", status_code=500)
+
+    with serve(UPSTREAM) as upstream_url, serve(app) as url:
+        # One connection each: after an unhandled error uvicorn drops the connection.
+        bad = httpx.get(f"{url}/proxy/503")
+        missing = httpx.get(f"{url}/proxy/404")
+        own = httpx.get(f"{url}/wrapped")
+    assert bad.status_code == 502
+    assert bad.headers["content-type"] == "application/json"
+    assert bad.json()["error"] == "bad_gateway"
+    assert "503" in bad.json()["detail"]
+    for leak in ("sk_live_9", "127.0.0.1", "Traceback", "upstream says no"):
+        assert leak not in bad.text
+    assert missing.status_code == 500  # an upstream 4xx is the app's own bug
+    assert (own.status_code, own.text) == (500, "the app's own answer")  # its handler wins

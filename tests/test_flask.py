@@ -10,14 +10,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import flask
 import httpx
 import pytest
-from werkzeug.serving import make_server
 
 from resilience import (
     BulkheadFull,
@@ -30,23 +28,9 @@ from resilience import (
 )
 from resilience._deadline import check_deadline
 from resilience.integrations.flask import Resilience
+from tests.helpers import serve_wsgi as serve
 
 pytestmark = pytest.mark.network
-
-
-@contextmanager
-def serve(app: flask.Flask) -> Iterator[str]:
-    """Run *app* on a threaded werkzeug server on a free port; yield its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    # A short poll interval keeps shutdown quick between tests.
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(15)
-        server.server_close()
 
 
 ERRORS: dict[str, Exception] = {
@@ -275,8 +259,8 @@ def test_slots_are_given_back_after_each_request() -> None:
     wait_for(lambda: extension.limiter is not None and extension.limiter.in_flight == 0)
 
 
-def test_status_route_lists_breakers_and_is_never_shed() -> None:
-    """GET /resilience lists every breaker with state and numbers, even at capacity."""
+def test_status_route_lists_breakers_and_is_shed_like_any_request() -> None:
+    """GET /resilience lists every breaker with state and numbers; at capacity it is shed."""
     suffix = uuid.uuid4().hex[:8]
     healthy = CircuitBreaker(f"flask-healthy-{suffix}")
     broken = CircuitBreaker(f"flask-broken-{suffix}")
@@ -288,9 +272,11 @@ def test_status_route_lists_breakers_and_is_never_shed() -> None:
         held = pool.submit(httpx.get, f"{url}/work", timeout=30)
         wait_for(lambda: gate.running == 1)
         assert httpx.get(f"{url}/work").status_code == 503
-        response = httpx.get(f"{url}/resilience")
+        shed = httpx.get(f"{url}/resilience")
         gate.release.set()
         assert held.result().status_code == 200
+        response = httpx.get(f"{url}/resilience")
+    assert (shed.status_code, shed.json()["error"]) == (503, "overloaded")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     entries = {entry["name"]: entry for entry in response.json()["breakers"]}
@@ -477,3 +463,135 @@ def test_test_client_requests_do_not_keep_their_slots() -> None:
     assert client.get("/plain").status_code == 200
     assert extension.limiter is not None
     assert extension.limiter.in_flight == 0
+
+
+# ---------------------------------------------------------------- errors others wrapped
+
+
+class SdkError(Exception):
+    """What a vendor SDK raises around the error it caught."""
+
+
+def upstream() -> flask.Flask:
+    """A real upstream that answers the status named in the path."""
+    app = flask.Flask("upstream")
+
+    @app.get("/status/<int:code>")
+    def answer(code: int) -> tuple[str, int]:
+        return "upstream says no", code
+
+    return app
+
+
+INNER: dict[str, Exception] = {
+    "open": CircuitOpenError("payments", retry_after=2.2),
+    "bulkhead": BulkheadFull("db"),
+    "deadline": DeadlineExceeded("late"),
+}
+
+
+def wrapping_app(**options: Any) -> flask.Flask:
+    """An app whose views raise an SdkError around one of our errors."""
+    app = flask.Flask(f"wrapping-{uuid.uuid4().hex[:6]}")
+    Resilience(app, **options)
+
+    @app.get("/cause/<kind>")
+    def cause(kind: str) -> str:
+        try:
+            raise INNER[kind]
+        except Exception as exc:
+            raise SdkError("the SDK failed") from exc
+
+    @app.get("/context/<kind>")
+    def context(kind: str) -> str:
+        try:
+            raise INNER[kind]
+        except Exception:
+            raise SdkError("the SDK failed")  # noqa: B904  # a context, as careless SDKs do
+
+    return app
+
+
+def test_our_errors_wrapped_by_an_sdk_get_our_answers() -> None:
+    """An SDK's error raised from ours (or while handling it) is answered as ours."""
+    with serve(wrapping_app()) as url, httpx.Client(base_url=url) as client:
+        for how in ("cause", "context"):
+            opened = client.get(f"/{how}/open")
+            assert (opened.status_code, opened.headers["retry-after"]) == (503, "3")
+            assert client.get(f"/{how}/bulkhead").json()["error"] == "bulkhead_full"
+            assert client.get(f"/{how}/deadline").status_code == 504
+
+
+def test_an_escaped_upstream_5xx_becomes_a_502_json_answer() -> None:
+    """requests' or httpx's raise_for_status() on an upstream 5xx is a 502 with no details."""
+    import requests
+
+    app = flask.Flask("proxying")
+    Resilience(app)
+    where: dict[str, str] = {}
+
+    @app.get("/requests/<int:code>")
+    def with_requests(code: int) -> str:
+        response = requests.get(f"{where['upstream']}/status/{code}?token=abc123", timeout=5)
+        response.raise_for_status()
+        return response.text
+
+    @app.get("/httpx/<int:code>")
+    def with_httpx(code: int) -> str:
+        response = httpx.get(f"{where['upstream']}/status/{code}")
+        response.raise_for_status()
+        return response.text
+
+    with serve(upstream()) as where["upstream"], serve(app) as url:
+        answers = [httpx.get(f"{url}/requests/503"), httpx.get(f"{url}/httpx/500")]
+        missing = httpx.get(f"{url}/requests/404")
+    for answer in answers:
+        assert answer.status_code == 502
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.json()["error"] == "bad_gateway"
+        for leak in ("abc123", "127.0.0.1", "Traceback", "upstream says no"):
+            assert leak not in answer.text
+    assert missing.status_code == 500  # an upstream 4xx is the app's own bug
+
+
+def test_an_apps_catch_all_handler_keeps_everything_but_our_errors() -> None:
+    """An Exception handler registered before init_app still answers what is not ours."""
+    app = flask.Flask("catch-all-chain")
+
+    @app.errorhandler(Exception)
+    def everything(exc: Exception) -> tuple[str, int]:
+        return f"oops: {type(exc).__name__}", 500
+
+    Resilience(app)
+
+    @app.get("/wrapped")
+    def wrapped() -> str:
+        try:
+            raise CircuitOpenError("payments", retry_after=1.0)
+        except CircuitOpenError as exc:
+            raise SdkError("the SDK failed") from exc
+
+    @app.get("/other")
+    def other() -> str:
+        raise SdkError("unrelated")
+
+    @app.get("/missing")
+    def missing() -> str:
+        flask.abort(404)
+
+    client = app.test_client()
+    assert client.get("/wrapped").status_code == 503
+    assert client.get("/other").get_data(as_text=True) == "oops: SdkError"
+    assert client.get("/missing").get_data(as_text=True) == "oops: NotFound"  # Flask's way
+
+
+def test_an_sdk_error_handler_of_the_app_wins() -> None:
+    """An app's handler for the SDK's error class is more specific than ours: it answers."""
+    app = wrapping_app()
+
+    @app.errorhandler(SdkError)
+    def sdk_error(exc: SdkError) -> tuple[str, int]:
+        return "the app's own answer", 500
+
+    response = app.test_client().get("/cause/open")
+    assert (response.status_code, response.get_data(as_text=True)) == (500, "the app's own answer")

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 import uuid
 from datetime import timedelta
+from typing import Any
 
+import httpx
 import pytest
 
 from resilience import BulkheadFull, CircuitBreaker, CircuitOpenError, ConfigError, DeadlineExceeded
 from resilience.integrations._common import (
+    DEADLINE_HEADERS,
+    DEFAULT_BODY_BUFFER,
+    DEFAULT_BODY_TIMEOUT,
+    LONGEST_WAIT,
     ConcurrencyLimiter,
+    DeadlineHeaders,
     Options,
+    ShedRequest,
     asgi_header_budget,
+    content_length,
     environ_budget,
     error_response,
     inbound_budget,
@@ -24,6 +34,7 @@ from resilience.integrations._common import (
     shed_response,
     status_body,
     status_payload,
+    upstream_status,
 )
 
 
@@ -246,3 +257,248 @@ def test_metric_values_become_json_ready() -> None:
     assert _metrics_dict({"state": CircuitState.OPEN, "calls": 3}) == {"state": "open", "calls": 3}
     with pytest.raises(TypeError):
         _metrics_dict(42)
+
+
+# ---------------------------------------------------------------- options added in wave 2
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("timeout", 1e10),  # beyond threading.TIMEOUT_MAX: no thread could wait for it
+        ("body_timeout", 1e10),
+        ("body_timeout", 0),
+        ("body_timeout", None),
+        ("body_buffer", -1),
+        ("body_buffer", 1.5),
+        ("status_access", "public"),
+        ("status_access", 7),
+        ("deadline_headers", "grpc-timeout"),  # a string, not a collection of names
+        ("deadline_headers", ["x-request-timeout"]),
+        ("deadline_headers", [3]),
+        ("deadline_headers", None),
+    ],
+)
+def test_wave_two_options_fail_with_config_error_naming_them(setting: str, value: object) -> None:
+    """Each new setting rejects a bad value with ConfigError naming the setting and value."""
+    with pytest.raises(ConfigError, match=setting) as caught:
+        Options(**{setting: value})  # type: ignore[arg-type]
+    assert repr(value) in str(caught.value)
+
+
+def test_wave_two_options_defaults_and_normalising() -> None:
+    """Defaults are named constants; deadline_headers becomes the tuple of honoured names."""
+    options = Options()
+    assert options.status_access == "loopback"
+    assert options.body_buffer == DEFAULT_BODY_BUFFER == 256 * 1024
+    assert options.body_timeout == DEFAULT_BODY_TIMEOUT
+    assert options.deadline_headers == tuple(name for name, _ in DEADLINE_HEADERS)
+    assert Options(deadline_headers=False).deadline_headers == ()
+    assert Options(deadline_headers={"GRPC-Timeout"}).deadline_headers == ("grpc-timeout",)
+    assert Options(body_buffer=0, body_timeout=timedelta(seconds=2)).body_timeout == 2.0  # type: ignore[arg-type]
+    assert Options(timeout=LONGEST_WAIT).timeout == LONGEST_WAIT
+
+
+# ---------------------------------------------------------------- inbound headers
+
+
+@pytest.mark.parametrize(
+    ("headers", "budget"),
+    [
+        ({"grpc-timeout": "99999999H"}, None),  # 3.6e11 s: beyond any wait, so no budget
+        ({"grpc-timeout": "2562048H"}, None),  # just past threading.TIMEOUT_MAX
+        ({"grpc-timeout": "2562047H"}, 2562047 * 3600.0),
+        ({"grpc-timeout": "99999999H", "x-envoy-expected-rq-timeout-ms": "300"}, 0.3),
+    ],
+)
+def test_a_budget_beyond_any_wait_counts_as_none(
+    headers: dict[str, str], budget: float | None
+) -> None:
+    """An inbound budget longer than threading.TIMEOUT_MAX is ignored, like a malformed one."""
+    assert inbound_budget(headers) == budget
+    raw = [(name.encode(), value.encode()) for name, value in headers.items()]
+    assert asgi_header_budget(raw) == budget
+
+
+def test_deadline_headers_reads_only_the_names_it_is_given() -> None:
+    """A DeadlineHeaders for some names ignores the others, from every header source."""
+    envoy = DeadlineHeaders(["x-envoy-expected-rq-timeout-ms"])
+    both = {"grpc-timeout": "100m", "x-envoy-expected-rq-timeout-ms": "400"}
+    assert envoy.mapping(both) == 0.4
+    assert envoy.mapping({"grpc-timeout": "100m"}) is None
+    assert envoy.asgi([(b"grpc-timeout", b"100m"), (b"x-envoy-expected-rq-timeout-ms", b"400")])
+    assert envoy.environ({"HTTP_GRPC_TIMEOUT": "100m"}) is None
+    assert envoy.environ({"HTTP_X_ENVOY_EXPECTED_RQ_TIMEOUT_MS": "400"}) == 0.4
+    none = DeadlineHeaders(())
+    assert not none
+    assert none.asgi([(b"grpc-timeout", b"100m")]) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "length"),
+    [("12", 12), (b"0", 0), (" 7 ", 7), ("", None), ("-1", None), ("1e3", None), ("\uff17", None)],
+)
+def test_content_length_parsing(value: str | bytes, length: int | None) -> None:
+    """Content-Length: ASCII digits only; anything else is no length."""
+    assert content_length(value) == length
+
+
+# ---------------------------------------------------------------- errors anywhere in the chain
+
+
+class SdkError(Exception):
+    """What a vendor SDK raises around the error it caught."""
+
+
+def wrapped(inner: BaseException, *, how: str) -> BaseException:
+    """*inner* wrapped in an SdkError as a cause, a context, or a suppressed context."""
+    try:
+        try:
+            raise inner
+        except BaseException as exc:
+            if how == "cause":
+                raise SdkError("the SDK failed") from exc
+            if how == "suppressed":
+                raise SdkError("the SDK failed") from None
+            raise SdkError("the SDK failed")  # noqa: B904  # a context, on purpose
+    except SdkError as outer:
+        return outer
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("how", ["cause", "context", "suppressed"])
+@pytest.mark.parametrize(
+    ("inner", "status", "kind"),
+    [
+        (CircuitOpenError("payments", retry_after=2.2), 503, "circuit_open"),
+        (BulkheadFull("db"), 503, "bulkhead_full"),
+        (DeadlineExceeded("late"), 504, "deadline_exceeded"),
+    ],
+)
+def test_our_errors_are_found_anywhere_in_the_chain(
+    inner: Exception, status: int, kind: str, how: str
+) -> None:
+    """An SDK's error around ours (as cause or context) gets our answer."""
+    answer = error_response(wrapped(inner, how=how))
+    assert answer is not None
+    assert (answer.status, json.loads(answer.body)["error"]) == (status, kind)
+    if isinstance(inner, CircuitOpenError):
+        assert dict(answer.headers)["retry-after"] == "3"
+
+
+def test_deeply_wrapped_and_grouped_errors_are_found() -> None:
+    """Two wrappers deep, or inside an exception group, our error is still found."""
+    deep = wrapped(wrapped(BulkheadFull("db"), how="cause"), how="context")
+    grouped = ExceptionGroup("tasks", [ValueError("other"), DeadlineExceeded("late")])
+    assert getattr(error_response(deep), "status", None) == 503
+    assert getattr(error_response(grouped), "status", None) == 504
+
+
+def test_the_nearest_error_in_the_chain_wins() -> None:
+    """A deadline raised while handling an open circuit answers as the deadline (504)."""
+    answer = error_response(wrapped(CircuitOpenError("x", retry_after=1.0), how="cause"))
+    assert answer is not None
+    late = DeadlineExceeded("late")
+    late.__context__ = CircuitOpenError("x", retry_after=1.0)
+    assert getattr(error_response(late), "status", None) == 504
+
+
+def test_a_chain_that_loops_ends() -> None:
+    """A cyclic chain (a rare bug elsewhere) is walked once, not forever."""
+    first, second = RuntimeError("a"), RuntimeError("b")
+    first.__context__, second.__context__ = second, first
+    assert error_response(first) is None
+
+
+def httpx_status_error(module: Any, status: int, url: str) -> Exception:
+    """An HTTPStatusError from *module* (httpx or httpx2) for a response of *status*."""
+    request = module.Request("GET", url)
+    response = module.Response(status, request=request)
+    error: Exception = module.HTTPStatusError(
+        f"{status} for {url}", request=request, response=response
+    )
+    return error
+
+
+SECRET_URL = "https://internal.example/v1/charge?api_key=sk_live_123&token=abc"
+
+
+@pytest.mark.parametrize("client", ["httpx", "httpx2", "requests"])
+@pytest.mark.parametrize("how", ["raised", "cause", "suppressed"])
+def test_an_escaped_upstream_5xx_is_a_502_without_details(client: str, how: str) -> None:
+    """httpx/httpx2 HTTPStatusError and requests' HTTPError for a 5xx -> 502 bad_gateway."""
+    if client == "requests":
+        import requests
+
+        response = requests.Response()
+        response.status_code = 503
+        response.url = SECRET_URL
+        error: Exception = requests.HTTPError(f"503 for {SECRET_URL}", response=response)
+    else:
+        error = httpx_status_error(importlib.import_module(client), 503, SECRET_URL)
+    answer = error_response(error if how == "raised" else wrapped(error, how=how))
+    assert answer is not None
+    assert answer.status == 502
+    body = json.loads(answer.body)
+    assert body["error"] == "bad_gateway"
+    assert "503" in body["detail"]
+    for secret in ("internal.example", "sk_live_123", "abc", "Traceback"):
+        assert secret not in answer.body.decode()
+
+
+@pytest.mark.parametrize("status", [400, 404, 429, 600])
+def test_an_upstream_status_that_is_not_5xx_is_left_to_the_framework(status: int) -> None:
+    """Only 5xx upstream errors are answered 502; a 4xx is the app's own business."""
+    assert error_response(httpx_status_error(httpx, status, "https://x.example/")) is None
+
+
+def test_upstream_errors_are_recognised_without_importing_their_library() -> None:
+    """Duck typing: .response.status_code, or aiohttp's ClientResponseError.status."""
+
+    class Response:
+        status_code = 502
+
+    class VendorError(Exception):
+        response = Response()
+
+    class NoResponse(Exception):
+        response = None
+
+    class Broken(Exception):
+        @property
+        def response(self) -> object:
+            raise RuntimeError("no")
+
+    ClientResponseError = type("ClientResponseError", (Exception,), {"status": 500})
+    ClientResponseError.__module__ = "aiohttp.client_exceptions"
+    assert upstream_status(VendorError()) == 502
+    assert upstream_status(ClientResponseError()) == 500
+    assert upstream_status(NoResponse()) is None
+    assert upstream_status(Broken()) is None
+    shed = error_response(ShedRequest("late slot"))
+    assert shed is not None
+    assert shed.status == 503
+
+
+@pytest.mark.parametrize(
+    ("headers", "http_version", "length"),
+    [
+        ([(b"host", b"x")], "1.1", 0),  # HTTP/1.x without a length has no body
+        ([(b"content-length", b"0")], "1.1", 0),
+        ([(b"content-length", b"120")], "1.0", 120),
+        ([(b"transfer-encoding", b"chunked")], "1.1", -1),
+        ([(b"content-length", b"5"), (b"transfer-encoding", b"chunked")], "1.1", -1),
+        ([(b"content-length", b"soon")], "1.1", -1),  # unreadable: read it to its end
+        ([(b"host", b"x")], "2", -1),  # HTTP/2 may send a body without a length
+        ([(b"content-length", b"7")], "2", 7),
+    ],
+)
+def test_one_pass_reads_the_budget_and_the_body_length(
+    headers: list[tuple[bytes, bytes]], http_version: str, length: int
+) -> None:
+    """asgi_and_body finds the declared body length (0 none, -1 unknown) with the budget."""
+    budget, found = DeadlineHeaders().asgi_and_body(
+        [*headers, (b"grpc-timeout", b"300m")], http_version
+    )
+    assert (budget, found) == (0.3, length)
+    assert DeadlineHeaders(()).asgi_and_body(headers, http_version) == (None, length)
