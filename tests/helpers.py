@@ -123,3 +123,64 @@ def serve_asgi(app: Any, **config: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+# ---------------------------------------------------------------------------- Redis faults
+# (added for the Redis robustness tests: latency and connection cuts on a TcpProxy)
+
+
+class SlowTcpProxy(TcpProxy):
+    """A `TcpProxy` that adds ``delay`` seconds of one-way latency and can `cut` connections.
+
+    Latency is a delay line: each chunk leaves ``delay`` seconds after it arrived, without
+    queueing chunks behind each other's delays (like a real link).
+    """
+
+    def __init__(self, target: int = REDIS_PORT) -> None:
+        super().__init__(target)
+        self.delay = 0.0
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        if target is TcpProxy._pump:
+            target = self._delayed_pump
+        super()._spawn(target, *args)
+
+    def _delayed_pump(self, src: socket.socket, dst: socket.socket) -> None:
+        import queue
+
+        line: queue.SimpleQueue[tuple[float, bytes] | None] = queue.SimpleQueue()
+
+        def sender() -> None:
+            while (item := line.get()) is not None:
+                due, chunk = item
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                try:
+                    dst.sendall(chunk)
+                except OSError:
+                    return
+
+        self._spawn(sender)
+        try:
+            while data := src.recv(65536):
+                line.put((time.monotonic() + self.delay, data))
+        except OSError:
+            pass
+        line.put(None)
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        """Close every open connection now; new ones are still accepted."""
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
