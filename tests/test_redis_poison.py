@@ -78,7 +78,7 @@ def test_one_bad_hash_leaves_every_other_breaker_shared(
         fail(inventory[1], 6)  # 12 failures of 12 for the fleet
         sync(a, b, a, b)
         assert [br.state for br in inventory] == [CircuitState.OPEN] * 2
-        assert a.healthy and b.healthy  # a bad key is not an outage
+        assert (a.healthy, b.healthy) == (True, True)  # a bad key is not an outage
         assert [br.call(int) for br in payments] == [0, 0]  # its own breaker still serves
     records = [r for r in caplog.records if r.name == "resilience"]
     assert not [r for r in records if r.levelno >= logging.ERROR]
@@ -97,7 +97,7 @@ def test_wrong_type_key_is_repaired(
     sync(a, b)
     _poison_type(client, f"{prefix}{{typed}}")
     sync(a, b)
-    assert a.healthy and b.healthy
+    assert (a.healthy, b.healthy) == (True, True)
     fail(ba)
     assert eventually(lambda: bb.state is CircuitState.OPEN)
     assert client.type(f"{prefix}{{typed}}") == b"hash"
@@ -194,7 +194,7 @@ def test_open_time_from_redis_is_capped_by_open_duration(
 def test_an_epoch_from_the_future_is_ignored_then_repaired(
     make_store: Callable[..., RedisStore], client: Any, prefix: str
 ) -> None:
-    """A hash whose epoch is an hour ahead of Redis's clock is not adopted; the next write fixes it."""
+    """An epoch an hour ahead of Redis's clock is not adopted; the next write replaces it."""
     a, b = make_store(), make_store()
     ba, bb = CircuitBreaker("future", store=a), CircuitBreaker("future", store=b)
     sync(a, b)

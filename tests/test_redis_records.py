@@ -161,7 +161,9 @@ def test_open_seconds_is_capped_by_open_duration() -> None:
     assert open_seconds(2500.0, 30.0) == 2.5
 
 
-def test_problem_log_reports_once_per_key_then_quietly(caplog: pytest.LogCaptureFixture) -> None:
+def test_problem_log_reports_once_per_key_then_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The first problem of a key is a WARNING; repeats within a minute are DEBUG."""
     problems = ProblemLog(logging.getLogger("resilience"))
     with caplog.at_level(logging.DEBUG, logger="resilience"):
@@ -169,7 +171,10 @@ def test_problem_log_reports_once_per_key_then_quietly(caplog: pytest.LogCapture
             problems.report("app:", "payments", "epoch")
         problems.report("app:", "orders", "epoch")
         problems.report("app:", "payments", "peer window")
-    levels = [(r.levelname, r.args[1:] if isinstance(r.args, tuple) else ()) for r in caplog.records]
+    levels = [
+        (record.levelname, record.args[1:] if isinstance(record.args, tuple) else ())
+        for record in caplog.records
+    ]
     warnings = [args for level, args in levels if level == "WARNING"]
     assert warnings == [("epoch", "payments"), ("epoch", "orders"), ("peer window", "payments")]
     assert sum(level == "DEBUG" for level, _ in levels) == 4
