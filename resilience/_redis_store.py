@@ -8,7 +8,7 @@ Design (see docs/shared-state.md):
   reads its hash (HGETALL: the fleet state and the other processes' windows). The breaker
   adds the others' counts when it decides, so the window that trips is the fleet's.
 * Idle breakers cost (almost) nothing: a breaker is read every tick only while its window
-  changes or it is OPEN; the others are looked at every `_IDLE_CHECK` seconds, locally, and
+  changes or it is HALF_OPEN; the others are looked at every `_IDLE_CHECK` seconds, locally, and
   their keys' TTL is renewed every quarter TTL. One heartbeat field per process says it is
   alive, so an idle process's unchanged window keeps counting for the others.
 * The fleet state is in the same hash: ``state, epoch, until``. Every write goes through a
@@ -568,8 +568,12 @@ class RedisBinding(_Published):
 
     @property
     def hot(self) -> bool:
-        """OPEN or HALF_OPEN here or in the fleet: read every tick."""
-        return self.local_state in ("open", "half_open") or self.fleet_state == "open"
+        """HALF_OPEN here: read every tick while the fleet's probes are under way.
+
+        (Every other change of the fleet state comes with a message, which marks the
+        breaker dirty: an OPEN breaker nobody calls is not read again and again.)
+        """
+        return self.local_state == "half_open"
 
     # ---------------------------------------------------------------- called by the breaker
 
@@ -885,7 +889,7 @@ class RedisStore:
         self._full_until = 0
         # Some binding is dirty: a light tick reads it at once.
         self._dirty = False
-        # The bindings every regular tick looks at: active, OPEN or HALF_OPEN.
+        # The bindings every regular tick looks at: recently active, or HALF_OPEN.
         self._watch: set[RedisBinding] = set()
         start = time.monotonic()
         self._next_idle_check = start
@@ -1453,13 +1457,13 @@ class RedisStore:
 
     def _exchange(self, pipe: Any, plan: list[tuple[str, Any]], now: float, regular: bool) -> None:
         """Send the tick's pipeline and apply what it read, each key on its own."""
+        outages = self._outages
         try:
             # Per-command errors come back in place: one bad key is that key's problem.
             replies = pipe.execute(raise_on_error=False)
         except BaseException:
             self._unsent(plan)
             raise
-        outages = self._outages
         for reply in replies:
             if isinstance(reply, Exception) and not _key_error(reply):
                 self._unsent(plan)
