@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from resilience import CircuitBreaker, CircuitOpenError, CircuitState
+from resilience._redis_store import RedisBinding
 from resilience.stores import RedisStore
 from resilience.testing import FakeClock
 from tests.redis_support import eventually, fail, needs_redis, sync
@@ -227,3 +228,36 @@ def test_garbage_in_the_probe_tally_does_not_free_probes(
     ba.acquire()
     with pytest.raises(CircuitOpenError):
         bb.acquire()
+
+
+def test_an_unexpected_error_for_one_breaker_spares_the_others(
+    make_store: Callable[..., RedisStore],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug met while applying one breaker's hash is logged by type and skipped."""
+    original = RedisBinding.read
+
+    def read(self: RedisBinding, *args: Any) -> Any:
+        if self.name == "buggy":
+            raise RuntimeError(TOKEN)
+        return original(self, *args)
+
+    monkeypatch.setattr(RedisBinding, "read", read)
+    a, b = make_store(), make_store()
+    buggy = [CircuitBreaker("buggy", store=s) for s in (a, b)]  # bound (and read) first
+    inventory = [
+        CircuitBreaker("spared", store=s, failure_rate=0.5, minimum_calls=10) for s in (a, b)
+    ]
+    with caplog.at_level(logging.INFO, logger="resilience"):
+        for breaker in buggy:
+            assert breaker.call(int) == 0
+        fail(inventory[0], 6)
+        fail(inventory[1], 6)
+        sync(a, b, a, b)
+        assert [br.state for br in inventory] == [CircuitState.OPEN] * 2
+    records = [r for r in caplog.records if r.name == "resilience"]
+    assert all(TOKEN not in r.getMessage() and not r.exc_info for r in records)
+    errors = [r for r in records if r.levelno >= logging.ERROR]
+    assert 1 <= len(errors) <= 2  # once per store, not once per tick
+    assert "RuntimeError" in errors[0].getMessage()

@@ -277,6 +277,24 @@ def test_manual_control_applies_everywhere(
 
 
 @needs_redis
+def test_prefixes_keep_applications_apart(
+    make_store: Callable[..., RedisStore], prefix: str
+) -> None:
+    """Two applications with their own prefixes on one Redis: same name, separate breakers."""
+    billing = make_store()
+    shipping = RedisStore(redis.Redis(port=REDIS_PORT), prefix=f"{prefix}shipping:")
+    try:
+        ours = CircuitBreaker("fleet-prefix", store=billing, consecutive_failures=1)
+        theirs = CircuitBreaker("fleet-prefix", store=shipping, consecutive_failures=1)
+        sync(billing, shipping)
+        fail(ours)
+        sync(billing, shipping, billing, shipping)
+        assert (ours.state, theirs.state) == (CircuitState.OPEN, CircuitState.CLOSED)
+    finally:
+        shipping.close()
+
+
+@needs_redis
 def test_a_new_process_adopts_the_fleet_state(make_store: Callable[..., RedisStore]) -> None:
     """A breaker created later starts in the fleet's state (forced open here)."""
     a = make_store()
