@@ -139,6 +139,8 @@ class SlowTcpProxy(TcpProxy):
     def __init__(self, target: int = REDIS_PORT) -> None:
         super().__init__(target)
         self.delay = 0.0
+        self.commands = 0  # Redis commands the clients sent through the proxy
+        self._count_lock = threading.Lock()
 
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:
         if target is TcpProxy._pump:
@@ -162,8 +164,14 @@ class SlowTcpProxy(TcpProxy):
                     return
 
         self._spawn(sender)
+        # Data from a client (accepted on our port) is parsed to count its commands.
+        counter = _RespCounter() if src.getsockname()[1] == self.port else None
         try:
             while data := src.recv(65536):
+                if counter is not None:
+                    sent = counter.feed(data)
+                    with self._count_lock:
+                        self.commands += sent
                 line.put((time.monotonic() + self.delay, data))
         except OSError:
             pass
@@ -184,3 +192,34 @@ class SlowTcpProxy(TcpProxy):
             except OSError:
                 pass
             sock.close()
+
+
+class _RespCounter:
+    """Counts the commands in a client's RESP stream (arrays of bulk strings, as redis-py sends)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> int:
+        """Take the next bytes; return how many commands they completed."""
+        self._buffer += data
+        count = 0
+        while (end := self._command_end(self._buffer)) is not None:
+            self._buffer = self._buffer[end:]
+            count += 1
+        return count
+
+    @staticmethod
+    def _command_end(buffer: bytes) -> int | None:
+        line_end = buffer.find(b"\r\n")
+        if not buffer.startswith(b"*") or line_end < 0:
+            return None
+        position = line_end + 2
+        for _ in range(int(buffer[1:line_end])):
+            line_end = buffer.find(b"\r\n", position)
+            if line_end < 0:
+                return None
+            position = line_end + 2 + int(buffer[position + 1 : line_end]) + 2
+            if position > len(buffer):
+                return None
+        return position

@@ -24,7 +24,7 @@ from resilience._redis_store import RedisBinding
 from resilience._registry import get_breaker
 from resilience.stores import BreakerStore, InMemoryStore, RedisStore
 from resilience.testing import FakeClock
-from tests.helpers import REDIS_PORT, TcpProxy
+from tests.helpers import REDIS_PORT, SlowTcpProxy, TcpProxy
 from tests.redis_support import eventually, fail, needs_redis, sync
 
 redis = pytest.importorskip("redis")
@@ -367,11 +367,17 @@ def test_dead_breakers_are_unbound(make_store: Callable[..., RedisStore]) -> Non
 
 
 @needs_redis
-def test_commands_per_call_in_steady_state(
-    make_store: Callable[..., RedisStore], client: Any
-) -> None:
+def test_commands_per_call_in_steady_state(make_store: Callable[..., RedisStore]) -> None:
     """Under load a shared breaker costs well under 0.05 Redis commands per call."""
-    store = make_store(sync_interval=0.1)
+    counting = SlowTcpProxy()  # counts this store's commands only (others share this Redis)
+    counting.start()
+    try:
+        _commands_per_call(make_store(port=counting.port, sync_interval=0.1), counting)
+    finally:
+        counting.stop()
+
+
+def _commands_per_call(store: RedisStore, counting: SlowTcpProxy) -> None:
     breaker = CircuitBreaker("fleet-cost", store=store)
 
     @breaker
@@ -379,12 +385,7 @@ def test_commands_per_call_in_steady_state(
         return 1
 
     assert store.sync()
-
-    def total_commands() -> int:
-        stats = client.info("commandstats")
-        return sum(int(v["calls"]) for v in stats.values())
-
-    before = total_commands()
+    before = counting.commands
     calls = 0
     start = time.monotonic()
     while time.monotonic() - start < 1.0:  # ~10 sync ticks
@@ -392,9 +393,8 @@ def test_commands_per_call_in_steady_state(
             work()
         calls += 1000
         time.sleep(0.001)
-    after = total_commands()
-    per_call = (after - before - 1) / calls  # minus the INFO itself
-    assert per_call <= 0.05, per_call
+    per_call = (counting.commands - before) / calls
+    assert 0 < per_call <= 0.05, per_call
 
 
 # ---------------------------------------------------------------------------- outages
