@@ -524,6 +524,7 @@ class CircuitBreaker:
 
     def _record(self, permit: int, outcome: int) -> None:
         event: Event | None = None
+        judged_by: BreakerBinding | None = None
         with self._lock:
             if permit != self._gen:
                 return
@@ -551,8 +552,12 @@ class CircuitBreaker:
                 # A shared store judges the whole fleet's probes; its verdict comes back.
                 if binding is None or not binding.probe_done(outcome):
                     event = self._check_half_open()
+                else:
+                    judged_by = binding
         if event is not None:
             self._emit(event)
+        if judged_by is not None:
+            judged_by.settle()  # outside the lock: a deciding probe applies its verdict now
 
     def _check_closed(self, now: float) -> Event | None:
         limit = self._consecutive_limit

@@ -33,7 +33,8 @@ class BreakerBinding(Protocol):
     """What a store gives a breaker to report to (for store authors; users never call it).
 
     The breaker calls `transition` and `probe_done` with its lock held: they must only queue
-    work. `take_probe` is called outside the lock, in HALF_OPEN only, and may do I/O.
+    work. `take_probe` and `settle` are called outside the lock, in HALF_OPEN only, and may
+    do I/O.
     """
 
     @property
@@ -51,6 +52,11 @@ class BreakerBinding(Protocol):
 
     def probe_done(self, outcome: int) -> bool:
         """A probe finished; True if the store judges the probes (the breaker then waits)."""
+        ...
+
+    def settle(self) -> None:
+        """After `probe_done` returned True, outside the lock: deliver the verdict now if
+        this outcome decided it (may do I/O, bounded), so the caller's next call sees it."""
         ...
 
     def probe_released(self) -> None:

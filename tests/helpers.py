@@ -397,3 +397,103 @@ def read_answer(sock: socket.socket, limit: int = 1 << 16) -> bytes:
     except OSError:
         pass  # reset or timed out: what came before is the answer
     return data
+
+
+# ---------------------------------------------------------------------------- Redis faults
+# (added for the Redis robustness tests: latency and connection cuts on a TcpProxy)
+
+
+class SlowTcpProxy(TcpProxy):
+    """A `TcpProxy` that adds ``delay`` seconds of one-way latency and can `cut` connections.
+
+    Latency is a delay line: each chunk leaves ``delay`` seconds after it arrived, without
+    queueing chunks behind each other's delays (like a real link).
+    """
+
+    def __init__(self, target: int = REDIS_PORT) -> None:
+        super().__init__(target)
+        self.delay = 0.0
+        self.commands = 0  # Redis commands the clients sent through the proxy
+        self._count_lock = threading.Lock()
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        if target is TcpProxy._pump:
+            target = self._delayed_pump
+        super()._spawn(target, *args)
+
+    def _delayed_pump(self, src: socket.socket, dst: socket.socket) -> None:
+        import queue
+
+        line: queue.SimpleQueue[tuple[float, bytes] | None] = queue.SimpleQueue()
+
+        def sender() -> None:
+            while (item := line.get()) is not None:
+                due, chunk = item
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                try:
+                    dst.sendall(chunk)
+                except OSError:
+                    return
+
+        self._spawn(sender)
+        # Data from a client (accepted on our port) is parsed to count its commands.
+        counter = _RespCounter() if src.getsockname()[1] == self.port else None
+        try:
+            while data := src.recv(65536):
+                if counter is not None:
+                    sent = counter.feed(data)
+                    with self._count_lock:
+                        self.commands += sent
+                line.put((time.monotonic() + self.delay, data))
+        except OSError:
+            pass
+        line.put(None)
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        """Close every open connection now; new ones are still accepted."""
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+class _RespCounter:
+    """Counts the commands in a client's RESP stream (arrays of bulk strings, as redis-py sends)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> int:
+        """Take the next bytes; return how many commands they completed."""
+        self._buffer += data
+        count = 0
+        while (end := self._command_end(self._buffer)) is not None:
+            self._buffer = self._buffer[end:]
+            count += 1
+        return count
+
+    @staticmethod
+    def _command_end(buffer: bytes) -> int | None:
+        line_end = buffer.find(b"\r\n")
+        if not buffer.startswith(b"*") or line_end < 0:
+            return None
+        position = line_end + 2
+        for _ in range(int(buffer[1:line_end])):
+            line_end = buffer.find(b"\r\n", position)
+            if line_end < 0:
+                return None
+            position = line_end + 2 + int(buffer[position + 1 : line_end]) + 2
+            if position > len(buffer):
+                return None
+        return position

@@ -13,8 +13,7 @@ import logging
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,80 +24,14 @@ from resilience._redis_store import RedisBinding
 from resilience._registry import get_breaker
 from resilience.stores import BreakerStore, InMemoryStore, RedisStore
 from resilience.testing import FakeClock
-from tests.helpers import REDIS_PORT, TcpProxy
+from tests.helpers import REDIS_PORT, SlowTcpProxy, TcpProxy
+from tests.redis_support import eventually, fail, needs_redis, sync
 
 redis = pytest.importorskip("redis")
 
 pytestmark = [pytest.mark.redis]
-
-
-def _redis_up() -> bool:
-    conn = redis.Redis(port=REDIS_PORT, socket_timeout=0.5)
-    try:
-        return bool(conn.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        conn.close()
-
-
-needs_redis = pytest.mark.skipif(not _redis_up(), reason="no Redis on 127.0.0.1:6379")
-
-
-@pytest.fixture
-def client() -> Iterator[Any]:
-    """A plain sync client for the tests' own reads."""
-    conn = redis.Redis(port=REDIS_PORT, socket_timeout=2)
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def prefix(client: Any) -> Iterator[str]:
-    """A key prefix of this test's own; every key under it is deleted afterwards."""
-    value = f"test-resilience:{uuid.uuid4().hex[:10]}:"
-    yield value
-    keys = list(client.scan_iter(match=f"{value}*"))
-    if keys:
-        client.delete(*keys)
-
-
-@pytest.fixture
-def make_store(prefix: str) -> Iterator[Callable[..., RedisStore]]:
-    """Build stores on the test's prefix; all are closed and their threads gone afterwards."""
-    stores: list[RedisStore] = []
-
-    def make(port: int = REDIS_PORT, **kwargs: Any) -> RedisStore:
-        kwargs.setdefault("timeout", 1.0)  # a loaded 2-core box: no spurious outages
-        kwargs.setdefault("sync_interval", 0.05)
-        store = RedisStore(redis.Redis(port=port), prefix=prefix, **kwargs)
-        stores.append(store)
-        return store
-
-    yield make
-    for store in stores:
-        store.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("resilience-redis")]
-
-
-def _fail(breaker: CircuitBreaker, times: int = 1) -> None:
-    for _ in range(times):
-        with pytest.raises(ZeroDivisionError):
-            breaker.call(lambda: 1 / 0)
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.005)
-    return check()
-
-
-def _sync(*stores: RedisStore) -> None:
-    for store in stores:
-        assert store.sync()
+# The fixtures client, prefix, make_store and proxy.
+pytest_plugins = ["tests.redis_fixtures"]
 
 
 # ---------------------------------------------------------------------------- no Redis needed
@@ -110,7 +43,7 @@ def test_in_memory_store_binds_nothing() -> None:
     breaker = CircuitBreaker("in-memory", store=store, consecutive_failures=1)
     assert isinstance(store, BreakerStore)
     assert breaker._binding is None
-    _fail(breaker)
+    fail(breaker)
     assert breaker.state is CircuitState.OPEN
     store.close()
 
@@ -144,10 +77,10 @@ def test_unreachable_redis_never_reaches_callers(caplog: pytest.LogCaptureFixtur
     try:
         with caplog.at_level(logging.WARNING, logger="resilience"):
             breaker = CircuitBreaker("no-redis", store=store, consecutive_failures=3)
-            assert _eventually(lambda: not store.healthy)
+            assert eventually(lambda: not store.healthy)
             for _ in range(200):
                 assert breaker.call(lambda: 7) == 7
-            _fail(breaker, 3)
+            fail(breaker, 3)
             assert breaker.state is CircuitState.OPEN
             time.sleep(0.1)  # several retries with backoff
         outages = [r for r in caplog.records if "unreachable" in r.getMessage()]
@@ -165,10 +98,10 @@ def test_fleet_window_trips_every_process(make_store: Callable[..., RedisStore])
     a, b = make_store(), make_store()
     ba = CircuitBreaker("fleet-window", store=a, minimum_calls=10, window=20)
     bb = CircuitBreaker("fleet-window", store=b, minimum_calls=10, window=20)
-    _fail(ba, 5)
-    _fail(bb, 5)
+    fail(ba, 5)
+    fail(bb, 5)
     assert ba.metrics().calls <= 10
-    _sync(a, b, a, b)
+    sync(a, b, a, b)
     assert ba.state is CircuitState.OPEN
     assert bb.state is CircuitState.OPEN
 
@@ -181,8 +114,8 @@ def test_metrics_show_the_fleet_window(make_store: Callable[..., RedisStore]) ->
     bb = CircuitBreaker("fleet-metrics", store=b, minimum_calls=100)
     for _ in range(7):
         ba.call(lambda: None)
-    _fail(bb, 3)
-    _sync(b, a)
+    fail(bb, 3)
+    sync(b, a)
     metrics = ba.metrics()
     assert (metrics.calls, metrics.failures) == (10, 3)
 
@@ -195,11 +128,11 @@ def test_consecutive_failures_add_up_across_the_fleet(
     a, b = make_store(), make_store()
     ba = CircuitBreaker("fleet-run", store=a, consecutive_failures=4)
     bb = CircuitBreaker("fleet-run", store=b, consecutive_failures=4)
-    _fail(ba, 2)
-    _fail(bb, 2)
-    _sync(a, b, a)
+    fail(ba, 2)
+    fail(bb, 2)
+    sync(a, b, a)
     assert ba.state is CircuitState.OPEN
-    assert _eventually(lambda: bb.state is CircuitState.OPEN)
+    assert eventually(lambda: bb.state is CircuitState.OPEN)
 
 
 @needs_redis
@@ -208,7 +141,7 @@ def test_trip_reaches_other_processes_fast(make_store: Callable[..., RedisStore]
     a, b = make_store(sync_interval=5.0), make_store(sync_interval=5.0)
     ba = CircuitBreaker("fleet-fast", store=a, consecutive_failures=1)
     bb = CircuitBreaker("fleet-fast", store=b, consecutive_failures=1)
-    _sync(a, b)
+    sync(a, b)
     seen = threading.Event()
     seen_at: list[float] = []
 
@@ -219,7 +152,7 @@ def test_trip_reaches_other_processes_fast(make_store: Callable[..., RedisStore]
 
     bb.add_listener(listener)
     start = time.monotonic()
-    _fail(ba)
+    fail(ba)
     # The sync interval is 5 s: only pub/sub can deliver it this fast.
     assert seen.wait(1.0)
     assert seen_at[0] - start < 1.0
@@ -236,7 +169,7 @@ def test_rejected_late_writer_adopts_the_newer_state(
     bb = CircuitBreaker("fleet-epoch", store=b, consecutive_failures=1)
     bb.force_open()
     bb.reset()  # the fleet is CLOSED at a newer epoch
-    _sync(b, a)
+    sync(b, a)
     binding = ba._binding
     assert isinstance(binding, RedisBinding)
     binding.epoch = 1  # pretend A never heard of the reset
@@ -246,8 +179,8 @@ def test_rejected_late_writer_adopts_the_newer_state(
             states.append(event.new_state) if isinstance(event, CircuitStateChanged) else None
         )
     )
-    _fail(ba)
-    _sync(a)
+    fail(ba)
+    sync(a)
     assert states == ["open", "closed"]  # open locally at once, then the newer fleet state
     assert ba.state is CircuitState.CLOSED
     assert bb.state is CircuitState.CLOSED
@@ -264,8 +197,8 @@ def test_half_open_lets_one_probe_through_in_the_fleet(
         CircuitBreaker("fleet-probe", store=s, consecutive_failures=1, open_duration=5, clock=clock)
         for s in stores
     ]
-    _fail(breakers[0])
-    _sync(*stores)
+    fail(breakers[0])
+    sync(*stores)
     assert all(b.state is CircuitState.OPEN for b in breakers)
     clock.advance(5)
     permit = breakers[0].acquire()
@@ -273,7 +206,7 @@ def test_half_open_lets_one_probe_through_in_the_fleet(
         with pytest.raises(CircuitOpenError):
             other.acquire()
     breakers[0].record_success(permit)
-    _sync(*stores)
+    sync(*stores)
     assert [b.state for b in breakers] == [CircuitState.CLOSED] * 3
 
 
@@ -285,17 +218,17 @@ def test_probes_are_judged_over_the_fleet(make_store: Callable[..., RedisStore])
     settings: dict[str, Any] = {"consecutive_failures": 1, "open_duration": 5, "clock": clock}
     ba = CircuitBreaker("fleet-judge", store=a, half_open_calls=2, **settings)
     bb = CircuitBreaker("fleet-judge", store=b, half_open_calls=2, **settings)
-    _fail(ba)
-    _sync(a, b)
+    fail(ba)
+    sync(a, b)
     clock.advance(5)
     first, second = ba.acquire(), bb.acquire()
     with pytest.raises(CircuitOpenError):
         ba.acquire()  # the fleet's two slots are taken
     ba.record_success(first)
-    _sync(a, b)
+    sync(a, b)
     assert ba.state is CircuitState.HALF_OPEN  # one of two probes done: no verdict yet
     bb.record_failure(second)
-    _sync(b, a)
+    sync(b, a)
     assert ba.state is CircuitState.OPEN
     assert bb.state is CircuitState.OPEN
 
@@ -307,17 +240,17 @@ def test_released_probe_gives_its_fleet_slot_back(make_store: Callable[..., Redi
     a, b = make_store(), make_store()
     ba = CircuitBreaker("fleet-release", store=a, consecutive_failures=1, clock=clock)
     bb = CircuitBreaker("fleet-release", store=b, consecutive_failures=1, clock=clock)
-    _fail(ba)
-    _sync(a, b)
+    fail(ba)
+    sync(a, b)
     clock.advance(30)
     permit = ba.acquire()
     with pytest.raises(CircuitOpenError):
         bb.acquire()
     ba.release(permit)
-    _sync(a)
+    sync(a)
     other = bb.acquire()
     bb.record_success(other)
-    _sync(b, a)
+    sync(b, a)
     assert ba.state is CircuitState.CLOSED
 
 
@@ -336,11 +269,29 @@ def test_manual_control_applies_everywhere(
     """force_open(), disable() and reset() in one process apply in every process."""
     stores = [make_store() for _ in range(3)]
     breakers = [CircuitBreaker("fleet-manual", store=s, consecutive_failures=1) for s in stores]
-    _fail(breakers[1])  # start from OPEN so reset() has something to undo
-    _sync(*stores)
+    fail(breakers[1])  # start from OPEN so reset() has something to undo
+    sync(*stores)
     getattr(breakers[2], action)()
     for breaker in breakers:
-        assert _eventually(lambda breaker=breaker: breaker.state is expected)  # type: ignore[misc]
+        assert eventually(lambda breaker=breaker: breaker.state is expected)  # type: ignore[misc]
+
+
+@needs_redis
+def test_prefixes_keep_applications_apart(
+    make_store: Callable[..., RedisStore], prefix: str
+) -> None:
+    """Two applications with their own prefixes on one Redis: same name, separate breakers."""
+    billing = make_store()
+    shipping = RedisStore(redis.Redis(port=REDIS_PORT), prefix=f"{prefix}shipping:")
+    try:
+        ours = CircuitBreaker("fleet-prefix", store=billing, consecutive_failures=1)
+        theirs = CircuitBreaker("fleet-prefix", store=shipping, consecutive_failures=1)
+        sync(billing, shipping)
+        fail(ours)
+        sync(billing, shipping, billing, shipping)
+        assert (ours.state, theirs.state) == (CircuitState.OPEN, CircuitState.CLOSED)
+    finally:
+        shipping.close()
 
 
 @needs_redis
@@ -349,9 +300,9 @@ def test_a_new_process_adopts_the_fleet_state(make_store: Callable[..., RedisSto
     a = make_store()
     first = CircuitBreaker("fleet-late", store=a)
     first.force_open()
-    _sync(a)
+    sync(a)
     late = CircuitBreaker("fleet-late", store=make_store())
-    assert _eventually(lambda: late.state is CircuitState.FORCED_OPEN)
+    assert eventually(lambda: late.state is CircuitState.FORCED_OPEN)
 
 
 @needs_redis
@@ -385,8 +336,8 @@ def test_clone_shares_the_store(make_store: Callable[..., RedisStore]) -> None:
     template = CircuitBreaker("fleet-tpl", store=a, consecutive_failures=1)
     twin_a = template.clone("fleet-tpl:host")
     twin_b = CircuitBreaker("fleet-tpl:host", store=b, consecutive_failures=1)
-    _fail(twin_a)
-    assert _eventually(lambda: twin_b.state is CircuitState.OPEN)
+    fail(twin_a)
+    assert eventually(lambda: twin_b.state is CircuitState.OPEN)
     assert template.state is CircuitState.CLOSED
 
 
@@ -399,7 +350,7 @@ def test_close_stops_threads_and_breakers_go_on(make_store: Callable[..., RedisS
     store.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("resilience-redis")]
     assert breaker.call(lambda: 3) == 3
-    _fail(breaker, 2)
+    fail(breaker, 2)
     assert breaker.state is CircuitState.OPEN
     with pytest.raises(ConfigError):
         store.bind(breaker)
@@ -416,11 +367,17 @@ def test_dead_breakers_are_unbound(make_store: Callable[..., RedisStore]) -> Non
 
 
 @needs_redis
-def test_commands_per_call_in_steady_state(
-    make_store: Callable[..., RedisStore], client: Any
-) -> None:
+def test_commands_per_call_in_steady_state(make_store: Callable[..., RedisStore]) -> None:
     """Under load a shared breaker costs well under 0.05 Redis commands per call."""
-    store = make_store(sync_interval=0.1)
+    counting = SlowTcpProxy()  # counts this store's commands only (others share this Redis)
+    counting.start()
+    try:
+        _commands_per_call(make_store(port=counting.port, sync_interval=0.1), counting)
+    finally:
+        counting.stop()
+
+
+def _commands_per_call(store: RedisStore, counting: SlowTcpProxy) -> None:
     breaker = CircuitBreaker("fleet-cost", store=store)
 
     @breaker
@@ -428,12 +385,7 @@ def test_commands_per_call_in_steady_state(
         return 1
 
     assert store.sync()
-
-    def total_commands() -> int:
-        stats = client.info("commandstats")
-        return sum(int(v["calls"]) for v in stats.values())
-
-    before = total_commands()
+    before = counting.commands
     calls = 0
     start = time.monotonic()
     while time.monotonic() - start < 1.0:  # ~10 sync ticks
@@ -441,21 +393,11 @@ def test_commands_per_call_in_steady_state(
             work()
         calls += 1000
         time.sleep(0.001)
-    after = total_commands()
-    per_call = (after - before - 1) / calls  # minus the INFO itself
-    assert per_call <= 0.05, per_call
+    per_call = (counting.commands - before) / calls
+    assert 0 < per_call <= 0.05, per_call
 
 
 # ---------------------------------------------------------------------------- outages
-
-
-@pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    """A running proxy to Redis; stopped at teardown."""
-    value = TcpProxy()
-    value.start()
-    yield value
-    value.stop()
 
 
 @needs_redis
@@ -471,18 +413,18 @@ def test_redis_outage_mid_run_falls_back_and_rejoins(
     assert direct.sync()
     with caplog.at_level(logging.WARNING, logger="resilience"):
         proxy.stop()
-        assert _eventually(lambda: not cut.healthy)
+        assert eventually(lambda: not cut.healthy)
         for _ in range(1000):
             assert breaker.call(lambda: 1) == 1
-        _fail(breaker, 3)
+        fail(breaker, 3)
         assert breaker.state is CircuitState.OPEN  # local state still protects
         breaker.reset()
         other.force_open()  # the fleet moves on while this process is cut off
         time.sleep(0.2)
         assert breaker.state is CircuitState.CLOSED
         proxy.start()
-        assert _eventually(lambda: cut.healthy, timeout=5.0)
-        assert _eventually(lambda: breaker.state is CircuitState.FORCED_OPEN)
+        assert eventually(lambda: cut.healthy, timeout=5.0)
+        assert eventually(lambda: breaker.state is CircuitState.FORCED_OPEN)
     messages = [r.getMessage() for r in caplog.records if r.name == "resilience"]
     assert sum("unreachable" in m for m in messages) == 1
     assert sum("reachable again" in m for m in messages) == 1
@@ -501,11 +443,11 @@ def test_shared_retry_budget_counts_the_fleet(make_store: Callable[..., RedisSto
     assert budget_a.available() == 5  # the reserve: 0.5/s over 10 s, for the whole fleet
     for _ in range(3):
         assert budget_a.try_spend()
-    _sync(a, b)
+    sync(a, b)
     assert budget_b.available() == 2
     for _ in range(100):
         budget_a.record_call()  # 100 calls in A allow 10 more retries fleet-wide
-    _sync(a, b)
+    sync(a, b)
     assert budget_b.available() == 12
 
 
@@ -520,11 +462,11 @@ def test_shared_retry_budget_goes_local_without_redis(proxy: TcpProxy, prefix: s
         theirs = other.retry_budget("fleet-budget-cut", ratio=0.0, min_per_second=1, clock=clock)
         for _ in range(10):
             assert theirs.try_spend()
-        _sync(other, store)
+        sync(other, store)
         assert mine.available() == 0
         proxy.stop()
-        assert _eventually(lambda: not store.healthy)
-        assert _eventually(lambda: mine.available() == 10)
+        assert eventually(lambda: not store.healthy)
+        assert eventually(lambda: mine.available() == 10)
     finally:
         store.close()
         other.close()
@@ -539,12 +481,12 @@ def test_deleting_the_hash_resets_the_breaker_everywhere(
     ba = CircuitBreaker("fleet-forget", store=a, consecutive_failures=1)
     bb = CircuitBreaker("fleet-forget", store=b, consecutive_failures=1)
     ba.force_open()
-    assert _eventually(lambda: bb.state is CircuitState.FORCED_OPEN)
+    assert eventually(lambda: bb.state is CircuitState.FORCED_OPEN)
     client.delete(f"{prefix}{{fleet-forget}}")
-    _sync(a, b)
+    sync(a, b)
     assert (ba.state, bb.state) == (CircuitState.CLOSED, CircuitState.CLOSED)
-    _fail(bb)
-    assert _eventually(lambda: ba.state is CircuitState.OPEN)
+    fail(bb)
+    assert eventually(lambda: ba.state is CircuitState.OPEN)
 
 
 # ---------------------------------------------------------------------------- concurrency
@@ -559,8 +501,8 @@ def test_many_threads_in_two_processes_take_one_probe(
     a, b = make_store(), make_store()
     ba = CircuitBreaker("fleet-race", store=a, consecutive_failures=1, clock=clock)
     bb = CircuitBreaker("fleet-race", store=b, consecutive_failures=1, clock=clock)
-    _fail(ba)
-    _sync(a, b)
+    fail(ba)
+    sync(a, b)
     clock.advance(30)
     start = threading.Barrier(32)
     granted: list[int] = []
@@ -629,7 +571,7 @@ def test_concurrent_traffic_keeps_the_fleet_consistent(
     for thread in threads:
         thread.join()
     assert errors == []
-    _sync(a, b)
+    sync(a, b)
     assert ba.state is CircuitState.OPEN
     assert bb.state is CircuitState.OPEN
 
@@ -644,12 +586,12 @@ def test_hung_redis_costs_a_probe_at_most_the_timeout() -> None:
         try:
             clock = FakeClock()
             breaker = CircuitBreaker("hung", store=store, consecutive_failures=1, clock=clock)
-            _fail(breaker)
+            fail(breaker)
             clock.advance(30)
             start = time.monotonic()
             assert breaker.call(lambda: 1) == 1
             assert time.monotonic() - start < 0.5  # a 50 ms timeout, with room for a busy box
-            assert _eventually(lambda: breaker.state is CircuitState.CLOSED)
+            assert eventually(lambda: breaker.state is CircuitState.CLOSED)
         finally:
             store.close()
 
@@ -665,10 +607,10 @@ def test_garbled_messages_are_ignored(
     a, b = make_store(sync_interval=5.0), make_store(sync_interval=5.0)
     ba = CircuitBreaker("fleet-garbled", store=a)
     bb = CircuitBreaker("fleet-garbled", store=b)
-    _sync(a, b)
+    sync(a, b)
     with caplog.at_level(logging.ERROR, logger="resilience"):
         client.publish(f"{prefix}events", "hello")
         client.publish(f"{prefix}events", "melted 99 0 fleet-garbled")
         assert ba.call(lambda: 2) == 2
         bb.force_open()
-        assert _eventually(lambda: ba.state is CircuitState.FORCED_OPEN)
+        assert eventually(lambda: ba.state is CircuitState.FORCED_OPEN)
