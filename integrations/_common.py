@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from resilience._config import Clock, duration, integer
+from resilience._config import MAX_CONCURRENT, Clock, duration, integer
 from resilience._config import clock as check_clock
 from resilience._errors import BulkheadFull, CircuitOpenError, ConfigError, DeadlineExceeded
 
@@ -82,7 +82,7 @@ class Options:
     clock: Clock = time.monotonic
 
     def __post_init__(self) -> None:
-        integer("max_concurrent", self.max_concurrent, allow_none=True)
+        integer("max_concurrent", self.max_concurrent, allow_none=True, maximum=MAX_CONCURRENT)
         seconds = duration("timeout", self.timeout, allow_none=True)
         object.__setattr__(self, "timeout", seconds)  # a timedelta becomes float seconds
         path: object = self.status_path
@@ -256,6 +256,8 @@ def inbound_budget(get_header: Mapping[str, str] | Any) -> float | None:
             except UnicodeDecodeError:
                 continue
         seconds = _PARSERS[kind](raw)
+        if seconds is not None and seconds > threading.TIMEOUT_MAX:
+            continue  # longer than any wait can be (grpc-timeout allows 99999999H): no budget
         if seconds is not None and (budget is None or seconds < budget):
             budget = seconds
     return budget
