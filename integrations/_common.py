@@ -19,6 +19,7 @@ from typing import Any, Final
 from resilience._config import MAX_CONCURRENT, Clock, duration, integer
 from resilience._config import clock as check_clock
 from resilience._errors import BulkheadFull, CircuitOpenError, ConfigError, DeadlineExceeded
+from resilience._redact import redact_name
 
 __all__ = [
     "DEADLINE_HEADERS",
@@ -381,7 +382,7 @@ def status_payload() -> dict[str, list[dict[str, object]]]:
         metrics = _metrics_dict(breaker.metrics())  # its state is read fresh (OPEN -> HALF_OPEN)
         name = metrics.pop("name", breaker.name)
         state = metrics.pop("state", None) or _plain(breaker.state)
-        breakers.append({"name": name, "state": state, **metrics})
+        breakers.append({"name": redact_name(str(name)), "state": state, **metrics})
     breakers.sort(key=lambda entry: str(entry["name"]))
     return {"breakers": breakers}
 
