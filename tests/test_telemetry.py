@@ -33,6 +33,7 @@ from resilience import (
 )
 from resilience import _events as internal
 from resilience import _telemetry as telemetry
+from resilience.httpx import ResilientTransport
 
 
 @dataclass
@@ -525,3 +526,81 @@ def test_global_sdk_set_after_import_is_used() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ok\n"
     assert done.stderr == ""
+
+
+# ---------------------------------------------------------------------------- cardinality
+
+
+def _series(otel: Otel, name: str, key: str) -> dict[str, float]:
+    """Sum of the points of metric *name* per value of attribute *key*."""
+    totals: dict[str, float] = {}
+    for attrs, point in otel.points(name):
+        value = point.count if hasattr(point, "count") else point.value
+        totals[attrs[key]] = totals.get(attrs[key], 0) + value
+    return totals
+
+
+def test_metric_series_stay_bounded_however_many_hosts_are_called(otel: Otel) -> None:
+    """Past MAX_LABEL_VALUES hosts, new hosts share one '_other' series; no count is lost."""
+    hosts = telemetry.MAX_LABEL_VALUES + 150
+    seen: set[str] = set()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        first = request.url.host not in seen
+        seen.add(request.url.host)
+        return httpx.Response(503 if first else 200)  # one retry per host
+
+    transport = ResilientTransport(
+        httpx.MockTransport(handler), sleep=lambda seconds: None, max_hosts=hosts
+    )
+    with httpx.Client(transport=transport) as client:
+        for index in range(hosts):
+            assert client.get(f"http://h{index}.test/").status_code == 200
+
+    durations = _series(otel, "http.client.request.duration", "server.address")
+    assert len(durations) == telemetry.MAX_LABEL_VALUES + 1
+    assert durations[telemetry.OVERFLOW_LABEL] == 2 * 150
+    assert sum(durations.values()) == 2 * hosts
+    assert durations["h0.test"] == 2
+    other = [
+        a for a, _ in otel.points("http.client.request.duration") if a["server.address"] == "_other"
+    ]
+    assert all("server.port" not in attrs for attrs in other)
+
+    retries = _series(otel, "resilience.retries", "resilience.retry.name")
+    assert len(retries) == telemetry.MAX_LABEL_VALUES + 1
+    assert retries[telemetry.OVERFLOW_LABEL] == 150
+    assert sum(retries.values()) == hosts
+
+    states = otel.points("resilience.circuit_breaker.state")
+    names = {attrs["resilience.circuit_breaker.name"] for attrs, _ in states}
+    assert len(names) == telemetry.MAX_LABEL_VALUES + 1
+    closed = sum(
+        p.value for attrs, p in states if attrs["resilience.circuit_breaker.state"] == "closed"
+    )
+    assert closed == hosts  # every live breaker is counted once, in its own series or _other
+    rates = _series(
+        otel, "resilience.circuit_breaker.failure_rate", "resilience.circuit_breaker.name"
+    )
+    assert len(rates) == telemetry.MAX_LABEL_VALUES + 1
+    calls = _series(
+        otel, "resilience.circuit_breaker.window.calls", "resilience.circuit_breaker.name"
+    )
+    assert calls[telemetry.OVERFLOW_LABEL] == 2 * 150
+    data = otel.reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:  # the SDK never had to merge series itself
+                for point in metric.data.data_points:
+                    assert "otel.metric.overflow" not in (point.attributes or {}), metric.name
+
+
+def test_gauge_series_follow_the_live_breakers() -> None:
+    """A breaker keeps its gauge series while it lives; a slot freed by one gone is reused."""
+    cap = telemetry._GaugeCap(limit=2)
+    assert cap.admit(["a", "b", "c"]) == {"a", "b"}
+    assert cap.admit(["c", "b", "a"]) == {"a", "b"}  # admitted names keep their series
+    assert cap.admit(["c", "b"]) == {"b", "c"}  # "a" is gone: "c" takes its slot
+    labels = telemetry._LabelCap(limit=1)
+    assert [labels("x"), labels("y"), labels("x")] == ["x", "_other", "x"]
