@@ -16,9 +16,9 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from resilience._config import MAX_CONCURRENT, Clock, duration, integer
+from resilience._config import MAX_CONCURRENT, Clock, duration, integer, url_path
 from resilience._config import clock as check_clock
-from resilience._errors import BulkheadFull, CircuitOpenError, ConfigError, DeadlineExceeded
+from resilience._errors import BulkheadFull, CircuitOpenError, DeadlineExceeded
 from resilience._redact import redact_name
 
 __all__ = [
@@ -86,10 +86,7 @@ class Options:
         integer("max_concurrent", self.max_concurrent, allow_none=True, maximum=MAX_CONCURRENT)
         seconds = duration("timeout", self.timeout, allow_none=True)
         object.__setattr__(self, "timeout", seconds)  # a timedelta becomes float seconds
-        path: object = self.status_path
-        if path is not None and (not isinstance(path, str) or not path.startswith("/")):
-            msg = f"status_path must be a path starting with '/' or None, got {self.status_path!r}"
-            raise ConfigError(msg)
+        url_path("status_path", self.status_path, allow_none=True)
         check_clock("clock", self.clock)
 
 

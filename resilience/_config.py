@@ -92,6 +92,8 @@ NO_TIMEOUT_HINT: Final = "for no time limit, leave the timeout out"
 _SHOWN_CHARS: Final = 80
 # RFC 9110 §5.1: a field name is a token.
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 3986 §3.3: "/" then segments of pchars, without percent-escapes ("/" alone is a path).
+_PATH: Final = re.compile(r"/|(?:/[A-Za-z0-9\-._~!$&'()*+,;=:@]+)+/?")
 
 
 def show(value: object) -> str:
@@ -294,6 +296,38 @@ def header_name(name: str, value: object, *, allow_none: bool = False) -> str | 
     if not isinstance(value, str) or _TOKEN.fullmatch(value) is None:
         msg = (
             f"{name} must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~), "
+            f"got {show(value)}"
+        )
+        raise ConfigError(msg)
+    return value
+
+
+def url_path(name: str, value: object, *, allow_none: bool = False) -> str | None:
+    """Return *value* if it is a plain absolute URL path, as a client sends it.
+
+    ``/`` and segments of letters, digits and ``-._~!$&'()*+,;=:@``: no query, fragment,
+    space, percent-escape, empty, ``.`` or ``..`` segment, none of which a request path
+    could match as written (and ``<``, which Flask reads as a route variable).
+
+    Example:
+        >>> url_path("status_path", "/ops/breakers")
+        '/ops/breakers'
+        >>> try:
+        ...     url_path("status_path", "/ops?x=1")
+        ... except ConfigError as exc:
+        ...     print(str(exc)[:44])
+        status_path must be a plain URL path such as
+    """
+    if value is None and allow_none:
+        return None
+    if (
+        not isinstance(value, str)
+        or _PATH.fullmatch(value) is None
+        or any(segment in (".", "..") for segment in value.split("/"))
+    ):
+        msg = (
+            f"{name} must be a plain URL path such as '/resilience' (ASCII letters, digits, "
+            f"-._~!$&'()*+,;=:@ between slashes){' or None' if allow_none else ''}, "
             f"got {show(value)}"
         )
         raise ConfigError(msg)

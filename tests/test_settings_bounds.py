@@ -134,6 +134,11 @@ BAD: list[tuple[str, Callable[[], object], str]] = [
         "max_concurrent must be an integer <= ",
     ),
     ("Options(timeout=1e10)", lambda: Options(timeout=1e10), "timeout must be at most"),
+    # Flask read "<" as a route variable (a ValueError from werkzeug); the others never match.
+    *[
+        (f"Options(status_path={path!r})", lambda p=path: Options(status_path=p), "status_path")
+        for path in ("/<x", "/a?b", "/a#b", "//", "/a b", "/%2F", "/a/../b")
+    ],
 ]
 
 
