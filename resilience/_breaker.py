@@ -152,10 +152,17 @@ class BreakerConfig:
         return cls(
             failure_rate=_config.rate("failure_rate", failure_rate),
             consecutive_failures=_config.integer(
-                "consecutive_failures", consecutive_failures, allow_none=True
+                "consecutive_failures",
+                consecutive_failures,
+                allow_none=True,
+                maximum=_config.MAX_WINDOW,
             ),
-            window=_config.required_integer("window", window),
-            window_seconds=_config.duration("window_seconds", window_seconds, allow_none=True),
+            window=_config.required_integer(
+                "window", window, maximum=_config.MAX_WINDOW, hint=_config.COUNT_WINDOW_HINT
+            ),
+            window_seconds=_config.duration(
+                "window_seconds", window_seconds, allow_none=True, minimum=_config.MIN_WINDOW
+            ),
             minimum_calls=_config.required_integer("minimum_calls", minimum_calls),
             slow_call_duration=_config.duration(
                 "slow_call_duration", slow_call_duration, allow_none=True

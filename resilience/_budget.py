@@ -11,9 +11,16 @@ import threading
 import time
 from typing import Final
 
-from ._config import Clock, Duration, required_duration
+from ._config import (
+    MAX_PER_SECOND,
+    MAX_RATIO,
+    MIN_WINDOW,
+    Clock,
+    Duration,
+    number,
+    required_duration,
+)
 from ._config import clock as check_clock
-from ._errors import ConfigError
 
 __all__ = ["RetryBudget"]
 
@@ -23,18 +30,6 @@ DEFAULT_TTL: Final = 10.0
 BUCKETS: Final = 10
 # Float sums such as 0.1 * 30 land a hair below the integer they stand for.
 _EPSILON: Final = 1e-9
-
-
-def _non_negative(name: str, value: object) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        msg = f"{name} must be a finite number >= 0, got {value!r}"
-        raise ConfigError(msg)
-    return float(value)
 
 
 class RetryBudget:
@@ -83,9 +78,11 @@ class RetryBudget:
         *,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._ratio = _non_negative("ratio", ratio)
-        self._min_per_second = _non_negative("min_per_second", min_per_second)
-        self._ttl = required_duration("ttl", ttl)
+        self._ratio = number("ratio", ratio, minimum=0.0, maximum=MAX_RATIO)
+        self._min_per_second = number(
+            "min_per_second", min_per_second, minimum=0.0, maximum=MAX_PER_SECOND
+        )
+        self._ttl = required_duration("ttl", ttl, minimum=MIN_WINDOW)
         self._clock = check_clock("clock", clock)
         self._reserve = self._min_per_second * self._ttl
         self._width = self._ttl / BUCKETS

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ._config import Duration, duration, required_integer
+from ._config import MAX_CONCURRENT, Duration, duration, required_integer
 from ._config import name as check_name
 from ._deadline import _exceeded, remaining
 from ._errors import BulkheadFull
@@ -122,7 +122,9 @@ class Bulkhead:
         wait_timeout: Duration | None = None,
         name: str | None = None,
     ) -> None:
-        self.max_concurrent: int = required_integer("max_concurrent", max_concurrent)
+        self.max_concurrent: int = required_integer(
+            "max_concurrent", max_concurrent, maximum=MAX_CONCURRENT
+        )
         self.max_waiting: int = required_integer("max_waiting", max_waiting, minimum=0)
         self.wait_timeout: float | None = duration(
             "wait_timeout", wait_timeout, allow_zero=True, allow_none=True

@@ -17,7 +17,7 @@ import time
 from types import TracebackType
 from typing import Final
 
-from ._config import Clock, Duration, required_duration
+from ._config import NO_DEADLINE_HINT, Clock, Duration, required_duration
 from ._config import clock as check_clock
 from ._errors import DeadlineExceeded
 
@@ -143,7 +143,9 @@ class Deadline:
     def __init__(
         self, seconds: Duration, *, clock: Clock = time.monotonic, what: str = "the block"
     ) -> None:
-        self._seconds = required_duration("seconds", seconds, allow_zero=True)
+        self._seconds = required_duration(
+            "seconds", seconds, allow_zero=True, hint=NO_DEADLINE_HINT
+        )
         self._clock = check_clock("clock", clock)
         self._what = what
         self._token: contextvars.Token[_Expiry | None] | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._redact import redact_name
+
 __all__ = [
     "BulkheadFull",
     "CircuitOpenError",
@@ -45,13 +47,11 @@ class CircuitOpenError(ResilienceError):
         self.retry_after = retry_after
 
     def __str__(self) -> str:
+        name = redact_name(self.breaker)  # a name built from a URL may hold a credential
         if self.retry_after is None:
-            return (
-                f"circuit breaker {self.breaker!r} is forced open; calls are rejected until reset()"
-            )
+            return f"circuit breaker {name!r} is forced open; calls are rejected until reset()"
         return (
-            f"circuit breaker {self.breaker!r} is open; "
-            f"a probe call is allowed in {self.retry_after:.3g} s"
+            f"circuit breaker {name!r} is open; a probe call is allowed in {self.retry_after:.3g} s"
         )
 
 
@@ -68,7 +68,7 @@ class BulkheadFull(ResilienceError):
 
     def __init__(self, name: str | None = None, message: str | None = None) -> None:
         self.name = name
-        label = f"bulkhead {name!r}" if name else "bulkhead"
+        label = f"bulkhead {redact_name(name)!r}" if name else "bulkhead"
         super().__init__(message or f"{label} is full; the call was rejected")
 
     def __reduce__(self) -> tuple[type[BulkheadFull], tuple[str | None, str]]:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Final
 
 import structlog
 
+from ._redact import redact_name
 from ._telemetry import active as telemetry_active
 from ._telemetry import record_event
 
@@ -47,6 +48,9 @@ _stdlib_logger = logging.getLogger(LOGGER_NAME)
 _stdlib_logger.addHandler(logging.NullHandler())
 
 
+_NAME_FIELDS: Final = ("breaker", "name")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """Base of every event. ``event`` is the log event name; ``level`` the log level.
@@ -60,6 +64,16 @@ class Event:
 
     event: ClassVar[str] = "resilience.event"
     level: ClassVar[int] = logging.INFO
+
+    def __post_init__(self) -> None:
+        # Names are given in code, sometimes built from a URL: an event never carries the
+        # URL's credentials, so neither do the logs, spans and metrics made from it.
+        for field in _NAME_FIELDS:
+            value = getattr(self, field, None)
+            if isinstance(value, str):
+                redacted = redact_name(value)
+                if redacted is not value:
+                    object.__setattr__(self, field, redacted)
 
     def as_dict(self) -> dict[str, Any]:
         """The event's fields as a dict."""

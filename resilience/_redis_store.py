@@ -853,8 +853,15 @@ class RedisStore:
             msg = f"prefix must be a non-empty string, got {prefix!r}"
             raise ConfigError(msg)
         self.prefix: str = prefix
-        self.sync_interval = _config.required_duration("sync_interval", sync_interval)
-        self.timeout = _config.required_duration("timeout", timeout)
+        self.sync_interval = _config.required_duration(
+            "sync_interval",
+            sync_interval,
+            minimum=_config.MIN_INTERVAL,
+            maximum=_config.MAX_SYNC_INTERVAL,
+        )
+        self.timeout = _config.required_duration(
+            "timeout", timeout, minimum=_config.MIN_INTERVAL, maximum=_config.MAX_SOCKET_TIMEOUT
+        )
         self.channel = f"{prefix}events"
         self.heartbeat_key = f"{prefix}heartbeats"
         self._client = sync_client_from(client, self.timeout)

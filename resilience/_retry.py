@@ -37,11 +37,12 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
 
 from . import _testmode
 from ._budget import RetryBudget
 from ._config import (
+    NO_TIMEOUT_HINT,
     Clock,
     Duration,
     ExceptionFilter,
@@ -58,7 +59,10 @@ from ._config import (
 from ._deadline import Deadline, current_deadline
 from ._errors import BulkheadFull, CircuitOpenError, ConfigError
 from ._events import RetryBudgetExhausted, RetryExhausted, RetryScheduled, emit, error_name
-from .backoff import Backoff, as_backoff, exponential
+from .backoff import Backoff, TenacityWait, as_backoff, exponential
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 __all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "MAX_RETRY_AFTER", "Retry", "retry"]
 
@@ -160,6 +164,7 @@ class Retry:
         "_on_result",
         "_on_setting",
         "_sleep",
+        "_tenacity",
         "_timeout",
     )
 
@@ -189,10 +194,12 @@ class Retry:
             )
         self._attempts = required_integer("attempts", attempts)
         self._backoff = as_backoff(backoff)
+        # A tenacity wait gets a full RetryCallState per call (fn, args, start time...).
+        self._tenacity = self._backoff if isinstance(self._backoff, TenacityWait) else None
         self._on_result: Callable[[Any], bool] | None = (
             None if on_result is None else _callable("on_result", on_result)
         )
-        self._timeout = duration("timeout", timeout, allow_none=True)
+        self._timeout = duration("timeout", timeout, allow_none=True, hint=NO_TIMEOUT_HINT)
         self._budget = _check_budget(budget)
         self._name = check_name("name", name, allow_none=True)
         self._clock = check_clock("clock", clock)
@@ -287,12 +294,23 @@ class Retry:
             return self._name
         return getattr(fn, "__qualname__", None)
 
-    def _wait_or_limit(self, attempt: int, error: BaseException | None) -> tuple[float, str | None]:
-        """The next wait, and why retrying must stop instead (None: it may go on)."""
+    def _wait_or_limit(
+        self,
+        attempt: int,
+        error: BaseException | None,
+        state: RetryCallState | None = None,
+        result: object = None,
+    ) -> tuple[float, str | None]:
+        """The next wait, and why retrying must stop instead (None: it may go on).
+
+        *state* is the call's tenacity state when the backoff is a tenacity wait.
+        """
         if attempt >= _testmode.max_attempts(self._attempts):
             return 0.0, ""
         if _testmode.settings() is not None:
             wait = 0.0
+        elif state is not None and self._tenacity is not None:
+            wait = self._tenacity.compute_for(state, attempt, error, result, self._clock())
         else:
             wait = self._backoff.compute(attempt, error)
             if error is not None:
@@ -309,7 +327,11 @@ class Retry:
         return wait, None
 
     def _after_error(
-        self, attempt: int, exc: BaseException, fn: Callable[..., object]
+        self,
+        attempt: int,
+        exc: BaseException,
+        fn: Callable[..., object],
+        state: RetryCallState | None = None,
     ) -> float | None:
         """After a failed *attempt*: the wait before the next one, or None to give up.
 
@@ -317,7 +339,7 @@ class Retry:
         """
         if not self.should_retry(exc):
             return None
-        wait, stop = self._wait_or_limit(attempt, exc)
+        wait, stop = self._wait_or_limit(attempt, exc, state)
         if stop is None and self._budget is not None and not self._budget.try_spend():
             exc.add_note(
                 f"resilience: retry gave up after {_plural(attempt)}: the retry budget is exhausted"
@@ -340,9 +362,15 @@ class Retry:
         )
         return wait
 
-    def _after_result(self, attempt: int, fn: Callable[..., object]) -> float | None:
+    def _after_result(
+        self,
+        attempt: int,
+        fn: Callable[..., object],
+        state: RetryCallState | None = None,
+        result: object = None,
+    ) -> float | None:
         """After an attempt whose result ``on_result`` rejected: the wait, or None to return it."""
-        wait, stop = self._wait_or_limit(attempt, None)
+        wait, stop = self._wait_or_limit(attempt, None, state, result)
         if stop is None and self._budget is not None and not self._budget.try_spend():
             emit(RetryBudgetExhausted(name=self._event_name(fn), attempt=attempt, error="result"))
             return None
@@ -361,23 +389,26 @@ class Retry:
         kwargs: dict[str, Any],
         attempt: int,
         wait: float,
+        state: RetryCallState | None = None,
     ) -> T:
         on_result = self._on_result
         while True:
             if wait > 0.0:
                 self._sleep(wait)
+                if state is not None:
+                    state.idle_for += wait
             attempt += 1
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
-                next_wait = self._after_error(attempt, exc, fn)
+                next_wait = self._after_error(attempt, exc, fn, state)
                 if next_wait is None:
                     raise
                 wait = next_wait
                 continue
             if on_result is None or not on_result(result):
                 return result
-            next_wait = self._after_result(attempt, fn)
+            next_wait = self._after_result(attempt, fn, state, result)
             if next_wait is None:
                 return result
             wait = next_wait
@@ -389,23 +420,26 @@ class Retry:
         kwargs: dict[str, Any],
         attempt: int,
         wait: float,
+        state: RetryCallState | None = None,
     ) -> T:
         on_result = self._on_result
         while True:
             if wait > 0.0:
                 await self._asleep(wait)
+                if state is not None:
+                    state.idle_for += wait
             attempt += 1
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
-                next_wait = self._after_error(attempt, exc, fn)
+                next_wait = self._after_error(attempt, exc, fn, state)
                 if next_wait is None:
                     raise
                 wait = next_wait
                 continue
             if on_result is None or not on_result(result):
                 return result
-            next_wait = self._after_result(attempt, fn)
+            next_wait = self._after_result(attempt, fn, state, result)
             if next_wait is None:
                 return result
             wait = next_wait
@@ -420,10 +454,15 @@ class Retry:
         """
         if self._budget is not None:
             self._budget.record_call()
+        state = (
+            None
+            if self._tenacity is None
+            else self._tenacity.start(fn, args, kwargs, self._clock())
+        )
         if self._timeout is not None:
             with Deadline(self._timeout, clock=self._clock):
-                return self._loop_sync(fn, args, kwargs, 0, 0.0)
-        return self._loop_sync(fn, args, kwargs, 0, 0.0)
+                return self._loop_sync(fn, args, kwargs, 0, 0.0, state)
+        return self._loop_sync(fn, args, kwargs, 0, 0.0, state)
 
     async def call_async(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
@@ -440,10 +479,15 @@ class Retry:
         """
         if self._budget is not None:
             self._budget.record_call()
+        state = (
+            None
+            if self._tenacity is None
+            else self._tenacity.start(fn, args, kwargs, self._clock())
+        )
         if self._timeout is not None:
             async with Deadline(self._timeout, clock=self._clock):
-                return await self._loop_async(fn, args, kwargs, 0, 0.0)
-        return await self._loop_async(fn, args, kwargs, 0, 0.0)
+                return await self._loop_async(fn, args, kwargs, 0, 0.0, state)
+        return await self._loop_async(fn, args, kwargs, 0, 0.0, state)
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorate a function or an ``async def`` function with this retry."""
@@ -451,8 +495,18 @@ class Retry:
             return cast(Callable[P, T], self._wrap_async(fn))
         return self._wrap_sync(fn)
 
+    def _slow_path(self) -> bool:
+        """Whether a decorated call must go through `call`: the fast path inlines none of
+        the budget, the timeout, ``on_result`` or a tenacity wait's call state."""
+        return (
+            self._budget is not None
+            or self._timeout is not None
+            or self._on_result is not None
+            or self._tenacity is not None
+        )
+
     def _wrap_sync(self, fn: Callable[P, T]) -> Callable[P, T]:
-        if self._budget is not None or self._timeout is not None or self._on_result is not None:
+        if self._slow_path():
             call = self.call
 
             @functools.wraps(fn)
@@ -478,7 +532,7 @@ class Retry:
         return fast
 
     def _wrap_async(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-        if self._budget is not None or self._timeout is not None or self._on_result is not None:
+        if self._slow_path():
             call_async = self.call_async
 
             @functools.wraps(fn)

@@ -17,7 +17,10 @@ What is emitted (the docs page, ``docs/observability.md``, has the full tables):
 - Metrics: breaker state and window (observable gauges, read from the breaker registry
   when the SDK collects), transitions, retries, exhausted retries, fallbacks, and
   rejections by reason. Labels are names given in code (breaker, bulkhead, retry names),
-  states, reasons and exception type names: never URLs, so cardinality stays bounded.
+  states, reasons and exception type names; never URLs. Names can still grow with the
+  hosts a transport calls (its per-host breakers are named ``<name>:<authority>``), so each
+  instrument reports at most `MAX_LABEL_VALUES` distinct names (and the duration histogram
+  as many server addresses); the rest are counted together under `OVERFLOW_LABEL`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from ._redact import redact_url
+from ._redact import redact_name, redact_url
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -60,6 +63,8 @@ __all__ = [
     "HTTP_REQUEST_METHOD_ORIGINAL",
     "HTTP_REQUEST_RESEND_COUNT",
     "HTTP_RESPONSE_STATUS_CODE",
+    "MAX_LABEL_VALUES",
+    "OVERFLOW_LABEL",
     "SCHEMA_URL",
     "SCOPE_NAME",
     "SERVER_ADDRESS",
@@ -121,6 +126,17 @@ RETRY_NAME: Final = "resilience.retry.name"
 BULKHEAD_NAME: Final = "resilience.bulkhead.name"
 FALLBACK_NAME: Final = "resilience.fallback.name"
 REJECTION_REASON: Final = "resilience.rejection.reason"
+
+MAX_LABEL_VALUES: Final = 250
+"""Distinct names (breaker, retry, bulkhead, fallback) or server addresses one instrument
+reports. A process that calls many hosts gets one per-host breaker each; past this many,
+new names share the one series `OVERFLOW_LABEL`, so memory in the SDK and series in the
+backend stay bounded, and the first names keep their own series. 250: a name has up to
+five series (the state gauge: one per state), and the OpenTelemetry SDK merges everything
+past 2,000 series of an instrument into one, losing every name's own figures."""
+
+OVERFLOW_LABEL: Final = "_other"
+"""The name (or ``server.address``) of the series counting every name past the cap."""
 
 _KNOWN_METHODS: Final = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
@@ -250,22 +266,82 @@ def _new_tracer(provider: TracerProvider) -> Tracer:
     return tracer
 
 
+class _LabelCap:
+    """Lets through at most *limit* distinct values of a label; later ones become
+    `OVERFLOW_LABEL`. A value seen before costs one set lookup, without the lock."""
+
+    __slots__ = ("_lock", "_seen", "limit")
+
+    def __init__(self, limit: int = MAX_LABEL_VALUES) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        with self._lock:
+            if value not in self._seen:
+                if len(self._seen) >= self.limit:
+                    return OVERFLOW_LABEL
+                self._seen.add(value)
+        return value
+
+
+class _GaugeCap:
+    """`_LabelCap` for the breaker gauges, which report live breakers only: a name keeps
+    its series while its breaker lives, and a slot freed by a breaker gone is reused."""
+
+    __slots__ = ("_lock", "_seen", "limit")
+
+    def __init__(self, limit: int = MAX_LABEL_VALUES) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def admit(self, names: list[str]) -> set[str]:
+        """The names of *names* (the live breakers) that get their own series."""
+        with self._lock:
+            kept = self._seen.intersection(names)
+            for name in names:
+                if len(kept) >= self.limit:
+                    break
+                kept.add(name)
+            self._seen = kept
+            return kept
+
+
 class _Instruments:
     """The instruments of one meter provider, built once when it is first needed."""
 
     __slots__ = (
+        "addresses",
+        "fallback_names",
         "fallbacks",
+        "gauge_names",
         "http_duration",
         "meter",
         "provider",
+        "rejection_names",
         "rejections",
         "retries",
         "retry_exhausted",
+        "retry_exhausted_names",
+        "retry_names",
+        "transition_names",
         "transitions",
     )
 
     def __init__(self, provider: MeterProvider) -> None:
         self.provider = provider
+        # One cap per instrument: a name seen only in rejections does not crowd out retries.
+        self.addresses = _LabelCap()
+        self.transition_names = _LabelCap()
+        self.rejection_names = _LabelCap()
+        self.retry_names = _LabelCap()
+        self.retry_exhausted_names = _LabelCap()
+        self.fallback_names = _LabelCap()
+        self.gauge_names = _GaugeCap()
         meter: Meter = provider.get_meter(SCOPE_NAME, __version__, schema_url=SCHEMA_URL)
         self.meter = meter
         self.http_duration: Histogram = meter.create_histogram(
@@ -302,22 +378,88 @@ class _Instruments:
         )
         meter.create_observable_gauge(
             "resilience.circuit_breaker.state",
-            callbacks=[_observe_states],
+            callbacks=[self._observe_states],
             unit="1",
             description="1 for the state each circuit breaker is in, 0 for the others.",
         )
         meter.create_observable_gauge(
             "resilience.circuit_breaker.window.calls",
-            callbacks=[_observe_window],
+            callbacks=[self._observe_window],
             unit="{call}",
             description="Calls in each breaker's window, by outcome (success or failure).",
         )
         meter.create_observable_gauge(
             "resilience.circuit_breaker.failure_rate",
-            callbacks=[_observe_failure_rate],
+            callbacks=[self._observe_failure_rate],
             unit="1",
             description="Failure share of each breaker's window.",
         )
+
+    # -- the breaker gauges, read when the SDK collects ------------------------------------
+
+    def _snapshots(self) -> tuple[list[tuple[str, Any]], list[Any]]:
+        """(name, snapshot) of the breakers with their own series, and the overflow's."""
+        snapshots = [(redact_name(str(s.name)), s) for s in _breaker_snapshots()]
+        admitted = self.gauge_names.admit([name for name, _ in snapshots])
+        own = [(name, snapshot) for name, snapshot in snapshots if name in admitted]
+        other = [snapshot for name, snapshot in snapshots if name not in admitted]
+        return own, other
+
+    def _observe_states(self, options: CallbackOptions) -> Iterable[Observation]:
+        observation = metrics.Observation
+        own, other = self._snapshots()
+        result = [
+            observation(
+                1 if state == str(snapshot.state.value) else 0,
+                {BREAKER_NAME: name, BREAKER_STATE: state},
+            )
+            for name, snapshot in own
+            for state in _BREAKER_STATES
+        ]
+        if other:
+            # The overflow series counts the breakers in each state.
+            states = [str(snapshot.state.value) for snapshot in other]
+            result.extend(
+                observation(
+                    states.count(state), {BREAKER_NAME: OVERFLOW_LABEL, BREAKER_STATE: state}
+                )
+                for state in _BREAKER_STATES
+            )
+        return result
+
+    def _observe_window(self, options: CallbackOptions) -> Iterable[Observation]:
+        observation = metrics.Observation
+        own, other = self._snapshots()
+        rows = [(name, int(s.calls), int(s.failures)) for name, s in own]
+        if other:
+            rows.append(
+                (
+                    OVERFLOW_LABEL,
+                    sum(int(s.calls) for s in other),
+                    sum(int(s.failures) for s in other),
+                )
+            )
+        result = []
+        for name, calls, failures in rows:
+            result.append(
+                observation(calls - failures, {BREAKER_NAME: name, BREAKER_OUTCOME: "success"})
+            )
+            result.append(observation(failures, {BREAKER_NAME: name, BREAKER_OUTCOME: "failure"}))
+        return result
+
+    def _observe_failure_rate(self, options: CallbackOptions) -> Iterable[Observation]:
+        own, other = self._snapshots()
+        result = [
+            metrics.Observation(float(snapshot.failure_rate), {BREAKER_NAME: name})
+            for name, snapshot in own
+        ]
+        if other:
+            # The overflow series: the failure share of all their windows together.
+            calls = sum(int(s.calls) for s in other)
+            failures = sum(int(s.failures) for s in other)
+            rate = failures / calls if calls else 0.0
+            result.append(metrics.Observation(rate, {BREAKER_NAME: OVERFLOW_LABEL}))
+        return result
 
 
 def _instruments() -> _Instruments | None:
@@ -340,42 +482,6 @@ def _breaker_snapshots() -> Iterator[Any]:
             yield breaker.metrics()
         except Exception:  # one broken breaker must not hide the others
             continue
-
-
-def _observe_states(options: CallbackOptions) -> Iterable[Observation]:
-    observation = metrics.Observation
-    return [
-        observation(
-            1 if state == str(snapshot.state.value) else 0,
-            {BREAKER_NAME: snapshot.name, BREAKER_STATE: state},
-        )
-        for snapshot in _breaker_snapshots()
-        for state in _BREAKER_STATES
-    ]
-
-
-def _observe_window(options: CallbackOptions) -> Iterable[Observation]:
-    observation = metrics.Observation
-    result = []
-    for snapshot in _breaker_snapshots():
-        failures = int(snapshot.failures)
-        result.append(
-            observation(
-                int(snapshot.calls) - failures,
-                {BREAKER_NAME: snapshot.name, BREAKER_OUTCOME: "success"},
-            )
-        )
-        result.append(
-            observation(failures, {BREAKER_NAME: snapshot.name, BREAKER_OUTCOME: "failure"})
-        )
-    return result
-
-
-def _observe_failure_rate(options: CallbackOptions) -> Iterable[Observation]:
-    return [
-        metrics.Observation(float(snapshot.failure_rate), {BREAKER_NAME: snapshot.name})
-        for snapshot in _breaker_snapshots()
-    ]
 
 
 # Built once, at import, on the global provider: while no SDK is set that is the API's proxy,
@@ -540,6 +646,11 @@ class _RecordingAttempt(HttpAttempt):
                 otel_context.detach(self._token)  # type: ignore[arg-type]  # attach's token
         instruments = self._instruments
         if instruments is not None:
+            address = attrs[SERVER_ADDRESS]
+            if instruments.addresses(address) is not address:
+                # Past the cap: one series for every other host (the span keeps the host).
+                attrs = {k: v for k, v in attrs.items() if k != SERVER_PORT}
+                attrs[SERVER_ADDRESS] = OVERFLOW_LABEL
             instruments.http_duration.record(duration, attrs)
 
 
@@ -655,30 +766,40 @@ def _count(instruments: _Instruments, event: Event) -> None:
         instruments.transitions.add(
             1,
             {
-                BREAKER_NAME: data.breaker,
+                BREAKER_NAME: instruments.transition_names(data.breaker),
                 BREAKER_OLD_STATE: str(data.old_state),
                 BREAKER_NEW_STATE: str(data.new_state),
             },
         )
     elif kind == "circuit_breaker.call_rejected":
-        instruments.rejections.add(1, {REJECTION_REASON: "breaker", BREAKER_NAME: data.breaker})
-    elif kind == "retry.scheduled":
-        instruments.retries.add(1, _named(RETRY_NAME, data.name, {ERROR_TYPE: data.error}))
-    elif kind == "retry.exhausted":
-        instruments.retry_exhausted.add(1, _named(RETRY_NAME, data.name, {ERROR_TYPE: data.error}))
-    elif kind == "retry.budget_exhausted":
-        instruments.rejections.add(1, _named(RETRY_NAME, data.name, {REJECTION_REASON: "budget"}))
-    elif kind == "bulkhead.rejected":
+        names = instruments.rejection_names
         instruments.rejections.add(
-            1, _named(BULKHEAD_NAME, data.name, {REJECTION_REASON: "bulkhead"})
+            1, {REJECTION_REASON: "breaker", BREAKER_NAME: names(data.breaker)}
         )
+    elif kind == "retry.scheduled":
+        attrs = {ERROR_TYPE: data.error}
+        instruments.retries.add(1, _named(RETRY_NAME, data.name, attrs, instruments.retry_names))
+    elif kind == "retry.exhausted":
+        attrs = {ERROR_TYPE: data.error}
+        names = instruments.retry_exhausted_names
+        instruments.retry_exhausted.add(1, _named(RETRY_NAME, data.name, attrs, names))
+    elif kind == "retry.budget_exhausted":
+        attrs = {REJECTION_REASON: "budget"}
+        names = instruments.rejection_names
+        instruments.rejections.add(1, _named(RETRY_NAME, data.name, attrs, names))
+    elif kind == "bulkhead.rejected":
+        attrs = {REJECTION_REASON: "bulkhead"}
+        names = instruments.rejection_names
+        instruments.rejections.add(1, _named(BULKHEAD_NAME, data.name, attrs, names))
     elif kind == "deadline.exceeded":
         instruments.rejections.add(1, {REJECTION_REASON: "deadline"})
     elif kind == "fallback.used":
-        instruments.fallbacks.add(1, _named(FALLBACK_NAME, data.name, {ERROR_TYPE: data.error}))
+        attrs = {ERROR_TYPE: data.error}
+        names = instruments.fallback_names
+        instruments.fallbacks.add(1, _named(FALLBACK_NAME, data.name, attrs, names))
 
 
-def _named(key: str, name: str | None, attrs: dict[str, str]) -> dict[str, str]:
+def _named(key: str, name: str | None, attrs: dict[str, str], cap: _LabelCap) -> dict[str, str]:
     if name is not None:
-        attrs[key] = name
+        attrs[key] = cap(name)
     return attrs

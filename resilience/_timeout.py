@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ._config import Clock, Duration, required_duration
+from ._config import NO_TIMEOUT_HINT, Clock, Duration, required_duration
 from ._config import clock as check_clock
 from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry
 
@@ -69,7 +69,7 @@ class Timeout:
     __slots__ = ("_clock", "seconds")
 
     def __init__(self, seconds: Duration, *, clock: Clock = time.monotonic) -> None:
-        self.seconds: float = required_duration("seconds", seconds)
+        self.seconds: float = required_duration("seconds", seconds, hint=NO_TIMEOUT_HINT)
         self._clock = check_clock("clock", clock)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:

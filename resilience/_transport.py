@@ -649,8 +649,12 @@ class TransportCore:
         self.max_retry_after = _config.required_duration(
             "max_retry_after", max_retry_after, allow_zero=True
         )
-        self.buffer_limit = _config.required_integer("buffer_limit", buffer_limit, minimum=0)
-        self.deadline_header = _config.name("deadline_header", deadline_header, allow_none=True)
+        self.buffer_limit = _config.required_integer(
+            "buffer_limit", buffer_limit, minimum=0, maximum=_config.MAX_BYTES
+        )
+        self.deadline_header = _config.header_name(
+            "deadline_header", deadline_header, allow_none=True
+        )
         max_hosts = _config.required_integer("max_hosts", max_hosts)
         if not isinstance(retry_statuses, frozenset | set | tuple) or not all(
             isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599

@@ -20,14 +20,16 @@ Example:
 from __future__ import annotations
 
 import abc
-import math
 import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from ._config import Duration, required_duration
+from ._config import MAX_DURATION, MAX_MULTIPLIER, Duration, number, required_duration
 from ._errors import ConfigError
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState, Retrying
 
 __all__ = [
     "Backoff",
@@ -78,7 +80,7 @@ class Exponential(Backoff):
         try:
             value = self.initial * self.multiplier ** (attempt - 1)
         except OverflowError:  # thousands of attempts: the cap applies anyway
-            value = self.maximum
+            value = self.maximum if self.initial else 0.0
         if value > self.maximum:
             value = self.maximum
         if self.jitter:
@@ -110,26 +112,85 @@ class TenacityWait(Backoff):
     """Adapts a tenacity wait object (a callable taking a ``RetryCallState``).
 
     The state is built only when a wait is computed, after a failure, so tenacity's
-    machinery never runs on the happy path. ``attempt_number`` is the attempts made so far,
-    as in tenacity, and the failed attempt's exception is the state's outcome (for
-    ``tenacity.wait_exception``).
+    machinery never runs on the happy path. A `Retry` hands the wait a state as complete as
+    tenacity's own: ``fn``, ``args``, ``kwargs``, ``attempt_number`` (attempts made so far),
+    ``outcome`` (a tenacity ``Future`` holding the failed attempt's exception, or the result
+    ``on_result`` rejected), ``outcome_timestamp``, ``start_time``, ``idle_for`` (seconds
+    slept so far), ``seconds_since_start`` and a ``retry_object``; times are read from the
+    `Retry`'s clock. Called with no call behind it (`compute`), the state has no ``fn``
+    and the outcome is *error*, or a result of None.
+
+    A wait is a number of seconds: NaN and negative values count as 0, and values above
+    `resilience._config.MAX_DURATION` (30 days) as that much, so no sleep can overflow.
+
+    Example:
+        >>> import tenacity
+        >>> from resilience import backoff
+        >>> def by_error(state: tenacity.RetryCallState) -> float:
+        ...     return 2.0 if isinstance(state.outcome.exception(), TimeoutError) else 0.5
+        >>> b = backoff.as_backoff(by_error)
+        >>> b.compute(1, TimeoutError()), b.compute(1, ConnectionError())
+        (2.0, 0.5)
     """
 
-    __slots__ = ("wait",)
+    __slots__ = ("_retrying", "wait")
 
     def __init__(self, wait: Callable[[Any], float]) -> None:
         self.wait = wait
+        self._retrying: Retrying | None = None
+
+    def start(
+        self, fn: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any], now: float
+    ) -> RetryCallState:
+        """A fresh tenacity state for one call of *fn* starting at *now* (a `Retry` clock)."""
+        from tenacity import RetryCallState
+
+        state = RetryCallState(self._retry_object(), fn, args, kwargs)
+        state.start_time = now
+        return state
 
     def compute(self, attempt: int, error: BaseException | None = None) -> float:
         """Ask the tenacity wait object, with a state describing *attempt* and *error*."""
         from tenacity import RetryCallState
 
-        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]  # no Retrying object
-        state.attempt_number = attempt
+        state = RetryCallState(self._retry_object(), None, (), {})
+        return self.compute_for(state, attempt, error, None, state.start_time)
+
+    def compute_for(
+        self,
+        state: RetryCallState,
+        attempt: int,
+        error: BaseException | None,
+        result: object,
+        now: float,
+    ) -> float:
+        """Record the outcome of *attempt* in *state* (from `start`) and ask the wait object.
+
+        *error* is the attempt's exception, or None when it returned *result*; *now* is when
+        it ended. Add each sleep to ``state.idle_for`` before the next attempt.
+        """
+        from tenacity import Future
+
+        outcome = Future(attempt)
         if error is not None:
-            state.set_exception((type(error), error, error.__traceback__))
-        seconds = float(self.wait(state))
-        return seconds if seconds > 0.0 else 0.0
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(result)
+        state.attempt_number = attempt
+        state.outcome = outcome
+        state.outcome_timestamp = now
+        state.next_action = None
+        return _seconds(self.wait(state))
+
+    def _retry_object(self) -> Retrying:
+        # A tenacity waits may look at ``retry_state.retry_object`` (its settings, its
+        # statistics): give them a Retrying with this wait, built once, never run.
+        retrying = self._retrying
+        if retrying is None:
+            from tenacity import Retrying
+
+            retrying = self._retrying = Retrying(wait=self.wait)
+        return retrying
 
     def __repr__(self) -> str:
         return f"TenacityWait({self.wait!r})"
@@ -139,6 +200,14 @@ class TenacityWait(Backoff):
 
     def __hash__(self) -> int:
         return hash(self.wait)
+
+
+def _seconds(value: object) -> float:
+    """A wait object's answer as seconds in [0, MAX_DURATION] (NaN and negatives are 0)."""
+    seconds = float(value)  # type: ignore[arg-type]  # a wait returns a number
+    if not seconds > 0.0:
+        return 0.0
+    return seconds if seconds < MAX_DURATION else MAX_DURATION
 
 
 def _random_source(value: object) -> RandomSource:
@@ -159,18 +228,6 @@ def _flag(name: str, value: object) -> bool:
         msg = f"{name} must be True or False, got {value!r}"
         raise ConfigError(msg)
     return value
-
-
-def _number(name: str, value: object, *, minimum: float) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value < minimum
-    ):
-        msg = f"{name} must be a finite number >= {minimum:g}, got {value!r}"
-        raise ConfigError(msg)
-    return float(value)
 
 
 def exponential(
@@ -202,7 +259,7 @@ def exponential(
     return Exponential(
         initial=first,
         maximum=cap,
-        multiplier=_number("multiplier", multiplier, minimum=1.0),
+        multiplier=number("multiplier", multiplier, minimum=1.0, maximum=MAX_MULTIPLIER),
         jitter=_flag("jitter", jitter),
         random=_random.random if random is None else _random_source(random),
     )

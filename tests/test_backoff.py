@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import tenacity
 
-from resilience import ConfigError, backoff
+from resilience import ConfigError, Retry, backoff
+from resilience._config import MAX_DURATION
 from resilience.backoff import Backoff, TenacityWait, as_backoff
+from resilience.testing import FakeClock
 
 
 def test_exponential_without_jitter_doubles_up_to_the_maximum() -> None:
@@ -171,3 +176,153 @@ def test_tenacity_adapter_compares_by_the_wrapped_wait() -> None:
     assert hash(as_backoff(wait)) == hash(as_backoff(wait))
     assert as_backoff(wait) != as_backoff(tenacity.wait_fixed(1))
     assert repr(as_backoff(wait)).startswith("TenacityWait(<tenacity.wait.wait_fixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Seen:
+    """What a tenacity wait was shown at one retry decision."""
+
+    fn: object
+    args: object
+    kwargs: object
+    attempt_number: int
+    failed: bool
+    value: object
+    start_time: float
+    outcome_timestamp: float | None
+    idle_for: float
+    seconds_since_start: float | None
+    has_retry_object: bool
+
+
+def _recording_wait(seen: list[_Seen], seconds: float) -> Callable[[Any], float]:
+    def wait(state: tenacity.RetryCallState) -> float:
+        outcome = state.outcome
+        assert outcome is not None
+        failed = outcome.failed
+        seen.append(
+            _Seen(
+                fn=state.fn,
+                args=state.args,
+                kwargs=state.kwargs,
+                attempt_number=state.attempt_number,
+                failed=failed,
+                value=outcome.exception() if failed else outcome.result(),
+                start_time=state.start_time,
+                outcome_timestamp=state.outcome_timestamp,
+                idle_for=state.idle_for,
+                seconds_since_start=state.seconds_since_start,
+                has_retry_object=state.retry_object is not None,
+            )
+        )
+        return seconds
+
+    return wait
+
+
+def test_tenacity_wait_reading_the_result_works_with_on_result() -> None:
+    """A wait reading outcome.result() (a rejected result) gets it instead of crashing."""
+
+    def wait_on_result(state: tenacity.RetryCallState) -> float:
+        assert state.outcome is not None
+        return 5.0 if state.outcome.result() == "busy" else 0.0
+
+    sleeps: list[float] = []
+    replies = iter(["busy", "done"])
+    retry = Retry(
+        on=(),
+        on_result=lambda v: v == "busy",
+        attempts=3,
+        backoff=wait_on_result,
+        sleep=sleeps.append,
+    )
+    assert retry.call(lambda: next(replies)) == "done"
+    assert sleeps == [5.0]
+
+
+def test_tenacity_wait_gets_a_complete_call_state(clock: FakeClock) -> None:
+    """fn, args, kwargs, outcome, attempt_number and the times are those of the call."""
+    seen: list[_Seen] = []
+    start = clock()
+    errors = [ValueError("first"), ValueError("second")]
+
+    def fetch(key: str, *, page: int) -> str:
+        clock.advance(1.0)  # each attempt takes a second
+        if errors:
+            raise errors.pop(0)
+        return f"{key}:{page}"
+
+    def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+
+    first, second = errors
+    retry = Retry(
+        on=ValueError, attempts=3, backoff=_recording_wait(seen, 2.0), clock=clock, sleep=sleep
+    )
+    assert retry.call(fetch, "k", page=3) == "k:3"
+    assert [s.attempt_number for s in seen] == [1, 2]
+    assert [s.value for s in seen] == [first, second]
+    assert all(s.failed and s.fn is fetch for s in seen)
+    assert all(s.args == ("k",) and s.kwargs == {"page": 3} for s in seen)
+    assert all(s.start_time == start and s.has_retry_object for s in seen)
+    # Attempt 1 ends at +1; a 2 s wait; attempt 2 ends at +4.
+    assert [s.outcome_timestamp for s in seen] == [start + 1.0, start + 4.0]
+    assert [s.seconds_since_start for s in seen] == [1.0, 4.0]
+    assert [s.idle_for for s in seen] == [0.0, 2.0]
+
+
+def test_tenacity_wait_gets_the_decorated_function_and_its_arguments() -> None:
+    """The decorator path hands the wait the undecorated function and the call's arguments."""
+    seen: list[_Seen] = []
+    calls: list[int] = []
+
+    def lookup(n: int) -> int:
+        calls.append(n)
+        if len(calls) == 1:
+            raise ConnectionError("reset")
+        return n * 2
+
+    decorated = Retry(on=ConnectionError, backoff=_recording_wait(seen, 0.0))(lookup)
+    assert decorated(21) == 42
+    (only,) = seen
+    assert only.fn is lookup
+    assert only.args == (21,)
+    assert isinstance(only.value, ConnectionError)
+
+
+def test_tenacity_wait_gets_a_complete_call_state_async(clock: FakeClock) -> None:
+    """The async driver fills the same state, sleeps included in idle_for."""
+    seen: list[_Seen] = []
+    start = clock()
+    failures = [1, 1]
+
+    async def fetch(key: str) -> str:
+        clock.advance(0.5)
+        if failures:
+            failures.pop()
+            raise TimeoutError(key)
+        return key
+
+    async def asleep(seconds: float) -> None:
+        clock.advance(seconds)
+
+    retry = Retry(
+        on=TimeoutError,
+        attempts=3,
+        backoff=_recording_wait(seen, 1.5),
+        clock=clock,
+        asleep=asleep,
+    )
+    assert asyncio.run(retry(fetch)("a")) == "a"
+    assert [s.attempt_number for s in seen] == [1, 2]
+    assert all(s.fn is fetch and s.args == ("a",) for s in seen)
+    assert [s.outcome_timestamp for s in seen] == [start + 0.5, start + 2.5]
+    assert [s.idle_for for s in seen] == [0.0, 1.5]
+
+
+def test_tenacity_waits_beyond_any_sleep_are_capped() -> None:
+    """tenacity's own default cap (~4.6e18 s) would overflow a sleep: waits stop at 30 days."""
+    b = as_backoff(tenacity.wait_exponential(multiplier=1))
+    assert b.compute(100) == MAX_DURATION
+    assert as_backoff(lambda state: float("inf")).compute(1) == MAX_DURATION
+    assert as_backoff(lambda state: float("nan")).compute(1) == 0.0

@@ -296,7 +296,8 @@ def test_wave_two_options_defaults_and_normalising() -> None:
     assert Options(deadline_headers=False).deadline_headers == ()
     assert Options(deadline_headers={"GRPC-Timeout"}).deadline_headers == ("grpc-timeout",)
     assert Options(body_buffer=0, body_timeout=timedelta(seconds=2)).body_timeout == 2.0  # type: ignore[arg-type]
-    assert Options(timeout=LONGEST_WAIT).timeout == LONGEST_WAIT
+    with pytest.raises(ConfigError, match="timeout"):  # beyond every wait: refused at setup
+        Options(timeout=LONGEST_WAIT)
 
 
 # ---------------------------------------------------------------- inbound headers

@@ -19,7 +19,7 @@ from resilience._redact import (
     REDACTED,
     is_secret_header,
     is_secret_parameter,
-    redact_headers,
+    redact_name,
     redact_url,
 )
 from resilience.httpx import ResilientTransport
@@ -99,58 +99,113 @@ def test_secret_parameter_names(name: str) -> None:
     assert is_secret_parameter(name)
 
 
-@pytest.mark.parametrize("name", ["page", "q", "limit", "monkey", "sort", "id", "status_code"])
+# Compounds without separators that slipped through a word list (audit F08), and more.
+SHAPED = [
+    "accesstoken",
+    "authtoken",
+    "apitoken",
+    "clientsecret",
+    "secretkey",
+    "sessiontoken",
+    "pass",
+    "jsessionid",
+    "PHPSESSID",
+    "connect.sid",
+    "oauth_verifier",
+    "X-CSRF-Token",
+    "myApiKeyV2",
+    "user_pwd",
+    "passcode",
+    "totp",
+    "SAMLResponse",
+    "bearer",
+    "x-goog-credential",
+    "jwt",
+    "AWSAccessKeyId",
+    "api%5Fkey",  # percent-encoded api_key
+]
+
+
+@pytest.mark.parametrize("name", SHAPED)
+def test_secret_words_anywhere_in_a_name_make_it_secret(name: str) -> None:
+    """A secret word anywhere in the name, with or without separators, makes it secret."""
+    assert is_secret_parameter(name)
+    assert is_secret_header(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["page", "q", "limit", "sort", "id", "status_code", "inside", "country_code"]
+)
 def test_ordinary_parameter_names(name: str) -> None:
-    """Ordinary parameter names are kept."""
+    """Ordinary parameter names are kept (short words like sid and code match whole only)."""
     assert not is_secret_parameter(name)
 
 
-def test_redact_headers() -> None:
-    """Credential headers become REDACTED, others are kept, repeated ones are joined."""
-    headers = httpx.Headers(
-        [
-            ("Authorization", "Bearer s3cr3t-token"),
-            ("Proxy-Authorization", "Basic abc"),
-            ("Cookie", "a=c00kie"),
-            ("Set-Cookie", "b=c00kie"),
-            ("X-Api-Key", "k3y-v4lue"),
-            ("X-Auth-Token", "t0k3n"),
-            ("Accept", "application/json"),
-            ("Idempotency-Key", "abc-123"),
-            ("X-Trace", "1"),
-            ("x-trace", "2"),
-        ]
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Authorization",
+        "Proxy-Authorization",
+        "Cookie",
+        "Set-Cookie",
+        "X-Api-Key",
+        "X-Auth-Token",
+        "Private-Token",
+        "X-Session-Id",
+        "Signature",
+        "Authentication-Info",
+    ],
+)
+def test_credential_headers_are_secret(name: str) -> None:
+    """Headers whose name holds a secret word are secret, in any case."""
+    assert is_secret_header(name)
+    assert is_secret_header(name.lower())
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Idempotency-Key",
+        "idempotency_key",
+        "X-Idempotency-Key",
+        "Sec-WebSocket-Key",
+        "WWW-Authenticate",
+        "Proxy-Authenticate",
+        "Access-Control-Allow-Credentials",
+        "Content-Type",
+        "Accept",
+        "Traceparent",
+    ],
+)
+def test_public_headers_are_not_secret(name: str) -> None:
+    """Well-known public headers with a secret word, and ordinary headers, are kept."""
+    assert not is_secret_header(name)
+
+
+def test_semicolon_separated_pairs_are_redacted() -> None:
+    """Query strings split by ';' are redacted as those split by '&'."""
+    assert (
+        redact_url("http://h.test/p?page=1;authtoken=abc;x=2&pass=pw")
+        == "http://h.test/p?page=1;authtoken=REDACTED;x=2&pass=REDACTED"
     )
-    assert redact_headers(headers) == {
-        "authorization": REDACTED,
-        "proxy-authorization": REDACTED,
-        "cookie": REDACTED,
-        "set-cookie": REDACTED,
-        "x-api-key": REDACTED,
-        "x-auth-token": REDACTED,
-        "accept": "application/json",
-        "idempotency-key": "abc-123",
-        "x-trace": "1, 2",
-    }
 
 
-def test_redact_headers_accepts_mappings_and_pairs() -> None:
-    """Plain dicts keep their names' case; pairs are accepted too."""
-    assert redact_headers({"Authorization": "x", "Accept": "*/*"}) == {
-        "Authorization": REDACTED,
-        "Accept": "*/*",
-    }
-    assert redact_headers([("Cookie", "a"), ("cookie", "b")]) == {
-        "Cookie": REDACTED,
-        "cookie": REDACTED,
-    }
-
-
-def test_public_headers_are_not_secret() -> None:
-    """Headers with a secret word that never carry credentials are kept."""
-    assert not is_secret_header("WWW-Authenticate")
-    assert not is_secret_header("Content-Type")
-    assert is_secret_header("Private-Token")
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("payments", "payments"),
+        ("http:https://api.test:443", "http:https://api.test:443"),
+        (
+            "GET https://bob:pw@api.test/v1?accesstoken=abc&page=2",
+            "GET https://REDACTED:REDACTED@api.test/v1?accesstoken=REDACTED&page=2",
+        ),
+        ("fetch?apitoken=abc", "fetch?apitoken=REDACTED"),
+        ("a=b", "a=b"),
+    ],
+)
+def test_redact_name(name: str, expected: str) -> None:
+    """Names keep their text; URLs and query strings in them lose their credentials."""
+    assert redact_name(name) == expected
 
 
 _value = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=4, max_size=12)
@@ -226,3 +281,76 @@ def test_no_secret_in_logs_events_or_spans(spans: InMemorySpanExporter) -> None:
         text += repr([(e.name, dict(e.attributes or {})) for e in span.events])
     for secret in SECRETS:
         assert secret not in text
+
+
+def test_secret_shaped_parameters_never_reach_a_span(spans: InMemorySpanExporter) -> None:
+    """Every secret-shaped query value (accesstoken, pass, jsessionid...) is gone from url.full."""
+    markers = {name: f"SECRET{index}x" for index, name in enumerate(SHAPED)}
+    query = "&".join(f"{name}={value}" for name, value in markers.items())
+    transport = ResilientTransport(httpx.MockTransport(lambda r: httpx.Response(200)))
+    with httpx.Client(transport=transport) as http:
+        http.get(f"http://svc.test/items?page=2&{query}")
+    (span,) = spans.get_finished_spans()
+    url = str((span.attributes or {})["url.full"])
+    assert url.startswith("http://svc.test/items?page=2&accesstoken=REDACTED&")
+    for value in markers.values():
+        assert value not in url
+
+
+@pytest.mark.usefixtures("structlog_configured")
+def test_names_built_from_urls_lose_their_secrets_everywhere() -> None:
+    """A retry or breaker named after a URL shows no credential in any output.
+
+    Events, logs, span events, metric labels, the status payload and the error message.
+    """
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from resilience import CircuitBreaker, CircuitOpenError, Retry, backoff, events
+    from resilience.integrations._common import status_payload
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    _telemetry.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    url = "https://bob:hunter2@api.test/v1?authtoken=t0k3n&page=1"
+    seen: list[events.Event] = []
+    events.add_listener(seen.append)
+    breaker = CircuitBreaker(f"GET {url}", consecutive_failures=1)
+    retry = Retry(on=ConnectionError, attempts=2, backoff=backoff.none(), name=f"GET {url}")
+
+    def down() -> None:
+        raise ConnectionError
+
+    try:
+        # The first attempt trips the breaker; the retry is rejected by it.
+        with (
+            capture_logs() as logs,
+            provider.get_tracer("t").start_as_current_span("s"),
+            pytest.raises(CircuitOpenError) as rejected,
+        ):
+            retry.call(breaker.call, down)
+        status = status_payload()
+        metrics = reader.get_metrics_data()
+    finally:
+        events.remove_listener(seen.append)
+        _telemetry.set_meter_provider(None)
+    assert {type(e).__name__ for e in seen} >= {"CircuitStateChanged", "RetryScheduled"}
+    assert logs
+    names = [entry["name"] for entry in status["breakers"]]
+    assert "GET https://REDACTED:REDACTED@api.test/v1?authtoken=REDACTED&page=1" in names
+    (span,) = exporter.get_finished_spans()
+    assert len(span.events) >= 3
+    labels = [
+        dict(point.attributes or {})
+        for rm in metrics.resource_metrics  # type: ignore[union-attr]
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        for point in metric.data.data_points
+    ]
+    assert any("REDACTED" in str(label) for label in labels)
+    text = repr(seen) + repr(logs) + repr(status) + str(rejected.value) + repr(labels)
+    text += repr([dict(event.attributes or {}) for event in span.events])
+    assert "hunter2" not in text
+    assert "t0k3n" not in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 import textwrap
@@ -33,6 +34,8 @@ from resilience import (
 )
 from resilience import _events as internal
 from resilience import _telemetry as telemetry
+from resilience._registry import all_breakers
+from resilience.httpx import ResilientTransport
 
 
 @dataclass
@@ -525,3 +528,90 @@ def test_global_sdk_set_after_import_is_used() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ok\n"
     assert done.stderr == ""
+
+
+# ---------------------------------------------------------------------------- cardinality
+
+
+def _series(data: Any, name: str, key: str) -> dict[str, float]:
+    """Sum of the points of metric *name* in one collection, per value of attribute *key*."""
+    totals: dict[str, float] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != name:
+                    continue
+                for point in metric.data.data_points:
+                    attrs = dict(point.attributes or {})
+                    value = point.count if hasattr(point, "count") else point.value
+                    totals[attrs[key]] = totals.get(attrs[key], 0) + value
+    return totals
+
+
+def test_metric_series_stay_bounded_however_many_hosts_are_called(otel: Otel) -> None:
+    """Past MAX_LABEL_VALUES hosts, new hosts share one '_other' series; no count is lost."""
+    hosts = telemetry.MAX_LABEL_VALUES + 150
+    seen: set[str] = set()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        first = request.url.host not in seen
+        seen.add(request.url.host)
+        return httpx.Response(503 if first else 200)  # one retry per host
+
+    transport = ResilientTransport(
+        httpx.MockTransport(handler), sleep=lambda seconds: None, max_hosts=hosts
+    )
+    with httpx.Client(transport=transport) as client:
+        for index in range(hosts):
+            assert client.get(f"http://h{index}.test/").status_code == 200
+    gc.collect()  # breakers other tests left behind are gone, or stay for both reads below
+    live = [breaker.metrics() for breaker in all_breakers()]
+    data = otel.reader.get_metrics_data()  # one collection: the gauges read `live` again
+    assert data is not None
+
+    durations = _series(data, "http.client.request.duration", "server.address")
+    assert len(durations) == telemetry.MAX_LABEL_VALUES + 1
+    assert durations[telemetry.OVERFLOW_LABEL] == 2 * 150
+    assert sum(durations.values()) == 2 * hosts
+    assert durations["h0.test"] == 2
+
+    retries = _series(data, "resilience.retries", "resilience.retry.name")
+    assert len(retries) == telemetry.MAX_LABEL_VALUES + 1
+    assert retries[telemetry.OVERFLOW_LABEL] == 150
+    assert sum(retries.values()) == hosts
+
+    # The gauges: every live breaker (the transport's and any other) is counted once.
+    states = _series(data, "resilience.circuit_breaker.state", "resilience.circuit_breaker.name")
+    assert len(states) == telemetry.MAX_LABEL_VALUES + 1
+    assert sum(states.values()) == len(live)  # one state at 1 per breaker
+    assert states[telemetry.OVERFLOW_LABEL] == len(live) - telemetry.MAX_LABEL_VALUES
+    calls = _series(
+        data, "resilience.circuit_breaker.window.calls", "resilience.circuit_breaker.name"
+    )
+    assert len(calls) == telemetry.MAX_LABEL_VALUES + 1
+    assert sum(calls.values()) == sum(snapshot.calls for snapshot in live)
+    rates = _series(
+        data, "resilience.circuit_breaker.failure_rate", "resilience.circuit_breaker.name"
+    )
+    assert len(rates) == telemetry.MAX_LABEL_VALUES + 1
+    assert 0.0 <= rates[telemetry.OVERFLOW_LABEL] <= 1.0
+
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    attrs = dict(point.attributes or {})
+                    # The SDK never had to merge series itself.
+                    assert "otel.metric.overflow" not in attrs, metric.name
+                    if attrs.get("server.address") == telemetry.OVERFLOW_LABEL:
+                        assert "server.port" not in attrs
+
+
+def test_gauge_series_follow_the_live_breakers() -> None:
+    """A breaker keeps its gauge series while it lives; a slot freed by one gone is reused."""
+    cap = telemetry._GaugeCap(limit=2)
+    assert cap.admit(["a", "b", "c"]) == {"a", "b"}
+    assert cap.admit(["c", "b", "a"]) == {"a", "b"}  # admitted names keep their series
+    assert cap.admit(["c", "b"]) == {"b", "c"}  # "a" is gone: "c" takes its slot
+    labels = telemetry._LabelCap(limit=1)
+    assert [labels("x"), labels("y"), labels("x")] == ["x", "_other", "x"]
