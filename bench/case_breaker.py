@@ -81,8 +81,8 @@ def no_asyncio() -> Any:
 
 
 def our_breaker(name: str, **options: Any) -> Any:
-    """A fresh breaker of ours (n/a while resilience._breaker has not landed)."""
-    return ours("resilience._breaker", "CircuitBreaker")(name, **options)
+    """A fresh breaker of ours (n/a while resilience._breaker._breaker has not landed)."""
+    return ours("resilience._breaker._breaker", "CircuitBreaker")(name, **options)
 
 
 def closed_sync() -> list[Contender]:

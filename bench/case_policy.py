@@ -34,8 +34,8 @@ class Full(Exception):
 def our_policy(name: str, fn: Any) -> Any:
     """Our Policy(timeout, retry, breaker, bulkhead); n/a while resilience._policy is missing."""
     policy = ours("resilience._policy", "Policy")
-    retry = ours("resilience._retry", "Retry")
-    breaker = ours("resilience._breaker", "CircuitBreaker")
+    retry = ours("resilience._retry._retry", "Retry")
+    breaker = ours("resilience._breaker._breaker", "CircuitBreaker")
     bulkhead = ours("resilience._bulkhead", "Bulkhead")
     return policy(
         timeout=TOTAL,

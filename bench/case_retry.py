@@ -15,8 +15,8 @@ TITLE = "retry, first try succeeds"
 
 
 def our_retry(fn: Any) -> Any:
-    """Our Retry with three attempts on ConnectionError (n/a while resilience._retry is missing)."""
-    return ours("resilience._retry", "Retry")(on=ConnectionError, attempts=3)(fn)
+    """Our Retry with three attempts on ConnectionError (n/a while it is missing)."""
+    return ours("resilience._retry._retry", "Retry")(on=ConnectionError, attempts=3)(fn)
 
 
 def tenacity_retry(fn: Any) -> Any:

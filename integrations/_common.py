@@ -22,10 +22,10 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, Final, Literal, TypeAlias
 
-from resilience._config import MAX_CONCURRENT, Clock, duration, integer, url_path
-from resilience._config import clock as check_clock
 from resilience._errors import BulkheadFull, CircuitOpenError, ConfigError, DeadlineExceeded
-from resilience._redact import redact_name
+from resilience._observe._redact import redact_name
+from resilience._validate import MAX_CONCURRENT, Clock, duration, integer, url_path
+from resilience._validate import clock as check_clock
 
 __all__ = [
     "DEADLINE_HEADERS",
@@ -771,7 +771,7 @@ def status_payload() -> dict[str, list[dict[str, object]]]:
         >>> entry["state"]
         'closed'
     """
-    from resilience._registry import all_breakers
+    from resilience._breaker._registry import all_breakers
 
     breakers = []
     for breaker in all_breakers():

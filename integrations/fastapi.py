@@ -46,8 +46,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from resilience._config import Clock, Duration
 from resilience._deadline import Deadline
+from resilience._validate import Clock, Duration
 from resilience.integrations._common import (
     DEFAULT_BODY_BUFFER,
     DEFAULT_BODY_TIMEOUT,

@@ -43,8 +43,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a test with flask 
     )
     raise ImportError(msg) from exc
 
-from resilience._config import Clock, Duration
 from resilience._deadline import Deadline
+from resilience._validate import Clock, Duration
 from resilience.integrations._common import (
     DEFAULT_BODY_BUFFER,
     DEFAULT_BODY_TIMEOUT,

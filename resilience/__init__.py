@@ -26,14 +26,14 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from . import backoff
-    from ._breaker import CircuitBreaker, CircuitState
-    from ._budget import RetryBudget
+    from ._breaker._breaker import CircuitBreaker, CircuitState
     from ._bulkhead import Bulkhead, bulkhead
     from ._deadline import deadline, remaining
     from ._fallback import fallback
     from ._idempotency._backend import IdempotencyConflict
     from ._policy import Policy
-    from ._retry import Retry, retry
+    from ._retry._budget import RetryBudget
+    from ._retry._retry import Retry, retry
     from ._timeout import timeout
 
 __all__ = [
@@ -61,9 +61,9 @@ __all__ = [
 
 # Where each public name lives; imported on first use so `import resilience` stays cheap.
 _LAZY = {
-    "CircuitBreaker": "._breaker",
-    "CircuitState": "._breaker",
-    "RetryBudget": "._budget",
+    "CircuitBreaker": "._breaker._breaker",
+    "CircuitState": "._breaker._breaker",
+    "RetryBudget": "._retry._budget",
     "Bulkhead": "._bulkhead",
     "bulkhead": "._bulkhead",
     "deadline": "._deadline",
@@ -71,8 +71,8 @@ _LAZY = {
     "fallback": "._fallback",
     "IdempotencyConflict": "._idempotency._backend",
     "Policy": "._policy",
-    "Retry": "._retry",
-    "retry": "._retry",
+    "Retry": "._retry._retry",
+    "retry": "._retry._retry",
     "timeout": "._timeout",
 }
 

@@ -23,11 +23,11 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ._config import MAX_CONCURRENT, Duration, duration, required_integer
-from ._config import name as check_name
 from ._deadline import _exceeded, remaining
 from ._errors import BulkheadFull
-from ._events import BulkheadRejected, emit
+from ._observe._events import BulkheadRejected, emit
+from ._validate import MAX_CONCURRENT, Duration, duration, required_integer
+from ._validate import name as check_name
 
 __all__ = ["Bulkhead", "bulkhead"]
 

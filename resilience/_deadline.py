@@ -17,9 +17,9 @@ import time
 from types import TracebackType
 from typing import Final
 
-from ._config import NO_DEADLINE_HINT, Clock, Duration, required_duration
-from ._config import clock as check_clock
 from ._errors import DeadlineExceeded
+from ._validate import NO_DEADLINE_HINT, Clock, Duration, required_duration
+from ._validate import clock as check_clock
 
 __all__ = ["Deadline", "check_deadline", "current_deadline", "deadline", "remaining"]
 
@@ -81,7 +81,7 @@ def current_deadline() -> _Expiry | None:
 
 def _exceeded(what: str, seconds: float | None = None) -> DeadlineExceeded:
     """Build the error (and emit the event) for an expired deadline; off the happy path."""
-    from ._events import DeadlineExceededEvent, emit
+    from ._observe._events import DeadlineExceededEvent, emit
 
     emit(DeadlineExceededEvent(where=what, seconds=seconds))
     if seconds is None:

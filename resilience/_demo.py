@@ -26,10 +26,16 @@ from typing import Any, Final
 
 import httpx
 
-from ._breaker import CircuitBreaker
+from ._breaker._breaker import CircuitBreaker
 from ._deadline import deadline
 from ._errors import CircuitOpenError, DeadlineExceeded
-from ._events import CircuitStateChanged, Event, RetryScheduled, add_listener, remove_listener
+from ._observe._events import (
+    CircuitStateChanged,
+    Event,
+    RetryScheduled,
+    add_listener,
+    remove_listener,
+)
 
 __all__ = ["main"]
 
@@ -341,7 +347,7 @@ async def _drive(
 def _resilient_client(base_url: str) -> tuple[httpx.AsyncClient, Any]:
     from . import backoff
     from ._policy import Policy
-    from ._retry import Retry
+    from ._retry._retry import Retry
     from .httpx import AsyncResilientTransport
 
     policy = Policy(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._redact import redact_name
+from ._observe._redact import redact_name
 
 __all__ = [
     "BulkheadFull",

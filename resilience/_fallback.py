@@ -10,11 +10,11 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ._config import ExceptionFilter, exception_filter
-from ._config import name as check_name
 from ._errors import ConfigError
-from ._events import FallbackUsed, emit, error_name
+from ._observe._events import FallbackUsed, emit, error_name
 from ._timeout import decorate
+from ._validate import ExceptionFilter, exception_filter
+from ._validate import name as check_name
 
 __all__ = ["Fallback", "fallback"]
 

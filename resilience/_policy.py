@@ -21,15 +21,15 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._bulkhead import Bulkhead
-from ._config import Clock, Duration, duration
-from ._config import clock as check_clock
 from ._errors import ConfigError
 from ._fallback import Fallback
 from ._timeout import Timeout
+from ._validate import Clock, Duration, duration
+from ._validate import clock as check_clock
 
 if TYPE_CHECKING:
-    from ._breaker import CircuitBreaker
-    from ._retry import Retry
+    from ._breaker._breaker import CircuitBreaker
+    from ._retry._retry import Retry
 
 __all__ = ["Policy"]
 
@@ -110,8 +110,8 @@ class Policy:
         fallback: Fallback | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        from ._breaker import CircuitBreaker
-        from ._retry import Retry
+        from ._breaker._breaker import CircuitBreaker
+        from ._retry._retry import Retry
 
         clock = check_clock("clock", clock)
         total = _seconds("timeout", timeout)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import TracebackType
 
-from ._config import integer
+from ._validate import integer
 
 __all__ = ["is_testing", "max_attempts", "set_testing", "settings", "wait"]
 

@@ -15,9 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ._config import NO_TIMEOUT_HINT, Clock, Duration, required_duration
-from ._config import clock as check_clock
 from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry
+from ._validate import NO_TIMEOUT_HINT, Clock, Duration, required_duration
+from ._validate import clock as check_clock
 
 __all__ = ["Timeout", "timeout"]
 

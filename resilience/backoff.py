@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from ._config import MAX_DURATION, MAX_MULTIPLIER, Duration, number, required_duration
 from ._errors import ConfigError
+from ._validate import MAX_DURATION, MAX_MULTIPLIER, Duration, number, required_duration
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState, Retrying
@@ -121,7 +121,7 @@ class TenacityWait(Backoff):
     and the outcome is *error*, or a result of None.
 
     A wait is a number of seconds: NaN and negative values count as 0, and values above
-    `resilience._config.MAX_DURATION` (30 days) as that much, so no sleep can overflow.
+    `resilience._validate.MAX_DURATION` (30 days) as that much, so no sleep can overflow.
 
     Example:
         >>> import tenacity

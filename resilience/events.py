@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from ._events import (
+from ._observe._events import (
     BulkheadRejected,
     CallRejected,
     CircuitStateChanged,
@@ -35,7 +35,7 @@ from ._events import (
     add_listener,
     remove_listener,
 )
-from ._telemetry import set_meter_provider, set_tracer_provider
+from ._observe._telemetry import set_meter_provider, set_tracer_provider
 
 __all__ = [
     "BulkheadRejected",

@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from . import _config
+from . import _validate
 from ._deadline import deadline
 from ._errors import ConfigError
-from ._httpx_compat import (
+from ._http._compat import (
     AsyncBaseTransport,
     AsyncByteStream,
     AsyncHTTPTransport,
@@ -33,8 +33,7 @@ from ._httpx_compat import (
     Response,
     SyncByteStream,
 )
-from ._telemetry import http_attempt
-from ._transport import (
+from ._http._core import (
     DEFAULT_BUFFER_LIMIT,
     DEFAULT_MAX_HOSTS,
     DEFAULT_MAX_RETRY_AFTER,
@@ -47,6 +46,7 @@ from ._transport import (
     deadline_passed,
     inject_trace_context,
 )
+from ._observe._telemetry import http_attempt
 
 if TYPE_CHECKING:
     from ._policy import Policy
@@ -198,14 +198,14 @@ class ResilientTransport(BaseTransport):
         *,
         policy: Policy | None = None,
         idempotency_keys: bool | Callable[[], str] = False,
-        max_retry_after: _config.Duration = DEFAULT_MAX_RETRY_AFTER,
+        max_retry_after: _validate.Duration = DEFAULT_MAX_RETRY_AFTER,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
         deadline_header: str | None = None,
         max_hosts: int = DEFAULT_MAX_HOSTS,
         retry_statuses: frozenset[int] | set[int] | tuple[int, ...] = DEFAULT_RETRY_STATUSES,
-        clock: _config.Clock = time.monotonic,
+        clock: _validate.Clock = time.monotonic,
         sleep: Callable[[float], object] | None = None,
-        wall_clock: _config.Clock = time.time,
+        wall_clock: _validate.Clock = time.time,
     ) -> None:
         self._core = TransportCore(
             policy=policy,
@@ -345,14 +345,14 @@ class AsyncResilientTransport(AsyncBaseTransport):
         *,
         policy: Policy | None = None,
         idempotency_keys: bool | Callable[[], str] = False,
-        max_retry_after: _config.Duration = DEFAULT_MAX_RETRY_AFTER,
+        max_retry_after: _validate.Duration = DEFAULT_MAX_RETRY_AFTER,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
         deadline_header: str | None = None,
         max_hosts: int = DEFAULT_MAX_HOSTS,
         retry_statuses: frozenset[int] | set[int] | tuple[int, ...] = DEFAULT_RETRY_STATUSES,
-        clock: _config.Clock = time.monotonic,
+        clock: _validate.Clock = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] | None = None,
-        wall_clock: _config.Clock = time.time,
+        wall_clock: _validate.Clock = time.time,
     ) -> None:
         self._core = TransportCore(
             policy=policy,

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ._clock import FakeClock
+from ._fakeclock import FakeClock
 from ._testmode import set_testing
 
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ._idempotency._memory import MemoryStore
-from ._redis_store import RedisStore
+from ._stores._redis_store import RedisStore
 
 if TYPE_CHECKING:
-    from ._breaker import CircuitBreaker
+    from ._breaker._breaker import CircuitBreaker
 
 __all__ = ["BreakerBinding", "BreakerStore", "InMemoryStore", "MemoryStore", "RedisStore"]
 

@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from ._clock import FakeClock
+from ._fakeclock import FakeClock
 from ._testmode import is_testing, set_testing
 
 __all__ = ["FakeClock", "is_testing", "set_testing"]

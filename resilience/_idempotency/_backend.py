@@ -170,7 +170,7 @@ def backend_for(store: object) -> IdempotencyBackend:
         >>> backend_for(store) is store
         True
     """
-    from .._redis_store import RedisStore
+    from .._stores._redis_store import RedisStore
 
     if isinstance(store, RedisStore):
         with _redis_lock:

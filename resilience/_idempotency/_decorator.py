@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
-from .. import _config
+from .. import _validate
 from .._errors import ConfigError
 from ._backend import (
     Busy,
@@ -113,8 +113,8 @@ def idempotent(
     *,
     key: Callable[..., object],
     store: object = None,
-    ttl: _config.Duration = DEFAULT_TTL,
-    lock_timeout: _config.Duration = DEFAULT_LOCK_TIMEOUT,
+    ttl: _validate.Duration = DEFAULT_TTL,
+    lock_timeout: _validate.Duration = DEFAULT_LOCK_TIMEOUT,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Run the decorated function (sync or async) once per key; repeats return its result.
 
@@ -154,8 +154,8 @@ def idempotent(
         msg = f"key must be a function of the decorated function's arguments, got {key_fn!r}"
         raise ConfigError(msg)
     backend = backend_for(MemoryStore() if store is None else store)
-    ttl_s = _config.required_duration("ttl", ttl)
-    lock_s = _config.required_duration("lock_timeout", lock_timeout)
+    ttl_s = _validate.required_duration("ttl", ttl)
+    lock_s = _validate.required_duration("lock_timeout", lock_timeout)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         runner = _Runner(fn, key, backend, ttl_s, lock_s)

@@ -21,7 +21,7 @@ import string
 from collections.abc import Iterable
 from typing import Final
 
-from .. import _config
+from .. import _validate
 from .._errors import ConfigError
 from ._backend import Busy, ClaimResult, Done, IdempotencyBackend, StoreUnavailable, backend_for
 from ._memory import MemoryStore
@@ -155,19 +155,19 @@ class Idempotency:
         self,
         *,
         store: object = None,
-        ttl: _config.Duration = DEFAULT_TTL,
+        ttl: _validate.Duration = DEFAULT_TTL,
         methods: Iterable[str] = DEFAULT_METHODS,
         required: bool = False,
         header: str = DEFAULT_HEADER,
-        lock_timeout: _config.Duration = DEFAULT_LOCK_TIMEOUT,
+        lock_timeout: _validate.Duration = DEFAULT_LOCK_TIMEOUT,
         max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         set_ = object.__setattr__
         store = MemoryStore() if store is None else store
         set_(self, "backend", backend_for(store))
         set_(self, "store", store)
-        set_(self, "ttl", _config.required_duration("ttl", ttl))
-        set_(self, "lock_timeout", _config.required_duration("lock_timeout", lock_timeout))
+        set_(self, "ttl", _validate.required_duration("ttl", ttl))
+        set_(self, "lock_timeout", _validate.required_duration("lock_timeout", lock_timeout))
         method_set = _check_methods(methods)
         set_(self, "methods", tuple(sorted(method_set)))
         set_(self, "method_set", method_set)
@@ -182,7 +182,7 @@ class Idempotency:
             raise ConfigError(msg)
         set_(self, "header", name)
         set_(self, "header_key", name.lower())
-        set_(self, "max_body", _config.required_integer("max_body", max_body, minimum=0))
+        set_(self, "max_body", _validate.required_integer("max_body", max_body, minimum=0))
 
     def key_of(self, raw: str | None) -> str | HttpAnswer | None:
         """The key a request sent, or the 400 answer for a bad or missing one.

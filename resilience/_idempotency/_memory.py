@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Final, TypeAlias
 
-from .. import _config
+from .. import _validate
 from ._backend import Busy, Claimed, ClaimResult, Done
 
 __all__ = ["DEFAULT_MAXSIZE", "MemoryStore"]
@@ -50,10 +50,10 @@ class MemoryStore:
     __slots__ = ("_clock", "_lock", "_records", "_tokens", "maxsize")
 
     def __init__(
-        self, *, maxsize: int = DEFAULT_MAXSIZE, clock: _config.Clock = time.monotonic
+        self, *, maxsize: int = DEFAULT_MAXSIZE, clock: _validate.Clock = time.monotonic
     ) -> None:
-        self.maxsize = _config.required_integer("maxsize", maxsize)
-        self._clock = _config.clock("clock", clock)
+        self.maxsize = _validate.required_integer("maxsize", maxsize)
+        self._clock = _validate.clock("clock", clock)
         self._records: collections.OrderedDict[str, _Record] = collections.OrderedDict()
         self._lock = threading.Lock()
         # Tokens need only be unique within this store: a counter is enough (and cheap).

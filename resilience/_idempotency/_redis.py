@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from ._backend import Busy, Claimed, ClaimResult, Done, StoreUnavailable
 
 if TYPE_CHECKING:
-    from .._redis_store import RedisStore
+    from .._stores._redis_store import RedisStore
 
 __all__ = ["CLAIM_SCRIPT", "COMPLETE_SCRIPT", "RELEASE_SCRIPT", "RedisBackend"]
 

@@ -1,0 +1,1 @@
+"""Observability: events, listeners and sinks (logs, OpenTelemetry), redaction."""

@@ -1,0 +1,1 @@
+"""Retries: the one what-next decision, the Retry drivers and retry budgets."""

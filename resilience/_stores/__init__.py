@@ -1,0 +1,1 @@
+"""Where state lives beyond one process: the store seam and the Redis store."""
