@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import pathlib
 import statistics
 import sys
 import textwrap
@@ -48,6 +49,7 @@ PHASES: Final = (
 )
 END: Final = 11.5
 INTERVAL: Final = 0.1  # each client sends 10 requests per second
+ORDER_INTERVAL: Final = 0.25  # and the resilient one POSTs an order 4 times a second
 TICK: Final = 0.5
 SLOW_HANG: Final = 6.0  # longer than httpx's default 5 s timeout, as real hangs are
 REQUEST_DEADLINE: Final = 0.8
@@ -78,6 +80,7 @@ class Upstream:
         self.start = clock()
         self.hits: Counter[tuple[str, str]] = Counter()  # (client, phase) -> requests received
         self.seen: Counter[str] = Counter()  # client -> requests received
+        self.orders: Counter[str] = Counter()  # order id -> times the upstream recorded it
         self._lock = threading.Lock()
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
@@ -86,10 +89,13 @@ class Upstream:
         headers = dict(scope["headers"])
         client = headers.get(b"x-demo-client", b"?").decode()
         phase = phase_at(self.clock() - self.start)
+        order = headers.get(b"x-order")
         with self._lock:
             self.hits[client, phase] += 1
             self.seen[client] += 1
             n = self.seen[client]
+            if scope["method"] == "POST" and order is not None:
+                self.orders[order.decode()] += 1  # the effect happens before any answer
         status, body = 200, b'{"price": 42}'
         # Counted per client, so both clients meet the same pattern whatever their timing.
         if phase == "failing" and n % 5 in (0, 2):
@@ -234,12 +240,44 @@ def header_lines(style: Style) -> list[str]:
     ]
 
 
+LEGEND: Final = (
+    "ok: answered 200 · fail: an error or a 5xx reached the caller · "
+    "fast: rejected at once by the open breaker, no request sent · "
+    "dline: cut by the request's deadline · retry: attempts sent again · "
+    "breaker: the per-host breaker's state · waiting: bare requests still without an answer"
+)
+
+
+def legend_lines(style: Style) -> list[str]:
+    """What each column of the live table counts."""
+    text = LEGEND if style.unicode else LEGEND.replace("·", ";")
+    return [style.paint(line, "2") for line in textwrap.wrap(text, width=92)]
+
+
+@dataclasses.dataclass(slots=True)
+class OrderBook:
+    """The POSTs the resilient client sent (no Idempotency-Key) and what the upstream recorded."""
+
+    sent: int = 0
+    answered: int = 0
+    recorded: Counter[str] = dataclasses.field(default_factory=Counter)
+
+    @property
+    def twice(self) -> int:
+        """Orders the upstream recorded more than once (the number that must stay 0)."""
+        return sum(1 for times in self.recorded.values() if times > 1)
+
+
 def _seconds(values: Sequence[float]) -> str:
     return f"{statistics.median(values):.2f} s" if values else "-"
 
 
 def summary_lines(
-    resilient: ClientLog, bare: ClientLog, hits: Counter[tuple[str, str]], style: Style
+    resilient: ClientLog,
+    bare: ClientLog,
+    hits: Counter[tuple[str, str]],
+    style: Style,
+    orders: OrderBook | None = None,
 ) -> list[str]:
     """The closing comparison between the resilient and the bare client."""
     rows: list[tuple[str, str, str]] = []
@@ -281,6 +319,10 @@ def summary_lines(
         hits["resilient", "slow"],
         hits["bare", "slow"],
     )
+    if orders is not None:
+        add("orders POSTed (no Idempotency-Key)", orders.sent, "-")
+        add("  recorded by the upstream", len(orders.recorded), "-")
+        add("  recorded twice", orders.twice, "-")
     width = max(len(label) for label, _, _ in rows)
     lines = [
         "",
@@ -289,10 +331,30 @@ def summary_lines(
     ]
     lines += [f"  {label:<{width}}  {left:>10}  {right:>10}" for label, left, right in rows]
     lines.append("")
-    for sentence in story(resilient, bare, hits):
+    sentences = story(resilient, bare, hits)
+    if orders is not None:
+        sentences.append(
+            f"- {orders.sent} orders were POSTed with no Idempotency-Key; the upstream recorded "
+            f"{len(orders.recorded)} of them and none twice ({orders.twice}): a POST is sent again "
+            "only when nothing reached the server, so an answer lost to a hang or a cut "
+            "connection never repeats the effect."
+        )
+    for sentence in sentences:
         lines.append(textwrap.fill(sentence, width=92, subsequent_indent="  "))
-    lines += ["", "The code of this demo: resilience/_demo.py. The guide: docs/index.md."]
+    lines += ["", read_more()]
     return lines
+
+
+def read_more() -> str:
+    """Where to read on, pointing at something that exists where the demo runs."""
+    docs = pathlib.Path(__file__).resolve().parents[1] / "docs" / "index.md"
+    if docs.is_file():  # a clone of the repository: the guide is right there
+        try:
+            shown = docs.relative_to(pathlib.Path.cwd())
+        except ValueError:
+            shown = docs
+        return f"Read on: {shown} (a page per pattern, every example runs)."
+    return "Read on: python -m pydoc resilience (every public name has an example)."
 
 
 def story(resilient: ClientLog, bare: ClientLog, hits: Counter[tuple[str, str]]) -> list[str]:
@@ -381,6 +443,27 @@ async def _run(out: Callable[[str], None], style: Style) -> int:
         )
         resilient, bare = ClientLog("resilient"), ClientLog("bare")
         retries = 0
+        orders = OrderBook(recorded=upstream.orders)
+
+        async def send_order(n: int) -> None:
+            orders.sent += 1
+            headers = {"x-demo-client": "orders", "x-order": str(n)}
+            try:
+                async with deadline(REQUEST_DEADLINE):
+                    response = await resilient_client.post("/orders", headers=headers)
+            except (httpx.HTTPError, CircuitOpenError, DeadlineExceeded):
+                return
+            if response.status_code == 200:
+                orders.answered += 1
+
+        async def place_orders() -> None:
+            placed: list[asyncio.Task[None]] = []
+            n = 0
+            while (due := upstream.start + n * ORDER_INTERVAL) < upstream.start + END:
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                placed.append(asyncio.create_task(send_order(n), name=f"order-{n}"))
+                n += 1
+            await asyncio.gather(*placed)
 
         def on_event(event: Event) -> None:
             nonlocal retries
@@ -469,7 +552,7 @@ async def _run(out: Callable[[str], None], style: Style) -> int:
             out(line)
         out("Each row counts the answers that came back in the last half second.")
         out("")
-        for line in header_lines(style):
+        for line in legend_lines(style) + header_lines(style):
             out(line)
         out(banner(0.0, PHASES[0][0], PHASES[0][2], style))
         add_listener(on_event)
@@ -479,6 +562,7 @@ async def _run(out: Callable[[str], None], style: Style) -> int:
                 await asyncio.gather(
                     _drive("resilient", send_resilient, resilient, upstream.start, time.monotonic),
                     _drive("bare", send_bare, bare, upstream.start, time.monotonic),
+                    place_orders(),
                 )
         finally:
             remove_listener(on_event)
@@ -488,7 +572,7 @@ async def _run(out: Callable[[str], None], style: Style) -> int:
             except asyncio.CancelledError:
                 pass
         out(f"{time.monotonic() - upstream.start:5.1f}s  every request has its answer.")
-        for line in summary_lines(resilient, bare, upstream.hits, style):
+        for line in summary_lines(resilient, bare, upstream.hits, style, orders):
             out(line)
     return 0
 

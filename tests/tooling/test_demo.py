@@ -20,11 +20,13 @@ from resilience._demo import (
     FAST_FAIL,
     OK,
     ClientLog,
+    OrderBook,
     Outcome,
     Style,
     Upstream,
     banner,
     header_lines,
+    legend_lines,
     phase_at,
     summary_lines,
     tick_line,
@@ -149,4 +151,30 @@ def test_demo_runs_end_to_end_in_under_20_seconds() -> None:
     assert "→ closed" in out  # ...and closed again after the recovery
     assert "Summary" in out
     assert "bare httpx" in out
+    assert "fast: rejected at once by" in " ".join(out.split())  # the legend
+    twice = next(line for line in out.splitlines() if "recorded twice" in line)
+    assert twice.split()[-2] == "0"  # no POST ran twice, even while answers were lost
+    assert "Read on: " in out
+    assert "_demo.py" not in out  # no pointer at a private module
     assert result.stderr == ""
+
+
+def test_orders_recorded_twice_are_counted_and_shown() -> None:
+    """The summary shows POSTed orders, what the upstream recorded, and any recorded twice."""
+    orders = OrderBook(sent=3)
+    orders.recorded.update({"0": 1, "1": 2})
+    assert orders.twice == 1
+    text = "\n".join(
+        summary_lines(ClientLog("r"), ClientLog("b"), Counter(), Style(io.StringIO()), orders)
+    )
+    assert "recorded twice" in text
+    assert "3 orders were POSTed" in " ".join(text.split())
+
+
+def test_legend_names_every_column() -> None:
+    """The legend explains each column of the live table, in ASCII when the terminal needs it."""
+    lines = legend_lines(Style(io.StringIO()))
+    text = " ".join(lines)
+    for column in ("ok:", "fail:", "fast:", "dline:", "retry:", "breaker:", "waiting:"):
+        assert column in text
+    assert all(line.isascii() for line in lines)
