@@ -16,7 +16,6 @@ state. Events are emitted after the lock is released.
 from __future__ import annotations
 
 import enum
-import functools
 import inspect
 import logging
 import math
@@ -30,6 +29,7 @@ from . import _config, _registry
 from ._errors import CircuitOpenError, ConfigError
 from ._events import CallRejected, CircuitStateChanged, Event, Listener, emit, wanted
 from ._windows import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow
+from ._wrapping import wraps
 
 if TYPE_CHECKING:
     from .stores import BreakerBinding, BreakerStore
@@ -863,7 +863,7 @@ class CircuitBreaker:
 
         if self._slow_call_duration != math.inf:
 
-            @functools.wraps(fn)
+            @wraps(fn)
             def timed(*args: P.args, **kwargs: P.kwargs) -> R:
                 permit = breaker._gen
                 if breaker._state is not _CLOSED:
@@ -884,7 +884,7 @@ class CircuitBreaker:
         if window is not None:
             time_success = self._time_success
 
-            @functools.wraps(fn)
+            @wraps(fn)
             def windowed(*args: P.args, **kwargs: P.kwargs) -> R:
                 permit = breaker._gen
                 if breaker._state is not _CLOSED:
@@ -902,7 +902,7 @@ class CircuitBreaker:
         assert ring_append is not None  # a breaker has a count window or a time window
 
         # The hot path: record_success inlined for a count window.
-        @functools.wraps(fn)
+        @wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             permit = breaker._gen
             if breaker._state is not _CLOSED:
@@ -930,7 +930,7 @@ class CircuitBreaker:
         record_exception = self.record_exception
         timed = self._slow_call_duration != math.inf
 
-        @functools.wraps(fn)
+        @wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             permit = breaker._gen
             if breaker._state is not _CLOSED:
