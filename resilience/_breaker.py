@@ -235,10 +235,12 @@ class CircuitBreaker:
         "_open_duration",
         "_open_until",
         "_probe_failures",
+        "_probe_run",
         "_probe_slow",
         "_probes_done",
         "_probes_in_flight",
         "_remote",
+        "_reopened",
         "_ring_append",
         "_slow_call_duration",
         "_slow_call_rate",
@@ -333,6 +335,11 @@ class CircuitBreaker:
         self._probes_done = 0
         self._probe_failures = 0
         self._probe_slow = 0
+        self._probe_run = 0
+        # The probes' numbers (calls, failures, slow calls, failure run) while OPEN after a
+        # failed HALF_OPEN round: the window was emptied for the probes, and these are what
+        # metrics() shows until the next round (None: OPEN from CLOSED shows the window).
+        self._reopened: tuple[int, int, int, int] | None = None
         self._remote = _NO_REMOTE
 
     # ------------------------------------------------------------------ properties
@@ -545,6 +552,9 @@ class CircuitBreaker:
                 self._probes_done += 1
                 if outcome & FAILURE:
                     self._probe_failures += 1
+                    self._probe_run += 1
+                else:
+                    self._probe_run = 0
                 if outcome & SLOW:
                     self._probe_slow += 1
                 binding = self._binding
@@ -592,14 +602,22 @@ class CircuitBreaker:
         return self._transition(_CLOSED, "the probes succeeded")
 
     def _consecutive_failures(self) -> int:
+        if self._state is not _CLOSED:
+            if self._state is _HALF_OPEN:
+                return self._probe_run
+            if self._reopened is not None and self._state is _OPEN:
+                return self._reopened[3]
         window = self._window
         if isinstance(window, CountWindow):
             return window.trailing_failures()
         return self._consecutive
 
     def _snapshot_numbers(self, now: float) -> tuple[int, int, int, float, float]:
+        reopened = self._reopened
         if self._state is _HALF_OPEN:
             calls, failures, slow = self._probes_done, self._probe_failures, self._probe_slow
+        elif reopened is not None and self._state is _OPEN:
+            calls, failures, slow = reopened[0], reopened[1], reopened[2]
         else:
             calls, failures, slow = self._window.counts(now)
             remote = self._remote
@@ -624,12 +642,17 @@ class CircuitBreaker:
         """
         calls, failures, slow, failure_rate, slow_rate = self._snapshot_numbers(self._clock())
         old = self._state
+        self._reopened = (
+            (calls, failures, slow, self._probe_run)
+            if old is _HALF_OPEN and new is _OPEN
+            else None
+        )
         self._state = new
         self._fast_ok = new is _CLOSED and self._ring_append is not None
         self._gen += 1
         self._consecutive = 0
         self._probes_in_flight = self._probes_done = 0
-        self._probe_failures = self._probe_slow = 0
+        self._probe_failures = self._probe_slow = self._probe_run = 0
         if new is _CLOSED or new is _HALF_OPEN:
             self._window.clear()
             self._remote = _NO_REMOTE

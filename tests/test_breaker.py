@@ -509,6 +509,38 @@ def test_metrics_snapshot_is_a_mapping(clock: FakeClock) -> None:
     assert {"state", "calls", "failures", "slow_calls", "failure_rate", "slow_call_rate"} <= set(m)
 
 
+@pytest.mark.parametrize("window", [{"window": 10}, {"window_seconds": 5}], ids=["count", "time"])
+def test_metrics_after_failed_probes_show_the_probes(
+    clock: FakeClock, window: dict[str, float]
+) -> None:
+    """OPEN again after HALF_OPEN: metrics() shows the probes' numbers, not an empty window."""
+    b = CircuitBreaker(
+        "reopen-metrics",
+        failure_rate=0.5,
+        half_open_calls=4,
+        minimum_calls=5,
+        open_duration=5,
+        clock=clock,
+        **window,  # type: ignore[arg-type]
+    )
+    run_failures(b, 5)
+    clock.advance(5)
+    for failed in (True, True, False, True):
+        permit = b.acquire()
+        if failed:
+            b.record_failure(permit)
+        else:
+            b.record_success(permit)
+    m = b.metrics()
+    assert m.state is CircuitState.OPEN
+    assert (m.calls, m.failures, m.slow_calls, m.consecutive_failures) == (4, 3, 0, 1)
+    assert m.failure_rate == pytest.approx(0.75)
+    clock.advance(5)
+    m = b.metrics()  # the next round starts from nothing
+    assert m.state is CircuitState.HALF_OPEN
+    assert (m.calls, m.failures, m.consecutive_failures) == (0, 0, 0)
+
+
 def test_state_changes_are_emitted_after_the_lock(clock: FakeClock) -> None:
     """Listeners see each transition with its numbers, and may read the breaker (no deadlock)."""
     b = CircuitBreaker("events", failure_rate=0.5, window=4, minimum_calls=4, clock=clock)
