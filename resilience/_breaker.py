@@ -46,6 +46,21 @@ DEFAULT_SLOW_CALL_RATE: Final = 1.0
 DEFAULT_OPEN_DURATION: Final = 30.0
 DEFAULT_HALF_OPEN_CALLS: Final = 1
 
+
+class _DefaultRate(float):
+    """The default ``failure_rate``: equal to 0.5, yet told apart from a ``0.5`` passed in.
+
+    With ``consecutive_failures``, the rate trips the breaker too only when it was given.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+
+_UNSET_FAILURE_RATE: Final[float] = _DefaultRate(DEFAULT_FAILURE_RATE)
+
 _DISABLED_PERMIT: Final = -1  # never equal to a generation: its outcome is never recorded
 # Other processes' window totals (calls, failures, slow calls, failure run) from a shared store.
 _NO_REMOTE: Final = (0, 0, 0, 0)
@@ -121,6 +136,8 @@ class BreakerConfig:
 
     failure_rate: float = DEFAULT_FAILURE_RATE
     consecutive_failures: int | None = None
+    #: True when ``failure_rate`` was passed: with ``consecutive_failures`` both then trip.
+    failure_rate_explicit: bool = False
     window: int = DEFAULT_WINDOW
     window_seconds: float | None = None
     minimum_calls: int = DEFAULT_MINIMUM_CALLS
@@ -154,6 +171,7 @@ class BreakerConfig:
             consecutive_failures=_config.integer(
                 "consecutive_failures", consecutive_failures, allow_none=True
             ),
+            failure_rate_explicit=failure_rate is not _UNSET_FAILURE_RATE,
             window=_config.required_integer("window", window),
             window_seconds=_config.duration("window_seconds", window_seconds, allow_none=True),
             minimum_calls=_config.required_integer("minimum_calls", minimum_calls),
@@ -174,7 +192,8 @@ class CircuitBreaker:
     Args:
         name: unique key in the process-wide registry, used in logs, metrics and errors.
         failure_rate: open when failures / calls in the window reach this, in (0, 1].
-        consecutive_failures: open after this many failures in a row instead of a rate.
+        consecutive_failures: open after this many failures in a row instead of a rate; with
+            ``failure_rate`` also given, open on whichever comes first.
         window: count window: the last N calls.
         window_seconds: time window: the calls of the last N seconds (replaces ``window``).
         minimum_calls: no rate decision before the window holds this many calls.
@@ -239,6 +258,7 @@ class CircuitBreaker:
         "_probe_slow",
         "_probes_done",
         "_probes_in_flight",
+        "_rate_trips",
         "_remote",
         "_reopened",
         "_ring_append",
@@ -254,7 +274,7 @@ class CircuitBreaker:
         self,
         name: str,
         *,
-        failure_rate: float = DEFAULT_FAILURE_RATE,
+        failure_rate: float = _UNSET_FAILURE_RATE,
         consecutive_failures: int | None = None,
         window: int = DEFAULT_WINDOW,
         window_seconds: _config.Duration | None = None,
@@ -300,6 +320,8 @@ class CircuitBreaker:
         self._config = config
         self._failure_rate = config.failure_rate
         self._consecutive_limit = config.consecutive_failures
+        # The rate trips the breaker unless consecutive_failures replaces it.
+        self._rate_trips = config.consecutive_failures is None or config.failure_rate_explicit
         self._slow_call_duration = (
             math.inf if config.slow_call_duration is None else config.slow_call_duration
         )
@@ -580,7 +602,7 @@ class CircuitBreaker:
             # Until minimum_calls is reached, the success that reaches it may trip.
             self._fast_ok = not (failures or slow_calls or self._ring_append is None)
             return None
-        if limit is None and failures / calls >= self._failure_rate:
+        if self._rate_trips and failures / calls >= self._failure_rate:
             return self._to_open("failure rate reached the threshold")
         if slow_calls and slow_calls / calls >= self._slow_call_rate:
             return self._to_open("slow-call rate reached the threshold")
@@ -643,9 +665,7 @@ class CircuitBreaker:
         calls, failures, slow, failure_rate, slow_rate = self._snapshot_numbers(self._clock())
         old = self._state
         self._reopened = (
-            (calls, failures, slow, self._probe_run)
-            if old is _HALF_OPEN and new is _OPEN
-            else None
+            (calls, failures, slow, self._probe_run) if old is _HALF_OPEN and new is _OPEN else None
         )
         self._state = new
         self._fast_ok = new is _CLOSED and self._ring_append is not None
