@@ -62,6 +62,9 @@ class _DefaultRate(float):
 _UNSET_FAILURE_RATE: Final[float] = _DefaultRate(DEFAULT_FAILURE_RATE)
 
 _DISABLED_PERMIT: Final = -1  # never equal to a generation: its outcome is never recorded
+# HALF_OPEN probes get permits of their own, -2, -3, ...: never a generation (those count up
+# from 0), so a probe's outcome counts only while its slot is still listed as in flight.
+_FIRST_PROBE_PERMIT: Final = -2
 # Other processes' window totals (calls, failures, slow calls, failure run) from a shared store.
 _NO_REMOTE: Final = (0, 0, 0, 0)
 
@@ -251,13 +254,14 @@ class CircuitBreaker:
         "_lock",
         "_minimum_calls",
         "_name",
+        "_next_probe",
         "_open_duration",
         "_open_until",
         "_probe_failures",
         "_probe_run",
         "_probe_slow",
+        "_probes",
         "_probes_done",
-        "_probes_in_flight",
         "_rate_trips",
         "_remote",
         "_reopened",
@@ -336,8 +340,8 @@ class CircuitBreaker:
             self._window = self._time_window = TimeWindow(config.window_seconds)
             self._minimum_calls = config.minimum_calls
         else:
-            # Large enough to see a run of `consecutive_failures` too.
-            self._window = CountWindow(max(config.window, config.consecutive_failures or 0))
+            # Keeps enough outcomes to see a run of `consecutive_failures` too.
+            self._window = CountWindow(config.window, keep=config.consecutive_failures or 0)
             # A count window never holds more than `window` calls.
             self._minimum_calls = min(config.minimum_calls, config.window)
         # A count window can record a success with one atomic deque.append, without the
@@ -353,7 +357,9 @@ class CircuitBreaker:
         self._gen = 0
         self._open_until = 0.0
         self._consecutive = 0
-        self._probes_in_flight = 0
+        # HALF_OPEN probes in flight: permit -> when it was taken (oldest first).
+        self._probes: dict[int, float] = {}
+        self._next_probe = _FIRST_PROBE_PERMIT
         self._probes_done = 0
         self._probe_failures = 0
         self._probe_slow = 0
@@ -418,6 +424,7 @@ class CircuitBreaker:
                 self._reject(CircuitOpenError(self._name, left))
         event: Event | None = None
         rejection: CircuitOpenError | None = None
+        reclaimed = 0
         with self._lock:
             state = self._state
             if state is _CLOSED:
@@ -432,18 +439,26 @@ class CircuitBreaker:
                     event = self._to_half_open()
                     state = _HALF_OPEN
             if state is _HALF_OPEN:
-                if self._probes_in_flight + self._probes_done < self._half_open_calls:
-                    self._probes_in_flight += 1
-                    permit = self._gen
+                now = self._clock()
+                reclaimed = self._reclaim_hung_probes(now)
+                probes = self._probes
+                if len(probes) + self._probes_done < self._half_open_calls:
+                    permit = self._next_probe
+                    self._next_probe = permit - 1
+                    probes[permit] = now
                 else:
-                    # Every probe slot is taken; a slot frees when a probe finishes.
-                    rejection = CircuitOpenError(self._name, 0.0)
+                    # Every probe slot is taken; one frees when a probe finishes, or when the
+                    # oldest has been held for open_duration.
+                    rejection = CircuitOpenError(self._name, self._probe_wait(now))
             elif state is _FORCED_OPEN:
                 rejection = CircuitOpenError(self._name, None)
         if event is not None:
             self._emit(event)
         # Outside the lock: the fleet-wide probe slot may cost a Redis round trip.
         binding = self._binding
+        if binding is not None:
+            for _ in range(reclaimed):
+                binding.probe_released()
         if (
             rejection is None
             and state is _HALF_OPEN
@@ -457,6 +472,36 @@ class CircuitBreaker:
         if rejection is not None:
             self._reject(rejection)
         return permit
+
+    def _reclaim_hung_probes(self, now: float) -> int:
+        """Free the slots of probes held for ``open_duration`` or longer (lock held).
+
+        A probe that hangs (or a permit never given back) would otherwise keep the breaker
+        HALF_OPEN, rejecting everything, for ever. Its late outcome is dropped (its permit is
+        no longer listed) and the round's verdict waits for the probe that takes its slot.
+        Returns how many slots were freed.
+        """
+        probes = self._probes
+        freed = 0
+        while probes:
+            permit, started = next(iter(probes.items()))
+            if now - started < self._open_duration:
+                break
+            del probes[permit]
+            freed += 1
+        return freed
+
+    def _probe_wait(self, now: float) -> float:
+        """Seconds until a HALF_OPEN probe slot frees, at the latest (lock held).
+
+        0.0 while a slot is free, or when every slot has finished and only the (fleet's)
+        verdict is awaited.
+        """
+        probes = self._probes
+        if not probes or len(probes) + self._probes_done < self._half_open_calls:
+            return 0.0
+        oldest = next(iter(probes.values()))
+        return max(0.0, oldest + self._open_duration - now)
 
     def _reject(self, rejection: CircuitOpenError) -> NoReturn:
         if wanted(CallRejected.level, self._listeners):
@@ -472,6 +517,8 @@ class CircuitBreaker:
     def record_success(self, permit: int, duration: float = 0.0) -> None:
         """Record that the call holding *permit* succeeded (slow if *duration* is long)."""
         if permit != self._gen:
+            if permit <= _FIRST_PROBE_PERMIT:  # a probe: counted if its slot is still held
+                self._record(permit, SLOW if duration >= self._slow_call_duration else SUCCESS)
             return  # disabled, or the state moved on while the call ran
         if duration >= self._slow_call_duration:
             self._record(permit, SLOW)
@@ -504,22 +551,21 @@ class CircuitBreaker:
 
     def record_failure(self, permit: int, duration: float = 0.0) -> None:
         """Record that the call holding *permit* failed."""
-        if permit != self._gen:
+        if permit != self._gen and permit > _FIRST_PROBE_PERMIT:
             return
         outcome = FAILURE | SLOW if duration >= self._slow_call_duration else FAILURE
         self._record(permit, outcome)
 
     def release(self, permit: int) -> None:
         """Give back *permit* without recording anything (cancelled or ignored calls)."""
-        if permit != self._gen or self._state is not _HALF_OPEN:
-            return
+        if permit > _FIRST_PROBE_PERMIT:
+            return  # only a probe holds something to give back
         if self._give_back_probe(permit) and self._binding is not None:
             self._binding.probe_released()
 
     def _give_back_probe(self, permit: int) -> bool:
         with self._lock:
-            if permit == self._gen and self._state is _HALF_OPEN:
-                self._probes_in_flight -= 1
+            if self._state is _HALF_OPEN and self._probes.pop(permit, None) is not None:
                 return True
         return False
 
@@ -554,9 +600,9 @@ class CircuitBreaker:
     def _record(self, permit: int, outcome: int) -> None:
         event: Event | None = None
         with self._lock:
-            if permit != self._gen:
-                return
             state = self._state
+            if permit != self._gen and state is not _HALF_OPEN:
+                return
             if state is _CLOSED:
                 window = self._time_window
                 if window is not None:
@@ -570,7 +616,8 @@ class CircuitBreaker:
                     self._window.record(outcome)
                     event = self._check_closed(0.0)
             elif state is _HALF_OPEN:
-                self._probes_in_flight -= 1
+                if self._probes.pop(permit, None) is None:
+                    return  # a late outcome: its slot was reclaimed, or from another round
                 self._probes_done += 1
                 if outcome & FAILURE:
                     self._probe_failures += 1
@@ -671,7 +718,8 @@ class CircuitBreaker:
         self._fast_ok = new is _CLOSED and self._ring_append is not None
         self._gen += 1
         self._consecutive = 0
-        self._probes_in_flight = self._probes_done = 0
+        self._probes.clear()
+        self._probes_done = 0
         self._probe_failures = self._probe_slow = self._probe_run = 0
         if new is _CLOSED or new is _HALF_OPEN:
             self._window.clear()
@@ -794,7 +842,7 @@ class CircuitBreaker:
                 failure_rate=failure_rate,
                 slow_call_rate=slow_rate,
                 consecutive_failures=self._consecutive_failures(),
-                half_open_in_flight=self._probes_in_flight,
+                half_open_in_flight=len(self._probes),
                 retry_after=self._retry_after(now),
             )
 
@@ -804,6 +852,8 @@ class CircuitBreaker:
             return max(0.0, self._open_until - now)
         if state is _FORCED_OPEN:
             return None
+        if state is _HALF_OPEN:
+            return self._probe_wait(now)
         return 0.0
 
     # ------------------------------------------------------------------ listeners
