@@ -15,6 +15,7 @@ state. Events are emitted after the lock is released.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import inspect
 import logging
@@ -23,13 +24,14 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar, overload
+from types import AsyncGeneratorType, GeneratorType, TracebackType
+from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar, cast, overload
 
 from . import _config, _registry
 from ._errors import CircuitOpenError, ConfigError
 from ._events import CallRejected, CircuitStateChanged, Event, Listener, emit, wanted
 from ._windows import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow
-from ._wrapping import wraps
+from ._wrapping import wrap_async_generator, wrap_generator, wraps
 
 if TYPE_CHECKING:
     from .stores import BreakerBinding, BreakerStore
@@ -244,6 +246,7 @@ class CircuitBreaker:
         "_config",
         "_consecutive",
         "_consecutive_limit",
+        "_decorated",
         "_failure_on",
         "_failure_rate",
         "_fast_ok",
@@ -353,6 +356,8 @@ class CircuitBreaker:
         # minimum_calls reached or nothing bad in the window): then it is recorded lock-free.
         self._fast_ok = self._ring_append is not None
         self._lock = threading.Lock()
+        # Set once a function is decorated: from then on `call` marks the calls it guards.
+        self._decorated = False
         self._state = _CLOSED
         self._gen = 0
         self._open_until = 0.0
@@ -885,25 +890,50 @@ class CircuitBreaker:
         return twin
 
     # ------------------------------------------------------------------ drivers
+    # One call, one outcome: a layer of this breaker that finds the breaker already guarding
+    # the current call (``breaker.call(decorated)``, a Policy around a function the breaker
+    # decorates) passes straight through, so the call takes one permit and is recorded once.
+    # `call`, `call_async`, generator iterations and every call made outside CLOSED mark the
+    # call (a context variable); the decorator's CLOSED fast path only reads the mark, because
+    # setting it would double the decorator's cost. A decorator stacked over a function the
+    # same breaker already decorates is found when decorating, and marks its calls. `call`
+    # marks only once the breaker decorates something: until then nothing can meet it inside.
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn(*args, **kwargs)`` through the breaker.
+
+        If *fn* returns a generator, the call is its iteration (see the decorator).
 
         Example:
             >>> from resilience import CircuitBreaker
             >>> CircuitBreaker("doc-call").call(max, 1, 2)
             2
         """
+        outer = _GUARDING.get()
+        if outer is not None and _guarded_by(outer, self):
+            return fn(*args, **kwargs)
         permit = self._gen
         if self._state is not _CLOSED:
             permit = self._acquire_slow()
         timed = self._slow_call_duration != math.inf
         start = self._clock() if timed else 0.0
+        # Only a breaker that decorates functions can meet itself inside the call.
+        frame = [self, outer] if self._decorated else None
+        token = None if frame is None else _GUARDING.set(frame)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             self.record_exception(permit, exc, self._clock() - start if timed else 0.0)
             raise
+        finally:
+            if frame is not None and token is not None:
+                frame[0] = None
+                _GUARDING.reset(token)
+        kind = type(result)
+        if kind is GeneratorType or kind is AsyncGeneratorType:
+            # Creating a generator did none of its work: its iteration is the call.
+            self.release(permit)
+            return cast(R, self._guard_iteration(result))
         self.record_success(permit, self._clock() - start if timed else 0.0)
         return result
 
@@ -920,18 +950,33 @@ class CircuitBreaker:
             >>> asyncio.run(CircuitBreaker("doc-acall").call_async(ok))
             1
         """
+        outer = _GUARDING.get()
+        if outer is not None and _guarded_by(outer, self):
+            return await fn(*args, **kwargs)
         permit = self._gen
         if self._state is not _CLOSED:
             permit = self._acquire_slow()
         timed = self._slow_call_duration != math.inf
         start = self._clock() if timed else 0.0
+        frame = [self, outer] if self._decorated else None
+        token = None if frame is None else _GUARDING.set(frame)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             self.record_exception(permit, exc, self._clock() - start if timed else 0.0)
             raise
+        finally:
+            if frame is not None and token is not None:
+                frame[0] = None
+                _GUARDING.reset(token)
         self.record_success(permit, self._clock() - start if timed else 0.0)
         return result
+
+    def _guard_iteration(self, items: Any) -> Any:
+        """Guard the iteration of a generator already created (see `call`)."""
+        if isinstance(items, AsyncGeneratorType):
+            return wrap_async_generator(lambda: items, lambda: _AsyncIteration(self))()
+        return wrap_generator(lambda: items, lambda: _Iteration(self))()
 
     @overload
     def __call__(
@@ -942,25 +987,70 @@ class CircuitBreaker:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate a sync or async function so that every call goes through the breaker."""
+        """Decorate a function, an async function or a (sync or async) generator function.
+
+        Every call goes through the breaker. For a generator function the call is the whole
+        iteration: the permit is taken at the first ``next()`` (an open breaker rejects
+        there), and the outcome is recorded when the generator finishes (success) or raises
+        (as `record_exception` says); a generator closed before its end (the consumer
+        stopped early) records nothing and gives its permit back. Merely creating a
+        generator records nothing. Slow-call timing covers the whole iteration, the
+        consumer's time between items included.
+
+        Decorating a function this breaker already decorates (directly, or under other
+        layers, as a `Policy` does) guards each call once: one permit, one outcome.
+        """
+        self._decorated = True
+        if inspect.isasyncgenfunction(fn):
+            return wrap_async_generator(fn, lambda: _AsyncIteration(self))
+        if inspect.isgeneratorfunction(fn):
+            return wrap_generator(fn, lambda: _Iteration(self))
+        if _encloses(fn, self):
+            # An outer layer over one of ours: mark its calls so the inner one passes through.
+            wrapped = self._wrap_outer(fn)
+        elif inspect.iscoroutinefunction(fn):
+            wrapped = self._wrap_async(fn)
+        else:
+            wrapped = self._wrap_sync(fn)
+        setattr(wrapped, _MARK, (*getattr(fn, _MARK, ()), self))
+        return wrapped
+
+    def _wrap_outer(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         if inspect.iscoroutinefunction(fn):
-            return self._wrap_async(fn)
-        return self._wrap_sync(fn)
+            call_async = self.call_async
+            afn = fn
+
+            @wraps(fn)
+            async def async_outer(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await call_async(afn, *args, **kwargs)
+
+            return async_outer
+        call = self.call
+
+        @wraps(fn)
+        def outer(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return call(fn, *args, **kwargs)
+
+        return outer
 
     def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         breaker = self
         clock = self._clock
-        acquire_slow = self._acquire_slow
+        call = self.call
         record_success = self.record_success
         record_exception = self.record_exception
+        guarding = _GUARDING.get
 
         if self._slow_call_duration != math.inf:
 
             @wraps(fn)
             def timed(*args: P.args, **kwargs: P.kwargs) -> R:
+                outer = guarding()
+                if outer is not None and _guarded_by(outer, breaker):
+                    return fn(*args, **kwargs)
                 permit = breaker._gen
                 if breaker._state is not _CLOSED:
-                    permit = acquire_slow()
+                    return call(fn, *args, **kwargs)
                 start = clock()
                 try:
                     result = fn(*args, **kwargs)
@@ -979,9 +1069,12 @@ class CircuitBreaker:
 
             @wraps(fn)
             def windowed(*args: P.args, **kwargs: P.kwargs) -> R:
+                outer = guarding()
+                if outer is not None and _guarded_by(outer, breaker):
+                    return fn(*args, **kwargs)
                 permit = breaker._gen
                 if breaker._state is not _CLOSED:
-                    permit = acquire_slow()
+                    return call(fn, *args, **kwargs)
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
@@ -997,9 +1090,12 @@ class CircuitBreaker:
         # The hot path: record_success inlined for a count window.
         @wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            outer = guarding()
+            if outer is not None and _guarded_by(outer, breaker):
+                return fn(*args, **kwargs)
             permit = breaker._gen
             if breaker._state is not _CLOSED:
-                permit = acquire_slow()
+                return call(fn, *args, **kwargs)
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
@@ -1018,16 +1114,20 @@ class CircuitBreaker:
     ) -> Callable[P, Coroutine[Any, Any, R]]:
         breaker = self
         clock = self._clock
-        acquire_slow = self._acquire_slow
+        call_async = self.call_async
         record_success = self.record_success
         record_exception = self.record_exception
+        guarding = _GUARDING.get
         timed = self._slow_call_duration != math.inf
 
         @wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            outer = guarding()
+            if outer is not None and _guarded_by(outer, breaker):
+                return await fn(*args, **kwargs)
             permit = breaker._gen
             if breaker._state is not _CLOSED:
-                permit = acquire_slow()
+                return await call_async(fn, *args, **kwargs)
             start = clock() if timed else 0.0
             try:
                 result = await fn(*args, **kwargs)
@@ -1041,3 +1141,118 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._name!r} state={self._state.value}>"
+
+
+# ---------------------------------------------------------------------- one call, one outcome
+
+_MARK: Final = "_resilience_breakers"  # on our wrappers: the breakers guarding inside
+
+
+# A guarded call in flight: ``[breaker, enclosing frame]`` (a list: the cheapest mutable
+# object to make). When the call ends its breaker slot becomes None, because the context is
+# copied into tasks spawned during the call: a task that outlives the call must not count as
+# guarded by it.
+_Frame = list[Any]
+
+_GUARDING: Final[contextvars.ContextVar[_Frame | None]] = contextvars.ContextVar(
+    "resilience_breaker_guarding", default=None
+)
+
+
+def _guarded_by(frame: _Frame | None, breaker: CircuitBreaker) -> bool:
+    """True when *breaker* guards the call running in this context (*frame* is the newest)."""
+    while frame is not None:
+        if frame[0] is breaker:
+            return True
+        frame = frame[1]
+    return False
+
+
+def _encloses(fn: object, breaker: CircuitBreaker) -> bool:
+    """True when *fn* is (or wraps, through ``__wrapped__``) a function *breaker* decorates."""
+    for _ in range(100):  # bounded: a __wrapped__ cycle must not hang decoration
+        if breaker in getattr(fn, _MARK, ()):
+            return True
+        fn = getattr(fn, "__wrapped__", None)
+        if fn is None:
+            return False
+    return False
+
+
+class _IterationBase:
+    """One iteration of a generator the breaker guards (see `CircuitBreaker.__call__`)."""
+
+    __slots__ = ("_breaker", "_frame", "_permit", "_started", "_token")
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+        self._permit: int | None = None  # None: another layer of the breaker guards it
+        self._started = 0.0
+        self._frame: _Frame | None = None
+        self._token: contextvars.Token[_Frame | None] | None = None
+
+    def _begin(self) -> None:
+        breaker = self._breaker
+        if _guarded_by(_GUARDING.get(), breaker):
+            return
+        self._permit = breaker.acquire()
+        self._started = breaker._clock()
+
+    def _resume(self) -> None:
+        if self._permit is not None:
+            self._frame = [self._breaker, _GUARDING.get()]
+            self._token = _GUARDING.set(self._frame)
+
+    def _pause(self) -> None:
+        if self._token is not None and self._frame is not None:
+            self._frame[0] = None
+            _GUARDING.reset(self._token)
+            self._token = self._frame = None
+
+    def finish(self, error: BaseException | None) -> None:
+        """Record the iteration's outcome (a closed generator gives its permit back)."""
+        permit = self._permit
+        if permit is None:
+            return
+        breaker = self._breaker
+        duration = breaker._clock() - self._started
+        if error is None:
+            breaker.record_success(permit, duration)
+        else:
+            breaker.record_exception(permit, error, duration)
+
+
+class _Iteration(_IterationBase):
+    __slots__ = ()
+
+    def start(self) -> None:
+        self._begin()
+
+    def __enter__(self) -> None:
+        self._resume()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._pause()
+
+
+class _AsyncIteration(_IterationBase):
+    __slots__ = ()
+
+    async def start(self) -> None:
+        self._begin()
+
+    async def __aenter__(self) -> None:
+        self._resume()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._pause()

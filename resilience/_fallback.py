@@ -14,7 +14,7 @@ from ._config import ExceptionFilter, exception_filter
 from ._config import name as check_name
 from ._errors import ConfigError
 from ._events import FallbackUsed, emit, error_name
-from ._timeout import decorate
+from ._wrapping import decorate
 
 __all__ = ["Fallback", "fallback"]
 

@@ -25,31 +25,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def decorate(
-    fn: Callable[P, R],
-    call: Callable[..., Any],
-    call_async: Callable[..., Awaitable[Any]],
-) -> Callable[P, R]:
-    """Wrap *fn* so each call goes through ``call(fn, ...)`` or ``await call_async(fn, ...)``.
-
-    One decorator serves ``def`` and ``async def``: the choice is made once, here. Shared by
-    every decorator of the library that wraps a call in a component's ``call``/``call_async``.
-    """
-    if inspect.iscoroutinefunction(fn):
-
-        @wraps(fn)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await call_async(fn, *args, **kwargs)
-
-        return cast(Callable[P, R], async_wrapper)
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return call(fn, *args, **kwargs)
-
-    return cast(Callable[P, R], wrapper)
-
-
 class Timeout:
     """A per-call deadline; `timeout(seconds)` makes one. Use it as a decorator.
 
