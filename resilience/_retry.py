@@ -57,7 +57,7 @@ from ._config import (
 from ._deadline import Deadline, current_deadline
 from ._errors import BulkheadFull, CircuitOpenError, ConfigError
 from ._events import RetryBudgetExhausted, RetryExhausted, RetryScheduled, emit, error_name
-from ._wrapping import wraps
+from ._wrapping import CANNOT_REPEAT, is_generator, refuse_generator, wraps
 from .backoff import Backoff, as_backoff, exponential
 
 __all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "MAX_RETRY_AFTER", "Retry", "retry"]
@@ -446,7 +446,20 @@ class Retry:
         return await self._loop_async(fn, args, kwargs, 0, 0.0)
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
-        """Decorate a function or an ``async def`` function with this retry."""
+        """Decorate a function or an ``async def`` function with this retry.
+
+        Generator functions are refused with `ConfigError`: items already handed to the
+        consumer cannot be taken back, so a failed iteration cannot be run again. Retry the
+        call that opens the stream instead, or a function that returns the items as a list.
+        """
+        if is_generator(fn):
+            refuse_generator(
+                fn,
+                "retry",
+                CANNOT_REPEAT,
+                "Retry the call that opens the stream instead, or decorate a function that "
+                "returns the items as a list.",
+            )
         if inspect.iscoroutinefunction(fn):
             return cast(Callable[P, T], self._wrap_async(fn))
         return self._wrap_sync(fn)

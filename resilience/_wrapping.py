@@ -27,11 +27,13 @@ import functools
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from types import FunctionType, TracebackType
-from typing import Any, NoReturn, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, Final, NoReturn, ParamSpec, Protocol, TypeVar, cast
 
 from ._errors import ConfigError
 
 __all__ = [
+    "CANNOT_REPEAT",
+    "CANNOT_REPLACE",
     "AsyncIterationGuard",
     "IterationGuard",
     "decorate",
@@ -114,6 +116,17 @@ def is_generator(fn: object) -> bool:
         (True, False)
     """
     return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+# Why retry and fallback refuse generators (shared with the Policy's message).
+CANNOT_REPEAT: Final = (
+    "items already yielded cannot be taken back, so an iteration that fails half-way "
+    "cannot be run again"
+)
+CANNOT_REPLACE: Final = (
+    "items already yielded cannot be taken back, so a failure half-way cannot be "
+    "replaced by a fallback value"
+)
 
 
 def refuse_generator(fn: object, what: str, why: str, fix: str) -> NoReturn:

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from typing import Any
 
 import pytest
 
-from resilience import CircuitBreaker, CircuitOpenError, CircuitState
+from resilience import (
+    Bulkhead,
+    BulkheadFull,
+    CircuitBreaker,
+    CircuitOpenError,
+    CircuitState,
+    ConfigError,
+    DeadlineExceeded,
+    Policy,
+    Retry,
+    backoff,
+    deadline,
+    fallback,
+    remaining,
+    retry,
+    timeout,
+)
 from resilience.testing import FakeClock
 
 
@@ -286,3 +303,252 @@ async def test_cancelled_async_generator_gives_its_probe_back(clock: FakeClock) 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert (b.metrics().half_open_in_flight, b.state) == (0, CircuitState.HALF_OPEN)
+
+
+# ---------------------------------------------------------------- retry and fallback refuse
+
+
+def _rows() -> Iterator[int]:
+    yield 1
+
+
+async def _arows() -> AsyncIterator[int]:
+    yield 1
+
+
+@pytest.mark.parametrize("fn", [_rows, _arows], ids=["generator", "async-generator"])
+@pytest.mark.parametrize(
+    ("make", "label"),
+    [
+        (lambda: retry(on=ConnectionError), "retry cannot decorate"),
+        (lambda: Retry(on=ConnectionError, timeout=1.0), "retry cannot decorate"),
+        (lambda: fallback([]), "fallback cannot decorate"),
+        (lambda: Policy(retry=Retry(on=OSError)), "Policy(retry=...) cannot decorate"),
+        (lambda: Policy(fallback=fallback(0), timeout=1.0), "Policy(fallback=...) cannot"),
+    ],
+    ids=["retry", "Retry-timeout", "fallback", "policy-retry", "policy-fallback"],
+)
+def test_retry_and_fallback_refuse_generators(
+    fn: Callable[[], object], make: Callable[[], Callable[[Any], Any]], label: str
+) -> None:
+    """Retrying or replacing a half-done iteration is unsound: decoration says so and why."""
+    with pytest.raises(ConfigError) as info:
+        make()(fn)
+    message = str(info.value)
+    assert message.startswith(label)
+    assert fn.__qualname__ in message
+    assert "cannot be taken back" in message
+    assert "consumes the items" in message or "opens the stream" in message
+
+
+def test_policy_refusal_names_every_slot_to_drop() -> None:
+    """A Policy with both a retry and a fallback names both."""
+    policy = Policy(retry=Retry(on=OSError), fallback=fallback(0))
+    with pytest.raises(ConfigError, match=r"Policy\(retry=\.\.\., fallback=\.\.\.\)"):
+        policy(_rows)
+
+
+def test_retry_still_decorates_a_function_returning_a_list() -> None:
+    """The advice works: a function that collects the items is retried as usual."""
+    calls = []
+
+    @retry(on=ConnectionError, attempts=2, backoff=backoff.none())
+    def pages() -> list[int]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError
+        return list(_rows())
+
+    assert pages() == [1]
+
+
+# ---------------------------------------------------------------- timeout
+
+
+def test_timeout_covers_the_whole_iteration(clock: FakeClock) -> None:
+    """Each step sees what is left of one deadline; the consumer between items sees none."""
+    seen: list[float | None] = []
+
+    @timeout(10.0, clock=clock)
+    def rows() -> Iterator[int]:
+        seen.append(remaining())
+        yield 1
+        seen.append(remaining())
+        yield 2
+        seen.append(remaining())
+        yield 3
+
+    items = rows()
+    assert next(items) == 1
+    assert remaining() is None  # the deadline is not the consumer's
+    clock.advance(4)
+    assert next(items) == 2
+    clock.advance(6)
+    with pytest.raises(DeadlineExceeded, match=r"an item of .*rows"):
+        next(items)
+    assert seen == [10.0, 6.0]
+
+
+def test_timeout_keeps_an_earlier_outer_deadline(clock: FakeClock) -> None:
+    """Inside an outer deadline that ends sooner, the generator's steps see the outer one."""
+    seen: list[float | None] = []
+
+    @timeout(10.0, clock=clock)
+    def rows() -> Iterator[int]:
+        seen.append(remaining())
+        yield 1
+
+    with deadline(3.0, clock=clock):
+        assert list(rows()) == [1]
+    assert seen == [3.0]
+
+
+async def test_async_timeout_cancels_a_step_at_the_deadline() -> None:
+    """An async generator step still running at the deadline is cancelled."""
+    cleaned: list[str] = []
+
+    @timeout(0.05)
+    async def stream() -> AsyncIterator[int]:
+        yield 1
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append("finally")
+        yield 2
+
+    items = stream()
+    assert await items.__anext__() == 1
+    assert remaining() is None
+    with pytest.raises(DeadlineExceeded):
+        await items.__anext__()
+    assert cleaned == ["finally"]
+
+
+async def test_async_timeout_counts_the_consumer_time(clock: FakeClock) -> None:
+    """Time spent by the consumer between items counts: the next step may not start."""
+
+    @timeout(5.0, clock=clock)
+    async def stream() -> AsyncIterator[int]:
+        yield 1
+        yield 2
+
+    items = stream()
+    assert await items.__anext__() == 1
+    clock.advance(5)
+    with pytest.raises(DeadlineExceeded):
+        await items.__anext__()
+
+
+# ---------------------------------------------------------------- bulkhead
+
+
+def test_bulkhead_holds_a_slot_for_the_whole_iteration() -> None:
+    """A suspended generator keeps its slot; the end, a failure or close() gives it back."""
+    bh = Bulkhead(1)
+
+    @bh
+    def rows(fail: bool = False) -> Generator[int, None, None]:
+        yield 1
+        if fail:
+            raise Boom
+        yield 2
+
+    first = rows()
+    assert bh.active == 0  # created, not started
+    assert next(first) == 1
+    assert bh.active == 1
+    with pytest.raises(BulkheadFull):
+        next(rows())
+    assert list(first) == [2]
+    assert bh.active == 0
+    failing = rows(fail=True)
+    next(failing)
+    with pytest.raises(Boom):
+        next(failing)
+    assert bh.active == 0
+    closed = rows()
+    next(closed)
+    closed.close()
+    assert bh.active == 0
+
+
+async def test_bulkhead_holds_a_slot_for_an_async_iteration() -> None:
+    """The async twin: the slot is taken at the first anext and freed by aclose()."""
+    bh = Bulkhead(1)
+
+    @bh
+    async def stream() -> AsyncGenerator[int, None]:
+        yield 1
+        yield 2
+
+    items = stream()
+    assert await items.__anext__() == 1
+    assert bh.active == 1
+    with pytest.raises(BulkheadFull):
+        await stream().__anext__()
+    await items.aclose()
+    assert bh.active == 0
+    assert [item async for item in stream()] == [1, 2]
+    assert bh.active == 0
+
+
+# ---------------------------------------------------------------- policy
+
+
+def test_policy_guards_a_generator_iteration(clock: FakeClock) -> None:
+    """timeout, bulkhead, breaker and attempt_timeout guard the iteration, one outcome each."""
+    breaker = CircuitBreaker("gen-policy", consecutive_failures=2, clock=clock)
+    bh = Bulkhead(1)
+    policy = Policy(timeout=10.0, bulkhead=bh, breaker=breaker, attempt_timeout=5.0, clock=clock)
+    seen: list[tuple[int, float | None]] = []
+
+    @policy
+    def rows() -> Iterator[int]:
+        seen.append((bh.active, remaining()))
+        yield 1
+        raise Boom
+
+    assert inspect.isgeneratorfunction(rows)
+    items = rows()
+    assert next(items) == 1
+    with pytest.raises(Boom):
+        next(items)
+    assert seen == [(1, 5.0)]
+    assert bh.active == 0
+    assert (breaker.metrics().calls, breaker.metrics().failures) == (1, 1)
+
+
+async def test_policy_guards_an_async_generator_iteration(clock: FakeClock) -> None:
+    """The async twin of the policy over a generator."""
+    breaker = CircuitBreaker("agen-policy", consecutive_failures=1, clock=clock)
+
+    @Policy(timeout=10.0, bulkhead=1, breaker=breaker, clock=clock)
+    async def stream() -> AsyncIterator[int]:
+        yield 1
+        raise Boom
+
+    assert inspect.isasyncgenfunction(stream)
+    with pytest.raises(Boom):
+        async for _ in stream():
+            pass
+    assert breaker.state is CircuitState.OPEN
+
+
+def test_generator_wrappers_keep_metadata_and_defaults(clock: FakeClock) -> None:
+    """Every generator wrapper keeps the name, docstring, signature and defaults."""
+
+    def rows(limit: int = 2, *, start: int = 0) -> Iterator[int]:
+        """Count."""
+        yield from range(start, start + limit)
+
+    for decorator in (
+        CircuitBreaker("gen-meta", clock=clock),
+        timeout(5.0),
+        Bulkhead(2),
+        Policy(timeout=5.0, bulkhead=2),
+    ):
+        wrapped = decorator(rows)
+        assert (wrapped.__name__, wrapped.__doc__) == ("rows", "Count.")
+        assert inspect.signature(wrapped) == inspect.signature(rows)
+        assert (wrapped.__defaults__, wrapped.__kwdefaults__) == ((2,), {"start": 0})
+        assert list(wrapped(start=3)) == [3, 4]
