@@ -33,7 +33,6 @@ Interface for other components (the httpx transports run their own HTTP-aware lo
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -64,6 +63,7 @@ from .._validate import (
 from .._validate import (
     name as check_name,
 )
+from .._wrapping import CANNOT_REPEAT, is_generator, refuse_generator, wraps
 from ..backoff import Backoff, TenacityWait, as_backoff, exponential
 from ._budget import RetryBudget
 
@@ -496,7 +496,20 @@ class Retry:
         return await self._loop_async(fn, args, kwargs, 0, 0.0, state)
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
-        """Decorate a function or an ``async def`` function with this retry."""
+        """Decorate a function or an ``async def`` function with this retry.
+
+        Generator functions are refused with `ConfigError`: items already handed to the
+        consumer cannot be taken back, so a failed iteration cannot be run again. Retry the
+        call that opens the stream instead, or a function that returns the items as a list.
+        """
+        if is_generator(fn):
+            refuse_generator(
+                fn,
+                "retry",
+                CANNOT_REPEAT,
+                "Retry the call that opens the stream instead, or decorate a function that "
+                "returns the items as a list.",
+            )
         if inspect.iscoroutinefunction(fn):
             return cast(Callable[P, T], self._wrap_async(fn))
         return self._wrap_sync(fn)
@@ -515,7 +528,7 @@ class Retry:
         if self._slow_path():
             call = self.call
 
-            @functools.wraps(fn)
+            @wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 return call(fn, *args, **kwargs)
 
@@ -525,7 +538,7 @@ class Retry:
         loop = self._loop_sync
 
         # The common case, inlined: the first attempt costs one call and a zero-cost ``try``.
-        @functools.wraps(fn)
+        @wraps(fn)
         def fast(*args: P.args, **kwargs: P.kwargs) -> T:
             try:
                 return fn(*args, **kwargs)
@@ -541,7 +554,7 @@ class Retry:
         if self._slow_path():
             call_async = self.call_async
 
-            @functools.wraps(fn)
+            @wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 return await call_async(fn, *args, **kwargs)
 
@@ -550,7 +563,7 @@ class Retry:
         after_error = self._after_error
         loop = self._loop_async
 
-        @functools.wraps(fn)
+        @wraps(fn)
         async def fast(*args: P.args, **kwargs: P.kwargs) -> T:
             try:
                 return await fn(*args, **kwargs)
