@@ -25,6 +25,7 @@ from pathlib import Path
 from . import (
     case_breaker,
     case_concurrency,
+    case_defaults,
     case_faults,
     case_httpx,
     case_memory,
@@ -53,6 +54,7 @@ CASES: list[Case] = [
     *case_httpx.CASES,
     *case_memory.CASES,
     *case_faults.CASES,
+    *case_defaults.CASES,
 ]
 
 
