@@ -16,7 +16,6 @@ state. Events are emitted after the lock is released.
 from __future__ import annotations
 
 import enum
-import functools
 import inspect
 import logging
 import math
@@ -30,6 +29,7 @@ from . import _config, _registry
 from ._errors import CircuitOpenError, ConfigError
 from ._events import CallRejected, CircuitStateChanged, Event, Listener, emit, wanted
 from ._windows import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow
+from ._wrapping import wraps
 
 if TYPE_CHECKING:
     from .stores import BreakerBinding, BreakerStore
@@ -45,6 +45,21 @@ DEFAULT_MINIMUM_CALLS: Final = 10
 DEFAULT_SLOW_CALL_RATE: Final = 1.0
 DEFAULT_OPEN_DURATION: Final = 30.0
 DEFAULT_HALF_OPEN_CALLS: Final = 1
+
+
+class _DefaultRate(float):
+    """The default ``failure_rate``: equal to 0.5, yet told apart from a ``0.5`` passed in.
+
+    With ``consecutive_failures``, the rate trips the breaker too only when it was given.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+
+_UNSET_FAILURE_RATE: Final[float] = _DefaultRate(DEFAULT_FAILURE_RATE)
 
 _DISABLED_PERMIT: Final = -1  # never equal to a generation: its outcome is never recorded
 # Other processes' window totals (calls, failures, slow calls, failure run) from a shared store.
@@ -121,6 +136,8 @@ class BreakerConfig:
 
     failure_rate: float = DEFAULT_FAILURE_RATE
     consecutive_failures: int | None = None
+    #: True when ``failure_rate`` was passed: with ``consecutive_failures`` both then trip.
+    failure_rate_explicit: bool = False
     window: int = DEFAULT_WINDOW
     window_seconds: float | None = None
     minimum_calls: int = DEFAULT_MINIMUM_CALLS
@@ -154,6 +171,7 @@ class BreakerConfig:
             consecutive_failures=_config.integer(
                 "consecutive_failures", consecutive_failures, allow_none=True
             ),
+            failure_rate_explicit=failure_rate is not _UNSET_FAILURE_RATE,
             window=_config.required_integer("window", window),
             window_seconds=_config.duration("window_seconds", window_seconds, allow_none=True),
             minimum_calls=_config.required_integer("minimum_calls", minimum_calls),
@@ -174,7 +192,8 @@ class CircuitBreaker:
     Args:
         name: unique key in the process-wide registry, used in logs, metrics and errors.
         failure_rate: open when failures / calls in the window reach this, in (0, 1].
-        consecutive_failures: open after this many failures in a row instead of a rate.
+        consecutive_failures: open after this many failures in a row instead of a rate; with
+            ``failure_rate`` also given, open on whichever comes first.
         window: count window: the last N calls.
         window_seconds: time window: the calls of the last N seconds (replaces ``window``).
         minimum_calls: no rate decision before the window holds this many calls.
@@ -235,10 +254,13 @@ class CircuitBreaker:
         "_open_duration",
         "_open_until",
         "_probe_failures",
+        "_probe_run",
         "_probe_slow",
         "_probes_done",
         "_probes_in_flight",
+        "_rate_trips",
         "_remote",
+        "_reopened",
         "_ring_append",
         "_slow_call_duration",
         "_slow_call_rate",
@@ -252,7 +274,7 @@ class CircuitBreaker:
         self,
         name: str,
         *,
-        failure_rate: float = DEFAULT_FAILURE_RATE,
+        failure_rate: float = _UNSET_FAILURE_RATE,
         consecutive_failures: int | None = None,
         window: int = DEFAULT_WINDOW,
         window_seconds: _config.Duration | None = None,
@@ -298,6 +320,8 @@ class CircuitBreaker:
         self._config = config
         self._failure_rate = config.failure_rate
         self._consecutive_limit = config.consecutive_failures
+        # The rate trips the breaker unless consecutive_failures replaces it.
+        self._rate_trips = config.consecutive_failures is None or config.failure_rate_explicit
         self._slow_call_duration = (
             math.inf if config.slow_call_duration is None else config.slow_call_duration
         )
@@ -333,6 +357,11 @@ class CircuitBreaker:
         self._probes_done = 0
         self._probe_failures = 0
         self._probe_slow = 0
+        self._probe_run = 0
+        # The probes' numbers (calls, failures, slow calls, failure run) while OPEN after a
+        # failed HALF_OPEN round: the window was emptied for the probes, and these are what
+        # metrics() shows until the next round (None: OPEN from CLOSED shows the window).
+        self._reopened: tuple[int, int, int, int] | None = None
         self._remote = _NO_REMOTE
 
     # ------------------------------------------------------------------ properties
@@ -545,6 +574,9 @@ class CircuitBreaker:
                 self._probes_done += 1
                 if outcome & FAILURE:
                     self._probe_failures += 1
+                    self._probe_run += 1
+                else:
+                    self._probe_run = 0
                 if outcome & SLOW:
                     self._probe_slow += 1
                 binding = self._binding
@@ -570,7 +602,7 @@ class CircuitBreaker:
             # Until minimum_calls is reached, the success that reaches it may trip.
             self._fast_ok = not (failures or slow_calls or self._ring_append is None)
             return None
-        if limit is None and failures / calls >= self._failure_rate:
+        if self._rate_trips and failures / calls >= self._failure_rate:
             return self._to_open("failure rate reached the threshold")
         if slow_calls and slow_calls / calls >= self._slow_call_rate:
             return self._to_open("slow-call rate reached the threshold")
@@ -592,14 +624,22 @@ class CircuitBreaker:
         return self._transition(_CLOSED, "the probes succeeded")
 
     def _consecutive_failures(self) -> int:
+        if self._state is not _CLOSED:
+            if self._state is _HALF_OPEN:
+                return self._probe_run
+            if self._reopened is not None and self._state is _OPEN:
+                return self._reopened[3]
         window = self._window
         if isinstance(window, CountWindow):
             return window.trailing_failures()
         return self._consecutive
 
     def _snapshot_numbers(self, now: float) -> tuple[int, int, int, float, float]:
+        reopened = self._reopened
         if self._state is _HALF_OPEN:
             calls, failures, slow = self._probes_done, self._probe_failures, self._probe_slow
+        elif reopened is not None and self._state is _OPEN:
+            calls, failures, slow = reopened[0], reopened[1], reopened[2]
         else:
             calls, failures, slow = self._window.counts(now)
             remote = self._remote
@@ -624,12 +664,15 @@ class CircuitBreaker:
         """
         calls, failures, slow, failure_rate, slow_rate = self._snapshot_numbers(self._clock())
         old = self._state
+        self._reopened = (
+            (calls, failures, slow, self._probe_run) if old is _HALF_OPEN and new is _OPEN else None
+        )
         self._state = new
         self._fast_ok = new is _CLOSED and self._ring_append is not None
         self._gen += 1
         self._consecutive = 0
         self._probes_in_flight = self._probes_done = 0
-        self._probe_failures = self._probe_slow = 0
+        self._probe_failures = self._probe_slow = self._probe_run = 0
         if new is _CLOSED or new is _HALF_OPEN:
             self._window.clear()
             self._remote = _NO_REMOTE
@@ -863,7 +906,7 @@ class CircuitBreaker:
 
         if self._slow_call_duration != math.inf:
 
-            @functools.wraps(fn)
+            @wraps(fn)
             def timed(*args: P.args, **kwargs: P.kwargs) -> R:
                 permit = breaker._gen
                 if breaker._state is not _CLOSED:
@@ -884,7 +927,7 @@ class CircuitBreaker:
         if window is not None:
             time_success = self._time_success
 
-            @functools.wraps(fn)
+            @wraps(fn)
             def windowed(*args: P.args, **kwargs: P.kwargs) -> R:
                 permit = breaker._gen
                 if breaker._state is not _CLOSED:
@@ -902,7 +945,7 @@ class CircuitBreaker:
         assert ring_append is not None  # a breaker has a count window or a time window
 
         # The hot path: record_success inlined for a count window.
-        @functools.wraps(fn)
+        @wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             permit = breaker._gen
             if breaker._state is not _CLOSED:
@@ -930,7 +973,7 @@ class CircuitBreaker:
         record_exception = self.record_exception
         timed = self._slow_call_duration != math.inf
 
-        @functools.wraps(fn)
+        @wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             permit = breaker._gen
             if breaker._state is not _CLOSED:

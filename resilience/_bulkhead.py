@@ -15,7 +15,6 @@ other. A token freed while callers wait is handed straight to the first of them.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import threading
 from collections import deque
@@ -28,6 +27,7 @@ from ._config import name as check_name
 from ._deadline import _exceeded, remaining
 from ._errors import BulkheadFull
 from ._events import BulkheadRejected, emit
+from ._wrapping import wraps
 
 __all__ = ["Bulkhead", "bulkhead"]
 
@@ -350,7 +350,7 @@ class Bulkhead:
             afn = fn
             aacquire_slow = self._aacquire_slow
 
-            @functools.wraps(fn)
+            @wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 try:
                     pop()
@@ -366,7 +366,7 @@ class Bulkhead:
             return cast(Callable[P, R], async_wrapper)
         acquire_slow = self._acquire_slow
 
-        @functools.wraps(fn)
+        @wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             try:
                 pop()

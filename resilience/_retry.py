@@ -33,7 +33,6 @@ Interface for other components (the httpx transports run their own HTTP-aware lo
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -58,6 +57,7 @@ from ._config import (
 from ._deadline import Deadline, current_deadline
 from ._errors import BulkheadFull, CircuitOpenError, ConfigError
 from ._events import RetryBudgetExhausted, RetryExhausted, RetryScheduled, emit, error_name
+from ._wrapping import wraps
 from .backoff import Backoff, as_backoff, exponential
 
 __all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "MAX_RETRY_AFTER", "Retry", "retry"]
@@ -455,7 +455,7 @@ class Retry:
         if self._budget is not None or self._timeout is not None or self._on_result is not None:
             call = self.call
 
-            @functools.wraps(fn)
+            @wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 return call(fn, *args, **kwargs)
 
@@ -465,7 +465,7 @@ class Retry:
         loop = self._loop_sync
 
         # The common case, inlined: the first attempt costs one call and a zero-cost ``try``.
-        @functools.wraps(fn)
+        @wraps(fn)
         def fast(*args: P.args, **kwargs: P.kwargs) -> T:
             try:
                 return fn(*args, **kwargs)
@@ -481,7 +481,7 @@ class Retry:
         if self._budget is not None or self._timeout is not None or self._on_result is not None:
             call_async = self.call_async
 
-            @functools.wraps(fn)
+            @wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 return await call_async(fn, *args, **kwargs)
 
@@ -490,7 +490,7 @@ class Retry:
         after_error = self._after_error
         loop = self._loop_async
 
-        @functools.wraps(fn)
+        @wraps(fn)
         async def fast(*args: P.args, **kwargs: P.kwargs) -> T:
             try:
                 return await fn(*args, **kwargs)

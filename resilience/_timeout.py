@@ -9,7 +9,6 @@ already passed is not started at all. A sync call that blocks on its own runs to
 
 from __future__ import annotations
 
-import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from ._config import Clock, Duration, required_duration
 from ._config import clock as check_clock
 from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry
+from ._wrapping import wraps
 
 __all__ = ["Timeout", "timeout"]
 
@@ -37,13 +37,13 @@ def decorate(
     """
     if inspect.iscoroutinefunction(fn):
 
-        @functools.wraps(fn)
+        @wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             return await call_async(fn, *args, **kwargs)
 
         return cast(Callable[P, R], async_wrapper)
 
-    @functools.wraps(fn)
+    @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         return call(fn, *args, **kwargs)
 
@@ -80,7 +80,7 @@ class Timeout:
             afn = fn
             trusted = Deadline._trusted
 
-            @functools.wraps(fn)
+            @wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 async with trusted(seconds, clock, "the call"):
                     return await afn(*args, **kwargs)
@@ -92,7 +92,7 @@ class Timeout:
         reset = _CURRENT.reset
         call = self.call
 
-        @functools.wraps(fn)
+        @wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             outer = get()
             if outer is not None and outer.remaining() <= seconds:

@@ -91,6 +91,66 @@ def test_consecutive_failures_mode(clock: FakeClock) -> None:
     assert b.state is CircuitState.OPEN
 
 
+@pytest.mark.parametrize("window", [{"window": 10}, {"window_seconds": 60}], ids=["count", "time"])
+def test_both_triggers_open_on_the_rate(clock: FakeClock, window: dict[str, float]) -> None:
+    """consecutive_failures with an explicit failure_rate: the rate alone can open it."""
+    b = CircuitBreaker(
+        "both-rate",
+        consecutive_failures=3,
+        failure_rate=0.5,
+        minimum_calls=4,
+        clock=clock,
+        **window,  # type: ignore[arg-type]
+    )
+    for _ in range(2):
+        run_failures(b, 1)
+        run_successes(b, 1)
+        assert b.metrics().consecutive_failures == 0
+    assert b.state is CircuitState.OPEN  # 2 of 4 failed, never 2 in a row
+
+
+def test_both_triggers_open_on_the_run_before_minimum_calls(clock: FakeClock) -> None:
+    """consecutive_failures with an explicit failure_rate: a run opens it before minimum_calls."""
+    b = CircuitBreaker(
+        "both-run", consecutive_failures=2, failure_rate=0.9, minimum_calls=50, clock=clock
+    )
+    run_successes(b, 5)
+    run_failures(b, 2)
+    assert b.state is CircuitState.OPEN
+
+
+def test_consecutive_alone_ignores_the_default_rate(clock: FakeClock) -> None:
+    """consecutive_failures without failure_rate keeps its meaning: no rate decision at all."""
+    b = CircuitBreaker("consec-only", consecutive_failures=3, minimum_calls=4, clock=clock)
+    for _ in range(20):
+        run_failures(b, 2)
+        run_successes(b, 1)
+    assert b.state is CircuitState.CLOSED
+    assert b.metrics().failure_rate > 0.5
+    assert b.config.failure_rate_explicit is False
+
+
+def test_both_triggers_survive_clone_and_judge_probes_strictly(clock: FakeClock) -> None:
+    """A clone keeps both triggers; in HALF_OPEN any failed probe reopens (consecutive rule)."""
+    template = CircuitBreaker(
+        "both-tmpl",
+        consecutive_failures=5,
+        failure_rate=0.5,
+        minimum_calls=2,
+        half_open_calls=4,
+        clock=clock,
+    )
+    twin = template.clone("both-tmpl:host")
+    assert twin.config.failure_rate_explicit is True
+    run_failures(twin, 1)
+    run_successes(twin, 1)
+    assert twin.state is CircuitState.OPEN
+    clock.advance(30)
+    run_successes(twin, 3)
+    run_failures(twin, 1)
+    assert twin.state is CircuitState.OPEN
+
+
 def test_consecutive_longer_than_window(clock: FakeClock) -> None:
     """A run longer than the count window is still seen."""
     b = CircuitBreaker("consec-long", consecutive_failures=8, window=5, clock=clock)
@@ -507,6 +567,38 @@ def test_metrics_snapshot_is_a_mapping(clock: FakeClock) -> None:
     assert m["slow_call_rate"] == 0.0
     assert m.as_dict()["state"] == "closed"
     assert {"state", "calls", "failures", "slow_calls", "failure_rate", "slow_call_rate"} <= set(m)
+
+
+@pytest.mark.parametrize("window", [{"window": 10}, {"window_seconds": 5}], ids=["count", "time"])
+def test_metrics_after_failed_probes_show_the_probes(
+    clock: FakeClock, window: dict[str, float]
+) -> None:
+    """OPEN again after HALF_OPEN: metrics() shows the probes' numbers, not an empty window."""
+    b = CircuitBreaker(
+        "reopen-metrics",
+        failure_rate=0.5,
+        half_open_calls=4,
+        minimum_calls=5,
+        open_duration=5,
+        clock=clock,
+        **window,  # type: ignore[arg-type]
+    )
+    run_failures(b, 5)
+    clock.advance(5)
+    for failed in (True, True, False, True):
+        permit = b.acquire()
+        if failed:
+            b.record_failure(permit)
+        else:
+            b.record_success(permit)
+    m = b.metrics()
+    assert m.state is CircuitState.OPEN
+    assert (m.calls, m.failures, m.slow_calls, m.consecutive_failures) == (4, 3, 0, 1)
+    assert m.failure_rate == pytest.approx(0.75)
+    clock.advance(5)
+    m = b.metrics()  # the next round starts from nothing
+    assert m.state is CircuitState.HALF_OPEN
+    assert (m.calls, m.failures, m.consecutive_failures) == (0, 0, 0)
 
 
 def test_state_changes_are_emitted_after_the_lock(clock: FakeClock) -> None:

@@ -14,9 +14,18 @@ class Model:
     """The spec in the simplest words: a list of outcomes and a state."""
 
     def __init__(
-        self, *, window: int, minimum: int, rate: float, consecutive: int | None, probes: int
+        self,
+        *,
+        window: int,
+        minimum: int,
+        rate: float | None,
+        consecutive: int | None,
+        probes: int,
     ) -> None:
-        self.window, self.minimum, self.rate = window, min(minimum, window), rate
+        self.window, self.minimum = window, min(minimum, window)
+        # The rate trips unless consecutive_failures is given without failure_rate.
+        self.rate_trips = rate is not None or consecutive is None
+        self.rate = 0.5 if rate is None else rate
         self.consecutive, self.probes = consecutive, probes
         self.outcomes: list[bool] = []
         self.probe_outcomes: list[bool] = []
@@ -65,8 +74,10 @@ class Model:
                 run += 1
             if run >= self.consecutive:
                 self.go(CircuitState.OPEN)
-            return "ran"
+                return "ran"
         recent = self.outcomes[-self.window :]
+        if not self.rate_trips:
+            return "ran"
         if len(recent) >= self.minimum and sum(recent) / len(recent) >= self.rate:
             self.go(CircuitState.OPEN)
         return "ran"
@@ -76,19 +87,21 @@ class BreakerMachine(RuleBasedStateMachine):
     @initialize(
         window=st.integers(1, 8),
         minimum=st.integers(1, 10),
-        rate=st.sampled_from([0.25, 0.5, 1.0]),
+        rate=st.sampled_from([None, 0.25, 0.5, 1.0]),
         consecutive=st.none() | st.integers(1, 4),
         probes=st.integers(1, 3),
     )
     def build(
-        self, window: int, minimum: int, rate: float, consecutive: int | None, probes: int
+        self, window: int, minimum: int, rate: float | None, consecutive: int | None, probes: int
     ) -> None:
         self.clock = FakeClock(0.0)
+        # rate None: failure_rate not passed (with consecutive_failures, the run alone trips).
+        given: dict[str, float] = {} if rate is None else {"failure_rate": rate}
         self.breaker = CircuitBreaker(
             "model",
             window=window,
             minimum_calls=minimum,
-            failure_rate=rate,
+            **given,
             consecutive_failures=consecutive,
             half_open_calls=probes,
             open_duration=30.0,
