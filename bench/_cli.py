@@ -25,6 +25,7 @@ from pathlib import Path
 from . import (
     case_breaker,
     case_concurrency,
+    case_defaults,
     case_faults,
     case_httpx,
     case_idempotency,
@@ -55,6 +56,7 @@ CASES: list[Case] = [
     *case_memory.CASES,
     *case_faults.CASES,
     *case_idempotency.CASES,
+    *case_defaults.CASES,
 ]
 
 
