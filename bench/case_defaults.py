@@ -251,7 +251,7 @@ def candidates() -> list[Candidate]:
         Candidate("transport default", chosen, "us"),
         Candidate("quicker", QUICKER),
         Candidate("window of 100", {**chosen, "window": 100, "minimum_calls": 100}),
-        Candidate("five probes", {**chosen, "half_open_calls": 5}),
+        Candidate("one probe", {**chosen, "half_open_calls": 1}),
         Candidate("resilience4j defaults", RESILIENCE4J),
     ]
 

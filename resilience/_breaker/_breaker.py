@@ -213,7 +213,8 @@ class CircuitBreaker:
         slow_call_duration: calls taking at least this long count as slow.
         slow_call_rate: open when slow calls / calls reach this, in (0, 1].
         open_duration: seconds OPEN before probes are let through (HALF_OPEN).
-        half_open_calls: probes allowed at once in HALF_OPEN, judged together.
+        half_open_calls: probes allowed at once in HALF_OPEN, judged together: by the failure
+            rate, or (``consecutive_failures`` alone) reopening if any failed.
         failure_on: exception types, or a predicate ``exc -> bool``: what counts as a failure.
         ignore: exception types that count as neither success nor failure (wins over
             ``failure_on``).
@@ -679,7 +680,9 @@ class CircuitBreaker:
         if self._probes_done < planned:
             return None  # the verdict comes once every probe has finished (API.md)
         failures = self._probe_failures
-        if self._consecutive_limit is not None:
+        # Probes are judged by the rate whenever the rate trips the breaker (both triggers):
+        # one unlucky probe of several must not reopen a host that mostly works.
+        if not self._rate_trips:
             if failures:
                 return self._to_open("a probe failed")
         elif failures / planned >= self._failure_rate:

@@ -121,7 +121,7 @@ DEFAULT_HOST_BREAKER: Final[Mapping[str, Any]] = MappingProxyType(
         "minimum_calls": 150,
         "failure_rate": 0.5,
         "consecutive_failures": 15,
-        "half_open_calls": 1,
+        "half_open_calls": 5,
         "open_duration": 30.0,
     }
 )

@@ -1166,7 +1166,9 @@ class RedisStore:
                 outcome,
                 config.half_open_calls,
                 repr(config.failure_rate),
-                "1" if config.consecutive_failures is not None else "0",
+                "1"
+                if config.consecutive_failures is not None and not config.failure_rate_explicit
+                else "0",
                 repr(config.slow_call_rate),
                 int(config.open_duration * 1000),
                 self._probe_ttl_ms(config.open_duration),

@@ -143,8 +143,8 @@ def test_consecutive_alone_ignores_the_default_rate(clock: FakeClock) -> None:
     assert b.config.failure_rate_explicit is False
 
 
-def test_both_triggers_survive_clone_and_judge_probes_strictly(clock: FakeClock) -> None:
-    """A clone keeps both triggers; in HALF_OPEN any failed probe reopens (consecutive rule)."""
+def test_both_triggers_survive_clone_and_judge_probes_by_the_rate(clock: FakeClock) -> None:
+    """A clone keeps both triggers; in HALF_OPEN the probes' failure rate decides, not one probe."""
     template = CircuitBreaker(
         "both-tmpl",
         consecutive_failures=5,
@@ -160,7 +160,13 @@ def test_both_triggers_survive_clone_and_judge_probes_strictly(clock: FakeClock)
     assert twin.state is CircuitState.OPEN
     clock.advance(30)
     run_successes(twin, 3)
-    run_failures(twin, 1)
+    run_failures(twin, 1)  # 1 of 4 probes failed: 25 % < 50 %
+    assert twin.state is CircuitState.CLOSED
+    run_failures(twin, 2)
+    assert twin.state is CircuitState.OPEN  # a fresh window: 2 of 2 calls failed
+    clock.advance(30)
+    run_successes(twin, 2)
+    run_failures(twin, 2)  # 2 of 4 probes failed: the rate is reached
     assert twin.state is CircuitState.OPEN
 
 

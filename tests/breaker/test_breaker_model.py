@@ -106,8 +106,9 @@ class Model:
         if len(self.probe_outcomes) < self.probes:
             return  # the verdict comes when every probe has finished
         fails = sum(self.probe_outcomes)
-        if (self.consecutive is not None and fails) or (
-            self.consecutive is None and fails / self.probes >= self.rate
+        # Probes are judged by the rate whenever the rate trips; by "any failed" otherwise.
+        if (not self.rate_trips and fails) or (
+            self.rate_trips and fails / self.probes >= self.rate
         ):
             self.go(CircuitState.OPEN)
         else:
