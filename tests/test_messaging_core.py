@@ -230,7 +230,13 @@ def test_after_claim_maps_each_claim_result() -> None:
     """Claimed runs with its token, Done skips, Busy defers past the other owner's lock."""
     assert after_claim(Claimed("tok")) == Run("tok")
     assert after_claim(Done("", b"")) == Skip()
-    assert after_claim(Busy("", 1.5)) == Defer(1.6, "busy")
+    assert after_claim(Busy("", 1.5)) == Defer(0.1, "busy")
+
+
+def test_a_busy_message_is_looked_at_again_sooner_first_then_less_often() -> None:
+    """Deferrals back off 0.1, 0.2, 0.4... s, never past the other owner's lock expiry."""
+    waits = [after_claim(Busy("", 1.5), deferrals=n) for n in range(6)]
+    assert [d.delay for d in waits] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 1.6])
 
 
 def test_after_failure_counts_tries_until_the_dead_letters() -> None:
@@ -480,8 +486,8 @@ async def test_a_message_held_by_another_consumer_is_deferred_not_tried() -> Non
     assert calls == []
     (action, _, delay, headers) = port.log[0]
     assert action == "redeliver"
-    assert delay == pytest.approx(0.4)
-    assert headers == {"k": "v"}  # no failure recorded: not a try
+    assert delay == pytest.approx(0.1)
+    assert headers == {"k": "v", "x-deferrals": 1}  # no failure recorded: not a try
     clock.advance(0.5)  # that consumer died; its lock has expired
     assert await sub.process(Msg("a", headers=headers)) == "handled"
     assert len(calls) == 1
@@ -673,7 +679,7 @@ async def test_a_full_bulkhead_defers_without_a_try() -> None:
     first = sub.deliver(Msg("a"))
     await asyncio.sleep(0)
     assert await sub.process(Msg("b")) == "deferred"
-    assert port.log[0][2:] == (0.1, {})
+    assert port.log[0][2:] == (0.1, {"x-deferrals": 1})
     gate.set()
     assert await first == "handled"
 

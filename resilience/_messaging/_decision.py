@@ -106,22 +106,29 @@ def defer_delay(wait: float) -> float:
     return min(DEFER_STEP * 2.0**steps, MAX_DEFER)
 
 
-def after_claim(result: ClaimResult) -> AfterClaim:
-    """What the dedupe claim means for the message.
+def after_claim(result: ClaimResult, deferrals: int = 0) -> AfterClaim:
+    """What the dedupe claim means for the message (*deferrals*: times it was deferred already).
+
+    A message held by another consumer is looked at again after 0.1 s, then 0.2, 0.4...:
+    that consumer is most likely alive and about to finish (the message was published
+    twice), and if it died, its lock's expiry (``retry_after``) bounds the wait.
 
     Example:
         >>> from resilience._idempotency._backend import Busy, Claimed, Done
         >>> after_claim(Claimed("t")), after_claim(Done("", b""))
         (Run(token='t'), Skip())
-        >>> after_claim(Busy("", retry_after=0.7))
-        Defer(delay=0.8, reason='busy')
+        >>> after_claim(Busy("", retry_after=50.0)), after_claim(Busy("", 50.0), deferrals=3)
+        (Defer(delay=0.1, reason='busy'), Defer(delay=0.8, reason='busy'))
+        >>> after_claim(Busy("", retry_after=0.3), deferrals=9)
+        Defer(delay=0.4, reason='busy')
     """
     if isinstance(result, Claimed):
         return Run(result.token)
     if isinstance(result, Done):
         return Skip()
     assert isinstance(result, Busy)
-    return Defer(defer_delay(result.retry_after), "busy")
+    backoff = DEFER_STEP * 2.0 ** min(max(deferrals, 0), 16)
+    return Defer(defer_delay(min(result.retry_after, backoff)), "busy")
 
 
 def pause_for(exc: CircuitOpenError) -> float:

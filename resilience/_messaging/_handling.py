@@ -52,7 +52,14 @@ from ._events import (
     MessageDuplicate,
     MessageRedelivered,
 )
-from ._headers import DEADLINE, deadline_left, failure_headers, plain_headers, tries
+from ._headers import (
+    DEADLINE,
+    deadline_left,
+    deferrals,
+    deferred_headers,
+    failure_headers,
+    tries,
+)
 from ._port import BrokerPort, M
 from ._settings import Consumer, Handler, is_async
 from ._trace import consumer_span
@@ -287,7 +294,7 @@ class Subscription(Generic[M]):
                 pause = store_pause(exc, self._store_outages)
                 return await self._requeue(message, Requeue(pause, "store"))
             self._store_outages = 0
-            decision = after_claim(claim)
+            decision = after_claim(claim, deferrals(headers))
             if isinstance(decision, Skip):
                 await port.ack(message)
                 if wanted(MessageDuplicate.level):
@@ -424,7 +431,7 @@ class Subscription(Generic[M]):
 
     async def _defer(self, message: M, headers: Any, decision: Defer) -> str:
         try:
-            await self._port.redeliver(message, decision.delay, plain_headers(headers))
+            await self._port.redeliver(message, decision.delay, deferred_headers(headers))
         except Exception as trouble:
             return await self._republish_failed(message, trouble)
         return self._count(DEFERRED)

@@ -31,12 +31,15 @@ from .._redact import redact_url
 __all__ = [
     "ATTEMPTS",
     "DEADLINE",
+    "DEFERRALS",
     "ERROR_MESSAGE",
     "ERROR_TYPE",
     "FIRST_FAILURE",
     "LAST_FAILURE",
     "ORIGINAL_QUEUE",
     "deadline_left",
+    "deferrals",
+    "deferred_headers",
     "error_type",
     "failure_headers",
     "first_failure",
@@ -60,6 +63,8 @@ ORIGINAL_QUEUE: Final = "x-original-queue"
 """The queue the message was consumed from."""
 DEADLINE: Final = "x-deadline"
 """When the work stops being wanted: wall-clock epoch milliseconds (int)."""
+DEFERRALS: Final = "x-deferrals"
+"""How many times the message waited for another consumer holding its id (int)."""
 
 MAX_ERROR_MESSAGE: Final = 1000
 
@@ -177,6 +182,14 @@ def tries(headers: Mapping[str, Any] | None) -> int:
     return count if count is not None and count > 0 else 0
 
 
+def deferrals(headers: Mapping[str, Any] | None) -> int:
+    """How many times the message was deferred already (0 for a fresh one)."""
+    if not headers:
+        return 0
+    count = _number(headers.get(DEFERRALS))
+    return count if count is not None and count > 0 else 0
+
+
 def first_failure(headers: Mapping[str, Any] | None) -> str | None:
     """When the message first failed (ISO 8601), or None."""
     if not headers:
@@ -238,7 +251,8 @@ def failure_headers(
         >>> h["x-attempts"], h["x-error-type"], h["x-first-failure"] == h["x-last-failure"]
         (1, 'builtins.ValueError', True)
     """
-    out = {k: v for k, v in (headers or {}).items() if k not in _BROKER_HISTORY}
+    out = plain_headers(headers)
+    out.pop(DEFERRALS, None)
     now = iso_time(wall_now)
     out[ATTEMPTS] = attempts
     out[ERROR_TYPE] = error_type(exc)
@@ -250,5 +264,17 @@ def failure_headers(
 
 
 def plain_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """*headers* without the broker's own dead-lettering history (for a deferred message)."""
+    """*headers* without the broker's own dead-lettering history."""
     return {k: v for k, v in (headers or {}).items() if k not in _BROKER_HISTORY}
+
+
+def deferred_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """*headers* for a message deferred once more (no try is counted).
+
+    Example:
+        >>> deferred_headers({"x-deferrals": 2, "x-death": []})
+        {'x-deferrals': 3}
+    """
+    out = plain_headers(headers)
+    out[DEFERRALS] = deferrals(headers) + 1
+    return out
