@@ -27,6 +27,7 @@ from . import (
     case_concurrency,
     case_faults,
     case_httpx,
+    case_idempotency,
     case_memory,
     case_policy,
     case_retry,
@@ -53,6 +54,7 @@ CASES: list[Case] = [
     *case_httpx.CASES,
     *case_memory.CASES,
     *case_faults.CASES,
+    *case_idempotency.CASES,
 ]
 
 

@@ -48,10 +48,13 @@ from resilience.integrations._common import (
     shed_response,
     status_body,
 )
+from resilience.integrations._idempotency import IdempotencyASGI, check_idempotency
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from resilience.idempotency import Idempotency
 
 __all__ = ["ResilienceMiddleware", "add_resilience"]
 
@@ -91,8 +94,10 @@ class ResilienceMiddleware:
         timeout: Duration | None = None,
         status_path: str | None = "/resilience",
         clock: Clock = time.monotonic,
+        idempotency: Idempotency | None = None,
     ) -> None:
-        self.app = app
+        keys = check_idempotency(idempotency)
+        self.app = app if keys is None else IdempotencyASGI(app, keys)
         self.options = Options(
             max_concurrent=max_concurrent,
             timeout=timeout,  # type: ignore[arg-type]  # Options turns a timedelta into float
@@ -180,6 +185,7 @@ def add_resilience(
     timeout: Duration | None = None,
     status_path: str | None = "/resilience",
     clock: Clock = time.monotonic,
+    idempotency: Idempotency | None = None,
 ) -> None:
     """Install `ResilienceMiddleware` on a FastAPI or Starlette app (outermost of yours).
 
@@ -188,6 +194,8 @@ def add_resilience(
         timeout: default per-request deadline in seconds; an inbound deadline header shortens it.
         status_path: GET here lists every circuit breaker as JSON; ``None`` turns it off.
         clock: the monotonic clock the request deadlines read.
+        idempotency: an `Idempotency` (``resilience.idempotency``): requests retried with
+            the same ``Idempotency-Key`` get the first response instead of running again.
 
     Example:
         >>> from fastapi import FastAPI
@@ -202,6 +210,7 @@ def add_resilience(
         status_path=status_path,
         clock=clock,
     )
+    check_idempotency(idempotency)
     # Twice would mean two limits and two deadlines fighting: refuse, as the Flask twin does.
     if any(getattr(m, "cls", None) is ResilienceMiddleware for m in app.user_middleware):
         msg = "add_resilience() was already called on this app; call it once"
@@ -212,4 +221,5 @@ def add_resilience(
         timeout=timeout,
         status_path=status_path,
         clock=clock,
+        idempotency=idempotency,
     )

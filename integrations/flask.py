@@ -47,9 +47,12 @@ from resilience.integrations._common import (
     shed_response,
     status_body,
 )
+from resilience.integrations._idempotency import IdempotencyWSGI, check_idempotency
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from resilience.idempotency import Idempotency
 
 __all__ = ["Resilience"]
 
@@ -98,6 +101,8 @@ class Resilience:
         timeout: default per-request deadline in seconds; an inbound deadline header shortens it.
         status_path: GET here lists every circuit breaker as JSON; ``None`` turns it off.
         clock: the monotonic clock the request deadlines read.
+        idempotency: an `Idempotency` (``resilience.idempotency``): requests retried with
+            the same ``Idempotency-Key`` get the first response instead of running again.
 
     Example:
         >>> from flask import Flask
@@ -108,7 +113,7 @@ class Resilience:
         True
     """
 
-    __slots__ = ("_shed", "limiter", "options")
+    __slots__ = ("_shed", "idempotency", "limiter", "options")
 
     def __init__(
         self,
@@ -118,7 +123,9 @@ class Resilience:
         timeout: Duration | None = None,
         status_path: str | None = "/resilience",
         clock: Clock = time.monotonic,
+        idempotency: Idempotency | None = None,
     ) -> None:
+        self.idempotency = check_idempotency(idempotency)
         self.options = Options(
             max_concurrent=max_concurrent,
             timeout=timeout,  # type: ignore[arg-type]  # Options turns a timedelta into float
@@ -150,6 +157,8 @@ class Resilience:
                 app.register_error_handler(error, _handle_error)
         if self.limiter is not None:
             app.after_request(_note_streaming)
+        if self.idempotency is not None:
+            app.wsgi_app = IdempotencyWSGI(app.wsgi_app, self.idempotency, app.url_map)  # type: ignore[method-assign]
         app.wsgi_app = _ResilienceWSGI(app.wsgi_app, self)  # type: ignore[method-assign]
         if self.options.status_path is not None:
             app.add_url_rule(

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._bulkhead import Bulkhead, bulkhead
     from ._deadline import deadline, remaining
     from ._fallback import fallback
+    from ._idempotency._backend import IdempotencyConflict
     from ._policy import Policy
     from ._retry import Retry, retry
     from ._timeout import timeout
@@ -43,6 +44,7 @@ __all__ = [
     "CircuitState",
     "ConfigError",
     "DeadlineExceeded",
+    "IdempotencyConflict",
     "Policy",
     "ResilienceError",
     "Retry",
@@ -67,6 +69,7 @@ _LAZY = {
     "deadline": "._deadline",
     "remaining": "._deadline",
     "fallback": "._fallback",
+    "IdempotencyConflict": "._idempotency._backend",
     "Policy": "._policy",
     "Retry": "._retry",
     "retry": "._retry",

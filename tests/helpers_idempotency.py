@@ -48,3 +48,21 @@ def redis_client(**kwargs: Any) -> Any:
     import redis
 
     return redis.Redis(port=REDIS_PORT, socket_timeout=2, **kwargs)
+
+
+@contextmanager
+def serve_wsgi(app: Any) -> Iterator[str]:
+    """Run a WSGI *app* on a threaded werkzeug server on a free port; yield its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(15)
+        server.server_close()

@@ -371,3 +371,61 @@ async def test_cancelled_async_claim_gives_the_key_back(redis_store: RedisStore)
             break
         await asyncio.sleep(0.02)
     assert isinstance(result, Claimed)
+
+
+class _LoseReply:
+    """Wraps a registered script: runs it (or not), then raises as if the reply was lost."""
+
+    def __init__(self, script: Any, *, run: bool, times: int = 1) -> None:
+        self.script = script
+        self.run = run
+        self.times = times
+
+    def __call__(self, **kwargs: Any) -> Any:
+        import redis
+
+        if self.times > 0:
+            self.times -= 1
+            if self.run:
+                self.script(**kwargs)
+            raise redis.ConnectionError("reply lost")
+        return self.script(**kwargs)
+
+
+@pytest.mark.redis
+@needs_redis
+def test_a_claim_whose_reply_was_lost_is_sent_again_with_its_token(
+    redis_store: RedisStore,
+) -> None:
+    """The claim ran in Redis but its reply was lost: the resend owns the key (no 503)."""
+    backend = backend_for(redis_store)
+    assert isinstance(backend, RedisBackend)
+    backend._claim = _LoseReply(backend._claim, run=True)
+    token = _claimed(backend.claim("k", "fp", 30.0))
+    assert isinstance(backend.claim("k", "fp", 30.0), Busy)
+    backend.complete("k", token, b"v", 60.0)
+    assert backend.claim("k", "fp", 30.0) == Done("fp", b"v")
+
+
+@pytest.mark.redis
+@needs_redis
+def test_a_claim_lost_twice_is_given_back(redis_store: RedisStore) -> None:
+    """Both replies lost: StoreUnavailable, and the claim made meanwhile is released."""
+    backend = backend_for(redis_store)
+    assert isinstance(backend, RedisBackend)
+    backend._claim = _LoseReply(backend._claim, run=True, times=2)
+    with pytest.raises(StoreUnavailable):
+        backend.claim("k", "fp", 30.0)
+    _claimed(backend.claim("k", "fp", 30.0))
+
+
+@pytest.mark.redis
+@needs_redis
+def test_a_failed_complete_is_tried_once_more(redis_store: RedisStore) -> None:
+    """One lost write of the result is retried at once: the result is kept."""
+    backend = backend_for(redis_store)
+    assert isinstance(backend, RedisBackend)
+    token = _claimed(backend.claim("k", "fp", 30.0))
+    backend._complete = _LoseReply(backend._complete, run=False)
+    backend.complete("k", token, b"v", 60.0)
+    assert backend.claim("k", "fp", 30.0) == Done("fp", b"v")

@@ -15,6 +15,7 @@ PROMISED = {
     "CircuitState",
     "ConfigError",
     "DeadlineExceeded",
+    "IdempotencyConflict",
     "Policy",
     "ResilienceError",
     "Retry",
@@ -55,6 +56,7 @@ def test_error_hierarchy() -> None:
     assert issubclass(resilience.DeadlineExceeded, TimeoutError)
     assert issubclass(resilience.ConfigError, resilience.ResilienceError)
     assert issubclass(resilience.ConfigError, ValueError)
+    assert issubclass(resilience.IdempotencyConflict, resilience.ResilienceError)
 
 
 def test_errors_carry_their_data_and_pickle() -> None:
@@ -65,6 +67,8 @@ def test_errors_carry_their_data_and_pickle() -> None:
     assert (exc.breaker, exc.retry_after) == ("p", 1.5)
     full = pickle.loads(pickle.dumps(resilience.BulkheadFull("db")))
     assert full.name == "db"
+    conflict = pickle.loads(pickle.dumps(resilience.IdempotencyConflict("k", 2.0)))
+    assert (conflict.key, conflict.retry_after) == ("k", 2.0)
 
 
 def test_public_submodules_import() -> None:
@@ -74,6 +78,7 @@ def test_public_submodules_import() -> None:
         "resilience.events",
         "resilience.httpx",
         "resilience.stores",
+        "resilience.idempotency",
         "resilience.integrations",
         "resilience.integrations.fastapi",
         "resilience.integrations.flask",

@@ -27,6 +27,7 @@ __all__ = [
     "Claimed",
     "Done",
     "IdempotencyBackend",
+    "IdempotencyConflict",
     "StoreUnavailable",
     "backend_for",
 ]
@@ -88,6 +89,34 @@ class StoreUnavailable(ResilienceError):
 
     def __reduce__(self) -> tuple[type[StoreUnavailable], tuple[str, str, float]]:
         return (type(self), (self.store, self.reason, self.retry_after))
+
+
+class IdempotencyConflict(ResilienceError):
+    """The same key is being handled right now by someone else; this call did not run.
+
+    Raised by `idempotent` (HTTP answers 409 instead). Try again after ``retry_after``
+    seconds: by then the other call has finished (you get its result) or its lock expired.
+
+    Attributes:
+        key: the key, as the key function returned it.
+        retry_after: seconds until the running call's lock expires (> 0).
+
+    Example:
+        >>> exc = IdempotencyConflict("order-7", 12.5)
+        >>> exc.key, exc.retry_after
+        ('order-7', 12.5)
+    """
+
+    def __init__(self, key: str, retry_after: float) -> None:
+        super().__init__(key, retry_after)
+        self.key = key
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return (
+            f"idempotency key {self.key!r} is in progress elsewhere; "
+            f"retry in {self.retry_after:.3g} s"
+        )
 
 
 @runtime_checkable

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 import time
-import uuid
-from typing import Final
+from typing import Final, TypeAlias
 
 from .. import _config
 from ._backend import Busy, Claimed, ClaimResult, Done
@@ -16,16 +16,10 @@ __all__ = ["DEFAULT_MAXSIZE", "MemoryStore"]
 DEFAULT_MAXSIZE: Final = 10_000
 
 
-class _Record:
-    """One key's record: running (``token`` set, ``until`` = lock expiry) or done."""
-
-    __slots__ = ("fingerprint", "token", "until", "value")
-
-    def __init__(self, fingerprint: str, token: str | None, until: float, value: bytes) -> None:
-        self.fingerprint = fingerprint
-        self.token = token
-        self.until = until
-        self.value = value
+# One key's record: (fingerprint, token, until, value). Running: token set, until = the lock's
+# expiry; done: token None, until = the result's expiry. A tuple of str/float/bytes, which
+# the garbage collector stops tracking: ten thousand records cost it nothing.
+_Record: TypeAlias = tuple[str, str | None, float, bytes]
 
 
 class MemoryStore:
@@ -53,7 +47,7 @@ class MemoryStore:
         (8, 8, [4])
     """
 
-    __slots__ = ("_clock", "_lock", "_records", "maxsize")
+    __slots__ = ("_clock", "_lock", "_records", "_tokens", "maxsize")
 
     def __init__(
         self, *, maxsize: int = DEFAULT_MAXSIZE, clock: _config.Clock = time.monotonic
@@ -62,6 +56,8 @@ class MemoryStore:
         self._clock = _config.clock("clock", clock)
         self._records: collections.OrderedDict[str, _Record] = collections.OrderedDict()
         self._lock = threading.Lock()
+        # Tokens need only be unique within this store: a counter is enough (and cheap).
+        self._tokens = itertools.count(1)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -77,15 +73,16 @@ class MemoryStore:
         records = self._records
         with self._lock:
             record = records.get(key)
-            if record is not None and now < record.until:
-                records.move_to_end(key)
-                if record.token is None:
-                    return Done(record.fingerprint, record.value)
-                return Busy(record.fingerprint, record.until - now)
+            if record is not None:
+                if now < record[2]:
+                    records.move_to_end(key)
+                    if record[1] is None:
+                        return Done(record[0], record[3])
+                    return Busy(record[0], record[2] - now)
+                del records[key]  # expired: re-inserted below as the most recent
             # Absent, expired, or a lock older than lock_timeout: this caller takes it.
-            token = uuid.uuid4().hex
-            records[key] = _Record(fingerprint, token, now + lock_timeout, b"")
-            records.move_to_end(key)
+            token = str(next(self._tokens))
+            records[key] = (fingerprint, token, now + lock_timeout, b"")
             if len(records) > self.maxsize:
                 self._evict(now)
             return Claimed(token)
@@ -96,16 +93,16 @@ class MemoryStore:
         records = self._records
         with self._lock:
             record = records.get(key)
-            if record is None or record.token != token:
+            if record is None or record[1] != token:
                 return  # taken over (or evicted after its lock ran out): the newer owner wins
-            records[key] = _Record(record.fingerprint, None, now + ttl, value)
+            records[key] = (record[0], None, now + ttl, value)
             records.move_to_end(key)
 
     def release(self, key: str, token: str) -> None:
         """Forget *key*'s running record if *token* still owns it."""
         with self._lock:
             record = self._records.get(key)
-            if record is not None and record.token == token:
+            if record is not None and record[1] == token:
                 del self._records[key]
 
     async def aclaim(self, key: str, fingerprint: str, lock_timeout: float) -> ClaimResult:
@@ -125,15 +122,16 @@ class MemoryStore:
     def _evict(self, now: float) -> None:
         """Drop least recently used records until within maxsize (lock held).
 
-        Live locks are skipped: evicting one would let a second caller run the effect.
+        A live lock is moved to the recent end instead: evicting it would let a second
+        caller run the effect. Each step is O(1); at most one pass over the records.
         """
         records = self._records
-        excess = len(records) - self.maxsize
-        for key in list(records):
-            if excess <= 0:
-                break
+        for _ in range(len(records)):
+            if len(records) <= self.maxsize:
+                return
+            key = next(iter(records))
             record = records[key]
-            if record.token is not None and now < record.until:
-                continue
-            del records[key]
-            excess -= 1
+            if record[1] is not None and now < record[2]:
+                records.move_to_end(key)
+            else:
+                del records[key]

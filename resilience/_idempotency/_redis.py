@@ -37,12 +37,17 @@ _ASYNC_WORKERS: Final = 8
 
 # KEYS[1]: the record. ARGV: token, fingerprint, lock ms.
 # Returns {0} claimed, {1, fingerprint, value} done, {2, fingerprint, ms left} busy.
+# A record already held by ARGV's token is reported claimed: a claim whose reply was lost
+# can be sent again with the same token.
 CLAIM_SCRIPT: Final = """
-local rec = redis.call('HMGET', KEYS[1], 's', 'f', 'v')
+local rec = redis.call('HMGET', KEYS[1], 's', 'f', 'v', 't')
 if rec[1] == 'd' then
   return {1, rec[2], rec[3]}
 end
 if rec[1] == 'r' then
+  if rec[4] == ARGV[1] then
+    return {0}
+  end
   local left = redis.call('PTTL', KEYS[1])
   if left > 0 then
     return {2, rec[2], left}
@@ -120,9 +125,26 @@ class RedisBackend:
     # ---------------------------------------------------------------- sync
 
     def claim(self, key: str, fingerprint: str, lock_timeout: float) -> ClaimResult:
-        """Claim *key* in one round trip (see `CLAIM_SCRIPT`)."""
+        """Claim *key* in one round trip (see `CLAIM_SCRIPT`).
+
+        If the reply is lost, the claim may have been made all the same: it is sent once
+        more with the same token (which answers "claimed" if the first one went through);
+        if that fails too, the claim is released (best effort) so the key is not locked for
+        lock_timeout by a caller that will never run it.
+        """
         token = os.urandom(12).hex()
-        reply = self._run(self._claim, key, token, fingerprint, _ms(lock_timeout))
+        lock_ms = _ms(lock_timeout)
+        try:
+            reply = self._run(self._claim, key, token, fingerprint, lock_ms)
+        except StoreUnavailable:
+            try:
+                reply = self._run(self._claim, key, token, fingerprint, lock_ms)
+            except StoreUnavailable:
+                try:
+                    self._run(self._release, key, token)
+                except StoreUnavailable:
+                    pass  # Redis is really gone: the claim, if made, expires with its lock
+                raise
         kind = reply[0]
         if kind == 0:
             return Claimed(token)
@@ -132,8 +154,15 @@ class RedisBackend:
         return Busy(_text(reply[1]), max(int(reply[2]), 1) / 1000.0)
 
     def complete(self, key: str, token: str, value: bytes, ttl: float) -> None:
-        """Store *value* for *ttl* seconds if *token* still owns *key* (one round trip)."""
-        self._run(self._complete, key, token, value, _ms(ttl))
+        """Store *value* for *ttl* seconds if *token* still owns *key* (one round trip).
+
+        Tried twice: the effect has happened, and a result that is not stored lets a retry
+        after lock_timeout run it again. (Storing is itself idempotent: same token, same value.)
+        """
+        try:
+            self._run(self._complete, key, token, value, _ms(ttl))
+        except StoreUnavailable:
+            self._run(self._complete, key, token, value, _ms(ttl))
 
     def release(self, key: str, token: str) -> None:
         """Delete *key*'s running record if *token* still owns it (one round trip)."""
