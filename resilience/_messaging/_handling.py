@@ -45,6 +45,7 @@ from ._decision import (
     after_failure,
     store_pause,
 )
+from ._dedupe import Dedupe
 from ._events import (
     ConsumerPaused,
     ConsumerResumed,
@@ -190,7 +191,8 @@ class Subscription(Generic[M]):
         self._port = port
         self._queue = queue
         self._invoke, self._async = _invoker(consumer, handle)
-        self._backend = consumer.backend
+        backend = consumer.backend
+        self._dedupe = None if backend is None else Dedupe(backend)
         self._key = consumer.key
         self._wall = consumer.wall_clock
         breaker = consumer.policy.breaker if consumer.policy is not None else None
@@ -277,10 +279,10 @@ class Subscription(Generic[M]):
             message_id = self._key(message) if self._key is not None else port.message_id(message)
         except Exception as exc:
             return await self._give_up(message, headers, exc, DeadLetter(tried + 1, "poison"))
-        backend = self._backend
+        dedupe = self._dedupe
         token: str | None = None
         key = ""
-        if backend is not None:
+        if dedupe is not None:
             if not message_id:
                 missing = MissingMessageId(self._queue)
                 return await self._give_up(
@@ -288,7 +290,7 @@ class Subscription(Generic[M]):
                 )
             key = consumer.scoped(message_id)
             try:
-                claim = await backend.aclaim(key, "", consumer.lock_timeout)
+                claim = await dedupe.claim(key, consumer.lock_timeout)
             except StoreUnavailable as exc:
                 self._store_outages += 1
                 pause = store_pause(exc, self._store_outages)
@@ -339,9 +341,9 @@ class Subscription(Generic[M]):
                 await port.requeue(message)
             raise
         if token is not None:
-            assert backend is not None
+            assert dedupe is not None
             try:
-                await backend.acomplete(key, token, b"", consumer.ttl)
+                await dedupe.complete(key, token, consumer.ttl)
             except StoreUnavailable as exc:
                 # The effect ran: acking now is what keeps it from running again. Only a
                 # copy published again after the claim's lock expires could run twice.
@@ -361,9 +363,9 @@ class Subscription(Generic[M]):
         return outcome
 
     async def _release(self, key: str, token: str) -> None:
-        assert self._backend is not None
+        assert self._dedupe is not None
         try:
-            await self._backend.arelease(key, token)
+            await self._dedupe.release(key, token)
         except StoreUnavailable as exc:
             # The claim stays until its lock expires; a redelivery meanwhile is deferred.
             self._trouble("release", exc)
