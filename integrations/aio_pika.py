@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import weakref
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -64,6 +65,9 @@ DEFAULT_PUBLISH_ATTEMPTS: Final = 3
 # A delay queue lives this long (at least) after its last declaration, beyond its own TTL.
 EXPIRES_MARGIN_MS: Final = 60_000
 _PUBLISH_BACKOFF: Final = 0.1
+# Settled tags an ack batcher keeps above its floor before it gives up batching (a channel
+# shared with another consumer whose messages it never sees settled).
+MAX_SETTLED: Final = 10_000
 
 Message = AbstractIncomingMessage
 
@@ -81,6 +85,83 @@ def _require_channel(channel: object, what: str) -> AbstractChannel:
     return channel
 
 
+class _Acks:
+    """The acks of one AMQP channel, sent together: one ``multiple`` ack covers a run.
+
+    Acking each message on its own costs a frame and a send call per message, about what
+    the rest of a no-op handling costs. Acks asked for in the same loop turn (or while the
+    previous batch is being written) go out together: one ``basic.ack(multiple=True)`` for
+    the longest run of delivery tags, counted from the channel's first, in which every tag
+    is acked now or was settled before; single acks for the rest. A tag this consumer never
+    settled (still being handled, or another consumer's on a shared channel) ends the run,
+    so a ``multiple`` ack never covers a message it does not own. On a channel shared with
+    another consumer the run may never move: past `MAX_SETTLED` tags it stops trying.
+    """
+
+    __slots__ = ("_busy", "_channel", "_floor", "_pending", "_settled")
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+        self._floor = 0  # every tag up to here is settled
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._settled: set[int] | None = set()  # settled tags above the floor; None: gave up
+        self._busy = False
+
+    def settled(self, tag: int) -> None:
+        """*tag* was settled some other way (rejected, requeued, or by the handler)."""
+        settled = self._settled
+        if settled is not None and tag > self._floor:
+            settled.add(tag)
+            if len(settled) > MAX_SETTLED:
+                self._settled = None
+
+    async def ack(self, tag: int) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending[tag] = future
+        if not self._busy:
+            self._busy = True
+            loop.call_soon(self._start, loop)
+        await future
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.create_task(self._flush())
+
+    def _run(self, tags: set[int]) -> int:
+        """Move the floor over *tags* and the settled ones; the highest of *tags* passed."""
+        settled = self._settled
+        if settled is None:
+            return 0
+        covered = 0
+        floor = self._floor
+        while floor + 1 in tags or floor + 1 in settled:
+            floor += 1
+            settled.discard(floor)
+            if floor in tags:
+                covered = floor
+        self._floor = floor
+        return covered
+
+    async def _flush(self) -> None:
+        while self._pending:
+            pending, self._pending = self._pending, {}
+            tags = set(pending)
+            covered = self._run(tags)
+            try:
+                if covered:
+                    await self._channel.basic_ack(covered, multiple=True)
+                for tag in sorted(t for t in tags if t > covered):
+                    self.settled(tag)
+                    await self._channel.basic_ack(tag)
+            except CONNECTION_EXCEPTIONS:
+                pass  # the channel is gone: the broker delivers the messages again
+            finally:
+                for future in pending.values():
+                    if not future.done():
+                        future.set_result(None)
+        self._busy = False
+
+
 class _Port:
     """`BrokerPort` for aio-pika: settles, republishes and (un)subscribes one queue."""
 
@@ -93,6 +174,7 @@ class _Port:
         self._consumer = consumer
         self._dead = f"{queue.name}.dead"
         self._declared: dict[str, float] = {}
+        self._channels: weakref.WeakKeyDictionary[Any, _Acks] = weakref.WeakKeyDictionary()
         self._tag: str | None = None
         self._subscription: Subscription[Message] | None = None
 
@@ -109,23 +191,45 @@ class _Port:
 
     # -- settling ---------------------------------------------------------------------------
 
-    async def ack(self, message: Message) -> None:
+    def _acks(self, message: Message) -> _Acks | None:
+        """The ack batcher of the channel that delivered *message* (None: it is closed)."""
         try:
-            await message.ack()
+            channel = message.channel
         except CONNECTION_EXCEPTIONS:
-            pass  # the channel is gone: the broker delivers the message again
+            return None
+        acks = self._channels.get(channel)
+        if acks is None:
+            # A robust connection opens a new channel after a reconnect; tags restart.
+            acks = self._channels[channel] = _Acks(channel)
+        return acks
+
+    async def ack(self, message: Message) -> None:
+        acks = self._acks(message)
+        tag = message.delivery_tag
+        if acks is None or tag is None:
+            return  # the channel is gone: the broker delivers the message again
+        if message.processed:
+            acks.settled(tag)  # the handler settled it, against the rules: do not ack twice
+            return
+        await acks.ack(tag)
 
     async def requeue(self, message: Message) -> None:
-        try:
-            await message.reject(requeue=True)
-        except CONNECTION_EXCEPTIONS:
-            pass
+        await self._reject(message, requeue=True)
 
     async def reject(self, message: Message) -> None:
+        await self._reject(message, requeue=False)
+
+    async def _reject(self, message: Message, *, requeue: bool) -> None:
+        acks = self._acks(message)
+        tag = message.delivery_tag
+        if acks is None or tag is None:
+            return
         try:
-            await message.reject(requeue=False)
+            if not message.processed:
+                await message.reject(requeue=requeue)
         except CONNECTION_EXCEPTIONS:
-            pass
+            return
+        acks.settled(tag)
 
     async def redeliver(self, message: Message, delay: float, headers: dict[str, Any]) -> None:
         if not await self._copy(message, await self._delay_queue(delay), headers, delay):

@@ -621,6 +621,35 @@ async def _consumers_are(broker: Broker, queue: str, consumers: int) -> bool:
     return (await broker.count(queue))[1] == consumers
 
 
+async def test_batched_acks_never_ack_another_consumers_message_on_a_shared_channel(
+    broker: Broker, prefix: str
+) -> None:
+    """The application's unacked message on the same channel stays unacked."""
+    mine, theirs = await broker.queue(), await broker.queue()
+    channel = await broker.consuming_channel(prefetch=20)
+    held: list[AbstractIncomingMessage] = []
+    got_theirs = asyncio.Event()
+
+    async def keep(message: AbstractIncomingMessage) -> None:
+        held.append(message)  # the application acks it later, or never
+        got_theirs.set()
+
+    assert broker.channel is not None
+    await publish(broker.channel, "", theirs, b"theirs")
+    await (await channel.get_queue(theirs)).consume(keep)
+    await asyncio.wait_for(got_theirs.wait(), WAIT)  # delivery tag 1 on the shared channel
+    sub = await consume(channel, mine, lambda m: None, Consumer(name(prefix)))
+    for i in range(10):
+        await publish(broker.channel, "", mine, f"m{i}".encode())
+    await eventually(lambda: _true(sub.metrics()["handled"] == 10), "my messages")
+    await sub.stop()
+    for connection in broker.connections:
+        await connection.close()  # unacked messages go back to their queue
+    broker.connections.clear()
+    assert await broker.count(mine) == (0, 0)
+    assert await broker.count(theirs) == (1, 0)
+
+
 # -- publish ---------------------------------------------------------------------------------
 
 
