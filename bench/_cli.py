@@ -29,6 +29,7 @@ from . import (
     case_httpx,
     case_idempotency,
     case_memory,
+    case_messaging,
     case_policy,
     case_retry,
 )
@@ -55,6 +56,7 @@ CASES: list[Case] = [
     *case_memory.CASES,
     *case_faults.CASES,
     *case_idempotency.CASES,
+    *case_messaging.CASES,
 ]
 
 
