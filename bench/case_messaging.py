@@ -420,13 +420,17 @@ async def _drain_once(kind: str, connection: Any, count: int) -> tuple[float, fl
         await handle(message)
         await message.ack()
 
+    subscription = None
     wall, cpu = time.perf_counter(), time.process_time()
     if kind == "bare":
         await (await channel.get_queue(queue)).consume(bare)
     else:
-        await consume(channel, queue, handle, Consumer("bench-tput", dedupe=store))
+        consumer = Consumer("bench-tput", dedupe=store)
+        subscription = await consume(channel, queue, handle, consumer)
     await asyncio.wait_for(done.wait(), CAMPAIGN_LIMIT)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if subscription is not None:
+        await subscription.stop()
     await asyncio.sleep(0.2)  # the last acks
     await channel.close()
     for suffix in ("", ".dead", ".delay.1000", ".delay.5000", ".delay.30000"):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import redis
 
 from resilience._idempotency._backend import Busy, Claimed, Done, StoreUnavailable, backend_for
-from resilience._messaging._dedupe import Dedupe, _Batches, _RedisPipelines
+from resilience._messaging._dedupe import Dedupe, _Batches, _RedisBatches
 from resilience.stores import MemoryStore, RedisStore
 from tests.helpers import REDIS_PORT, TcpProxy
 from tests.helpers_idempotency import redis_up
@@ -42,6 +42,14 @@ def store(prefix: str) -> Iterator[RedisStore]:
     value.close()
 
 
+@pytest.fixture
+async def dedupe(store: RedisStore) -> AsyncIterator[Dedupe]:
+    """The batched dedupe of the test's store; its connections are closed afterwards."""
+    value = Dedupe(backend_for(store))
+    yield value
+    await value.aclose()
+
+
 def counting(dedupe: Dedupe) -> list[int]:
     """Record the size of every claim batch *dedupe* sends."""
     sizes: list[int] = []
@@ -49,17 +57,16 @@ def counting(dedupe: Dedupe) -> list[int]:
     assert batches is not None
     run = batches._run
 
-    def counted(items: list[Any]) -> list[Any]:
+    async def counted(items: list[Any]) -> list[Any]:
         sizes.append(len(items))
-        return run(items)
+        return await run(items)
 
     batches._run = counted
     return sizes
 
 
-async def test_claims_of_one_loop_turn_go_in_one_round_trip(store: RedisStore) -> None:
-    """100 messages claimed at once cost one pipeline, and each gets its own answer."""
-    dedupe = Dedupe(backend_for(store))
+async def test_claims_of_one_loop_turn_go_in_one_round_trip(dedupe: Dedupe) -> None:
+    """100 messages claimed at once cost one call to Redis, and each gets its own answer."""
     sizes = counting(dedupe)
     results = await asyncio.gather(*(dedupe.claim(f"k{i}", 60.0) for i in range(100)))
     assert sizes == [100]
@@ -67,9 +74,8 @@ async def test_claims_of_one_loop_turn_go_in_one_round_trip(store: RedisStore) -
     assert len({r.token for r in results if isinstance(r, Claimed)}) == 100
 
 
-async def test_claims_made_while_a_batch_is_away_form_the_next_batch(store: RedisStore) -> None:
+async def test_claims_made_while_a_batch_is_away_form_the_next_batch(dedupe: Dedupe) -> None:
     """One batch in flight at a time; what comes meanwhile waits and goes together."""
-    dedupe = Dedupe(backend_for(store))
     sizes = counting(dedupe)
     first = asyncio.ensure_future(dedupe.claim("a", 60.0))
     await asyncio.sleep(0)  # the first batch (one claim) is on its way
@@ -78,10 +84,9 @@ async def test_claims_made_while_a_batch_is_away_form_the_next_batch(store: Redi
     assert sizes == [1, 5]
 
 
-async def test_batched_records_are_the_backends_records(store: RedisStore) -> None:
+async def test_batched_records_are_the_backends_records(store: RedisStore, dedupe: Dedupe) -> None:
     """A claim made in a batch is Busy to the backend; a batched completion reads as Done."""
     backend = backend_for(store)
-    dedupe = Dedupe(backend)
     claim = await dedupe.claim("order-1", 60.0)
     assert isinstance(claim, Claimed)
     assert isinstance(backend.claim("order-1", "", 60.0), Busy)
@@ -93,9 +98,8 @@ async def test_batched_records_are_the_backends_records(store: RedisStore) -> No
     assert isinstance(other, Claimed)
 
 
-async def test_a_released_claim_can_be_claimed_again(store: RedisStore) -> None:
+async def test_a_released_claim_can_be_claimed_again(dedupe: Dedupe) -> None:
     """release frees the key for the next claim (a failed handling runs again)."""
-    dedupe = Dedupe(backend_for(store))
     claim = await dedupe.claim("k", 60.0)
     assert isinstance(claim, Claimed)
     await dedupe.release("k", claim.token)
@@ -105,11 +109,14 @@ async def test_a_released_claim_can_be_claimed_again(store: RedisStore) -> None:
 async def test_a_forgotten_script_is_loaded_again(store: RedisStore) -> None:
     """After Redis forgot the scripts (a restart), the batch loads them and goes through."""
     backend = backend_for(store)
-    pipelines = _RedisPipelines(backend)
-    pipelines._shas["claim"] = "0" * 40  # what Redis answers NOSCRIPT to
-    [result] = pipelines.claim_many([("k", 60.0)])
-    assert isinstance(result, Claimed)
-    assert pipelines._shas["claim"] != "0" * 40
+    batches = _RedisBatches(backend)
+    batches._shas["claim"] = "0" * 40  # what Redis answers NOSCRIPT to
+    try:
+        [result] = await batches.claim_many([("k", 60.0)])
+        assert isinstance(result, Claimed)
+        assert batches._shas["claim"] != "0" * 40
+    finally:
+        await batches.aclose()
 
 
 async def test_an_unreachable_store_fails_every_claim_of_the_batch(prefix: str) -> None:
@@ -130,6 +137,7 @@ async def test_an_unreachable_store_fails_every_claim_of_the_batch(prefix: str) 
             await dedupe.complete("warm", "token", 60.0)
         with pytest.raises(StoreUnavailable):
             await dedupe.release("warm", "token")
+        await dedupe.aclose()
     finally:
         proxy.stop()
         store.close()
@@ -137,10 +145,9 @@ async def test_an_unreachable_store_fails_every_claim_of_the_batch(prefix: str) 
     assert all(isinstance(direct.claim(f"k{i}", "", 60.0), Claimed) for i in range(3))
 
 
-async def test_a_cancelled_callers_claim_is_given_back(store: RedisStore) -> None:
+async def test_a_cancelled_callers_claim_is_given_back(store: RedisStore, dedupe: Dedupe) -> None:
     """A claim whose caller was cancelled while it was on its way is released."""
     backend = backend_for(store)
-    dedupe = Dedupe(backend)
     waiter = asyncio.ensure_future(dedupe.claim("k", 60.0))
     await asyncio.sleep(0)
     waiter.cancel()
@@ -163,13 +170,13 @@ async def test_other_backends_are_called_one_by_one() -> None:
     assert isinstance(await dedupe.claim("k", 60.0), Done)
 
 
-async def test_a_broken_executor_fails_the_batch_not_the_loop() -> None:
-    """If the batch cannot even be run, every waiting caller gets the error."""
+async def test_a_broken_batch_fails_its_callers_not_the_batcher() -> None:
+    """If a batch raises instead of answering, every waiting caller gets the error."""
 
-    def run(items: list[int]) -> list[int | Exception]:
-        raise RuntimeError("cannot schedule new futures after shutdown")
+    async def run(items: list[int]) -> list[int | Exception]:
+        raise RuntimeError("the batch broke")
 
     batches: _Batches[int, int] = _Batches(run)
     results = await asyncio.gather(*(batches.submit(i) for i in range(3)), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
-    assert not batches._busy
+    assert batches._task is None

@@ -256,6 +256,8 @@ class Subscription(Generic[M]):
                     await self._port.pause()
         while self._tasks:
             await asyncio.gather(*tuple(self._tasks), return_exceptions=True)
+        if self._dedupe is not None:
+            await self._dedupe.aclose()
 
     # -- what adapters call -----------------------------------------------------------------
 
