@@ -25,6 +25,19 @@ class BrokerPort(Protocol[_M_contra]):
     store makes that delivery a no-op. ``redeliver`` and ``dead_letter`` publish a copy
     (with publisher confirms) and then ack the original; they raise if the copy could not be
     published, leaving the original unsettled.
+
+    Example:
+        ```python
+        class MyBrokerPort:            # one per subscription, for the broker's message type
+            system = "mybroker"
+            def message_id(self, message): return message.id
+            def headers(self, message): return message.headers or {}
+            async def ack(self, message): ...
+            ...                         # requeue, reject, redeliver, dead_letter, pause, resume
+
+        subscription = Subscription(consumer, handle, MyBrokerPort(), "orders")
+        # the broker client's callback then calls subscription.deliver(message)
+        ```
     """
 
     system: str
