@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Generic
 
@@ -36,6 +36,7 @@ from .._idempotency._backend import StoreUnavailable
 from .._policy import Policy
 from ._decision import (
     MIN_PAUSE,
+    AfterFailure,
     DeadLetter,
     Defer,
     Redeliver,
@@ -372,7 +373,9 @@ class Subscription(Generic[M]):
             # The claim stays until its lock expires; a redelivery meanwhile is deferred.
             self._trouble("release", exc)
 
-    async def _after_failure(self, message: M, headers: Any, exc: Exception, decision: Any) -> str:
+    async def _after_failure(
+        self, message: M, headers: Mapping[str, Any], exc: Exception, decision: AfterFailure
+    ) -> str:
         if isinstance(decision, Requeue):
             return await self._requeue(message, decision)
         if isinstance(decision, Defer):
@@ -400,11 +403,10 @@ class Subscription(Generic[M]):
                     )
                 )
             return self._count(REDELIVERED)
-        assert isinstance(decision, DeadLetter)
         return await self._give_up(message, headers, exc, decision)
 
     async def _give_up(
-        self, message: M, headers: Any, exc: BaseException, decision: DeadLetter
+        self, message: M, headers: Mapping[str, Any], exc: BaseException, decision: DeadLetter
     ) -> str:
         if self._consumer.dead_letter:
             new_headers = failure_headers(
@@ -433,7 +435,7 @@ class Subscription(Generic[M]):
         )
         return self._count(outcome)
 
-    async def _defer(self, message: M, headers: Any, decision: Defer) -> str:
+    async def _defer(self, message: M, headers: Mapping[str, Any], decision: Defer) -> str:
         try:
             await self._port.redeliver(message, decision.delay, deferred_headers(headers))
         except Exception as trouble:
@@ -513,7 +515,6 @@ class Subscription(Generic[M]):
             except Exception as exc:
                 # Not subscribed after all (the connection is down): try again shortly.
                 self._trouble("resume", exc)
-                self._paused = False
                 self._mark_paused(BROKER_PAUSE, "broker")
                 return
         emit(ConsumerResumed(name=self._consumer.name, queue=self._queue))
