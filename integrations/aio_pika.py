@@ -62,6 +62,8 @@ SYSTEM: Final = "rabbitmq"
 DEFAULT_PUBLISH_TIMEOUT: Final = 10.0
 """Seconds to wait for the broker's confirm of one publish attempt."""
 DEFAULT_PUBLISH_ATTEMPTS: Final = 3
+SETTLE_TIMEOUT: Final = 10.0
+"""Seconds an ack or a reject may wait to be written before the message is left to the broker."""
 # A delay queue lives this long (at least) after its last declaration, beyond its own TTL.
 EXPIRES_MARGIN_MS: Final = 60_000
 _PUBLISH_BACKOFF: Final = 0.1
@@ -148,12 +150,15 @@ class _Acks:
             tags = set(pending)
             covered = self._run(tags)
             try:
-                if covered:
-                    await self._channel.basic_ack(covered, multiple=True)
-                for tag in sorted(t for t in tags if t > covered):
-                    self.settled(tag)
-                    await self._channel.basic_ack(tag)
-            except CONNECTION_EXCEPTIONS:
+                # Bounded: on a connection that died with frames still queued, nothing would
+                # ever drain; the broker delivers those messages again anyway.
+                async with asyncio.timeout(SETTLE_TIMEOUT):
+                    if covered:
+                        await self._channel.basic_ack(covered, multiple=True, wait=False)
+                    for tag in sorted(t for t in tags if t > covered):
+                        self.settled(tag)
+                        await self._channel.basic_ack(tag, wait=False)
+            except (*CONNECTION_EXCEPTIONS, TimeoutError):
                 pass  # the channel is gone: the broker delivers the messages again
             finally:
                 for future in pending.values():
@@ -226,8 +231,8 @@ class _Port:
             return
         try:
             if not message.processed:
-                await message.reject(requeue=requeue)
-        except CONNECTION_EXCEPTIONS:
+                await asyncio.wait_for(message.reject(requeue=requeue), SETTLE_TIMEOUT)
+        except (*CONNECTION_EXCEPTIONS, TimeoutError):
             return
         acks.settled(tag)
 
@@ -282,9 +287,10 @@ class _Port:
 
     async def _publish(self, copy: aio_pika.Message, queue: str) -> DeliveredMessage | None:
         """Publish through the default exchange; the message if the broker returned it."""
-        result = await self._channel.default_exchange.publish(
-            copy, routing_key=queue, mandatory=True, timeout=DEFAULT_PUBLISH_TIMEOUT
-        )
+        async with asyncio.timeout(DEFAULT_PUBLISH_TIMEOUT):  # a robust channel may wait
+            result = await self._channel.default_exchange.publish(
+                copy, routing_key=queue, mandatory=True
+            )
         return result if isinstance(result, DeliveredMessage) else None
 
     # -- the consumer's own queues ------------------------------------------------------------
@@ -297,8 +303,9 @@ class _Port:
             await self._delay_queue(delay)
 
     async def _declare_dead(self) -> None:
-        channel = await self._channel.get_underlay_channel()
-        await channel.queue_declare(self._dead, durable=True)
+        async with asyncio.timeout(DEFAULT_PUBLISH_TIMEOUT):
+            channel = await self._channel.get_underlay_channel()
+            await channel.queue_declare(self._dead, durable=True)
 
     async def _delay_queue(self, delay: float) -> str:
         ms = round(delay * 1000)
@@ -309,17 +316,18 @@ class _Port:
         # Publishing does not count as using a queue, declaring does: declare again well
         # before x-expires could delete the queue with messages still waiting in it.
         if declared is None or now - declared > margin / 2000:
-            channel = await self._channel.get_underlay_channel()
-            await channel.queue_declare(
-                name,
-                durable=True,
-                arguments={
-                    "x-message-ttl": ms,
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": self._name,
-                    "x-expires": ms + margin,
-                },
-            )
+            async with asyncio.timeout(DEFAULT_PUBLISH_TIMEOUT):
+                channel = await self._channel.get_underlay_channel()
+                await channel.queue_declare(
+                    name,
+                    durable=True,
+                    arguments={
+                        "x-message-ttl": ms,
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": self._name,
+                        "x-expires": ms + margin,
+                    },
+                )
             self._declared[name] = now
         return name
 

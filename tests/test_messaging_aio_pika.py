@@ -16,10 +16,15 @@ class FakeChannel:
     def __init__(self) -> None:
         self.acks: list[tuple[int, bool]] = []
         self.closed = False
+        self.stuck = False
+        self.waited = False
 
-    async def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False, wait: bool = True) -> None:
         if self.closed:
             raise ChannelInvalidStateError("closed")
+        self.waited |= wait
+        if self.stuck:
+            await asyncio.Event().wait()  # a dead connection's writer: nothing ever drains
         self.acks.append((delivery_tag, multiple))
 
 
@@ -77,3 +82,17 @@ async def test_a_closed_channel_releases_the_waiters() -> None:
     acks = adapter._Acks(channel)
     await asyncio.wait_for(asyncio.gather(acks.ack(1), acks.ack(2)), 5)
     assert channel.acks == []
+
+
+async def test_acks_do_not_wait_for_the_socket_and_never_hang(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Acks are queued without waiting for a drain, and a stuck channel releases the waiters."""
+    monkeypatch.setattr(adapter, "SETTLE_TIMEOUT", 0.05)
+    channel = FakeChannel()
+    acks = adapter._Acks(channel)
+    await acks.ack(1)
+    assert not channel.waited
+    channel.stuck = True
+    await asyncio.wait_for(asyncio.gather(acks.ack(2), acks.ack(3)), 5)
+    assert channel.acks == [(1, True)]
