@@ -347,8 +347,15 @@ class _Port:
             pass  # the channel is gone, and with it the subscription
 
     async def resume(self) -> None:
-        if self._tag is None:
-            self._tag = await self._queue.consume(self._on_message)
+        if self._tag is not None:
+            return
+        # Our own tag, known before the broker answers: if the answer does not come in
+        # time, the subscription may exist all the same, and pause() can still cancel it.
+        self._tag = f"resilience.{uuid.uuid4().hex}"
+        await asyncio.wait_for(
+            self._queue.consume(self._on_message, consumer_tag=self._tag),
+            DEFAULT_PUBLISH_TIMEOUT,
+        )
 
 
 def _require_consumer(consumer: object) -> None:

@@ -631,6 +631,7 @@ async def test_a_resume_that_fails_pauses_again() -> None:
     for _ in range(10):
         await asyncio.sleep(0)
     assert sub.paused
+    assert port.actions()[-1] == "pause"  # in case the subscription was made after all
     assert sleeps.asked[-1] == 1.0
     port.fail_resume = None
     sleeps.wake()

@@ -513,8 +513,10 @@ class Subscription(Generic[M]):
             try:
                 await self._port.resume()
             except Exception as exc:
-                # Not subscribed after all (the connection is down): try again shortly.
+                # Not subscribed (the connection is down, or the broker did not answer in
+                # time): make sure of it, and try again shortly.
                 self._trouble("resume", exc)
+                await self._port.pause()
                 self._mark_paused(BROKER_PAUSE, "broker")
                 return
         emit(ConsumerResumed(name=self._consumer.name, queue=self._queue))
