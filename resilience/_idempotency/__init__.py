@@ -2,5 +2,5 @@
 
 One file per job: `_backend` (the store interface every caller codes against),
 `_memory` (`MemoryStore`), `_redis` (the same records in Redis), `_decorator`
-(`idempotent`), `_http` (the framework-neutral HTTP rules), `_config` (`Idempotency`).
+(`idempotent`), `_http` (`Idempotency` and the framework-neutral HTTP rules).
 """
