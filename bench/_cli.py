@@ -30,6 +30,7 @@ from . import (
     case_httpx,
     case_idempotency,
     case_memory,
+    case_messaging,
     case_policy,
     case_retry,
 )
@@ -57,6 +58,7 @@ CASES: list[Case] = [
     *case_faults.CASES,
     *case_idempotency.CASES,
     *case_defaults.CASES,
+    *case_messaging.CASES,
 ]
 
 
