@@ -255,7 +255,7 @@ def test_time_window_old_successes_expire_before_failures(clock: FakeClock) -> N
 def test_time_window_memory_is_bounded(clock: FakeClock) -> None:
     """A time window keeps a fixed number of buckets however many calls it sees."""
     b = CircuitBreaker("tw-mem", window_seconds=60, clock=clock)
-    window = b._window
+    window = b._machine.window
     for _ in range(5_000):
         clock.advance(0.01)
         b.call(ok)

@@ -42,7 +42,7 @@ def test_in_memory_store_binds_nothing() -> None:
     store = InMemoryStore()
     breaker = CircuitBreaker("in-memory", store=store, consecutive_failures=1)
     assert isinstance(store, BreakerStore)
-    assert breaker._binding is None
+    assert breaker._machine.binding is None
     fail(breaker)
     assert breaker.state is CircuitState.OPEN
     store.close()
@@ -170,7 +170,7 @@ def test_rejected_late_writer_adopts_the_newer_state(
     bb.force_open()
     bb.reset()  # the fleet is CLOSED at a newer epoch
     sync(b, a)
-    binding = ba._binding
+    binding = ba._machine.binding
     assert isinstance(binding, RedisBinding)
     binding.epoch = 1  # pretend A never heard of the reset
     states: list[str] = []
@@ -353,7 +353,7 @@ def test_close_stops_threads_and_breakers_go_on(make_store: Callable[..., RedisS
     fail(breaker, 2)
     assert breaker.state is CircuitState.OPEN
     with pytest.raises(ConfigError):
-        store.bind(breaker)
+        store.bind(breaker._machine)
 
 
 @needs_redis

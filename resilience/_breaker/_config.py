@@ -1,0 +1,181 @@
+"""A breaker's settings: named defaults, validated once, frozen, and shared between twins.
+
+`BreakerConfig` is built once per `CircuitBreaker(...)` call and never changes; clones share
+it. Equal settings give the same config object (see `BreakerConfig.validated`), so 10,000
+per-host breakers built alike hold one config between them, not 10,000.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from .. import _validate
+
+__all__ = [
+    "DEFAULT_FAILURE_RATE",
+    "DEFAULT_HALF_OPEN_CALLS",
+    "DEFAULT_MINIMUM_CALLS",
+    "DEFAULT_OPEN_DURATION",
+    "DEFAULT_SLOW_CALL_RATE",
+    "DEFAULT_WINDOW",
+    "UNSET_FAILURE_RATE",
+    "BreakerConfig",
+]
+
+DEFAULT_FAILURE_RATE: Final = 0.5
+DEFAULT_WINDOW: Final = 100
+DEFAULT_MINIMUM_CALLS: Final = 10
+DEFAULT_SLOW_CALL_RATE: Final = 1.0
+DEFAULT_OPEN_DURATION: Final = 30.0
+DEFAULT_HALF_OPEN_CALLS: Final = 1
+
+# Interned configs (see `BreakerConfig.validated`); bounded, since settings may be built in
+# a loop with ever new values (a fuzzer, a predicate made per call).
+_INTERNED_MAX: Final = 256
+
+
+class _DefaultRate(float):
+    """The default ``failure_rate``: equal to 0.5, yet told apart from a ``0.5`` passed in.
+
+    With ``consecutive_failures``, the rate trips the breaker too only when it was given.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+
+UNSET_FAILURE_RATE: Final[float] = _DefaultRate(DEFAULT_FAILURE_RATE)
+"""The ``failure_rate`` default of `CircuitBreaker`: 0.5, but "not given"."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerConfig:
+    """The validated settings of a `CircuitBreaker` (see its docstring for each one).
+
+    The last four fields are derived from the others, for the state machine's use.
+
+    Example:
+        >>> from resilience import CircuitBreaker
+        >>> config = CircuitBreaker("doc-config", consecutive_failures=3).config
+        >>> config.consecutive_failures, config.rate_trips, config.window
+        (3, False, 100)
+    """
+
+    failure_rate: float = DEFAULT_FAILURE_RATE
+    consecutive_failures: int | None = None
+    #: True when ``failure_rate`` was passed: with ``consecutive_failures`` both then trip.
+    failure_rate_explicit: bool = False
+    window: int = DEFAULT_WINDOW
+    window_seconds: float | None = None
+    minimum_calls: int = DEFAULT_MINIMUM_CALLS
+    slow_call_duration: float | None = None
+    slow_call_rate: float = DEFAULT_SLOW_CALL_RATE
+    open_duration: float = DEFAULT_OPEN_DURATION
+    half_open_calls: int = DEFAULT_HALF_OPEN_CALLS
+    failure_on: object = Exception
+    ignore: tuple[type[BaseException], ...] = ()
+    #: The rate trips the breaker (it does unless ``consecutive_failures`` replaces it).
+    rate_trips: bool = field(init=False, compare=False, repr=False)
+    #: Calls needed before a rate decision (a count window never holds more than ``window``).
+    decisive_calls: int = field(init=False, compare=False, repr=False)
+    #: ``slow_call_duration``, or infinity: a duration at or above it is a slow call.
+    slow_threshold: float = field(init=False, compare=False, repr=False)
+    #: ``failure_on`` as a predicate ``exc -> bool``.
+    is_failure: Callable[[BaseException], bool] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        derive = object.__setattr__  # frozen: derived fields are set once, here
+        derive(self, "rate_trips", self.consecutive_failures is None or self.failure_rate_explicit)
+        derive(
+            self,
+            "decisive_calls",
+            self.minimum_calls
+            if self.window_seconds is not None
+            else min(self.minimum_calls, self.window),
+        )
+        derive(
+            self,
+            "slow_threshold",
+            math.inf if self.slow_call_duration is None else self.slow_call_duration,
+        )
+        derive(self, "is_failure", _validate.exception_filter("failure_on", self.failure_on))
+
+    @property
+    def timed(self) -> bool:
+        """True when calls are timed (``slow_call_duration`` is set)."""
+        return self.slow_call_duration is not None
+
+    @classmethod
+    def validated(
+        cls,
+        *,
+        failure_rate: object,
+        consecutive_failures: object,
+        window: object,
+        window_seconds: object,
+        minimum_calls: object,
+        slow_call_duration: object,
+        slow_call_rate: object,
+        open_duration: object,
+        half_open_calls: object,
+        failure_on: object,
+        ignore: object,
+    ) -> BreakerConfig:
+        """Check every setting; raise `ConfigError` naming the first bad one.
+
+        Equal settings return the same (immutable) object, so that many breakers built
+        alike share one config.
+        """
+        _validate.exception_filter("failure_on", failure_on)
+        config = cls(
+            failure_rate=_validate.rate("failure_rate", failure_rate),
+            consecutive_failures=_validate.integer(
+                "consecutive_failures",
+                consecutive_failures,
+                allow_none=True,
+                maximum=_validate.MAX_WINDOW,
+            ),
+            failure_rate_explicit=failure_rate is not UNSET_FAILURE_RATE,
+            window=_validate.required_integer(
+                "window", window, maximum=_validate.MAX_WINDOW, hint=_validate.COUNT_WINDOW_HINT
+            ),
+            window_seconds=_validate.duration(
+                "window_seconds", window_seconds, allow_none=True, minimum=_validate.MIN_WINDOW
+            ),
+            minimum_calls=_validate.required_integer("minimum_calls", minimum_calls),
+            slow_call_duration=_validate.duration(
+                "slow_call_duration", slow_call_duration, allow_none=True
+            ),
+            slow_call_rate=_validate.rate("slow_call_rate", slow_call_rate),
+            open_duration=_validate.required_duration("open_duration", open_duration),
+            half_open_calls=_validate.required_integer("half_open_calls", half_open_calls),
+            failure_on=failure_on,
+            ignore=_validate.exception_types("ignore", ignore) if ignore != () else (),
+        )
+        return _intern(config)
+
+
+_interned: dict[BreakerConfig, BreakerConfig] = {}
+_interned_lock = threading.Lock()
+
+
+def _intern(config: BreakerConfig) -> BreakerConfig:
+    """The config equal to *config* already in use, or *config* itself (now remembered)."""
+    try:
+        hash(config)
+    except TypeError:  # an unhashable failure_on predicate: nothing to share
+        return config
+    with _interned_lock:
+        known = _interned.get(config)
+        if known is not None:
+            return known
+        if len(_interned) >= _INTERNED_MAX:
+            _interned.clear()  # settings built in a loop: start over rather than grow
+        _interned[config] = config
+        return config
