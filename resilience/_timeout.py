@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry
+from ._deadline import _CURRENT, _exceeded, _Expiry, enter_scope
 from ._validate import NO_TIMEOUT_HINT, Clock, Duration, required_duration
 from ._validate import clock as check_clock
 
@@ -78,11 +78,10 @@ class Timeout:
         seconds = self.seconds
         if inspect.iscoroutinefunction(fn):
             afn = fn
-            trusted = Deadline._trusted
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with trusted(seconds, clock, "the call"):
+                async with enter_scope(seconds, clock, "the call"):
                     return await afn(*args, **kwargs)
 
             return cast(Callable[P, R], async_wrapper)
@@ -135,7 +134,7 @@ class Timeout:
 
         A cancellation that comes from outside propagates as `asyncio.CancelledError`.
         """
-        async with Deadline._trusted(self.seconds, self._clock, "the call"):
+        async with enter_scope(self.seconds, self._clock, "the call"):
             return await fn(*args, **kwargs)
 
     def __repr__(self) -> str:
