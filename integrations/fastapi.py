@@ -37,7 +37,7 @@ try:
 except ImportError as exc:
     msg = (
         "resilience.integrations.fastapi needs FastAPI (and Starlette); "
-        "install it with: pip install 'resilience[fastapi]'"
+        "install it with: pip install 'resilience-mesh[fastapi]'"
     )
     raise ImportError(msg) from exc
 

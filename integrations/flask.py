@@ -36,7 +36,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by a test with flask hidden
     msg = (
         "resilience.integrations.flask needs Flask; "
-        "install it with: pip install 'resilience[flask]'"
+        "install it with: pip install 'resilience-mesh[flask]'"
     )
     raise ImportError(msg) from exc
 
