@@ -25,17 +25,12 @@ from .. import _testmode, _validate
 from .._breaker._breaker import CircuitBreaker
 from .._deadline import check_deadline, current_deadline
 from .._errors import ConfigError, DeadlineExceeded
-from .._observe._events import (
-    DeadlineExceededEvent,
-    RetryBudgetExhausted,
-    RetryExhausted,
-    RetryScheduled,
-    emit,
-    error_name,
-)
+from .._observe._events import DeadlineExceededEvent, emit, error_name
 from .._observe._telemetry import inject_context
 from .._policy import Policy
-from .._retry._retry import Retry
+from .._retry._decision import DEFAULT_ATTEMPTS, MAX_RETRY_AFTER, decide
+from .._retry._retry import Retry, announce
+from .._retry._shape import check_arity
 from ._compat import (
     URL,
     ByteStream,
@@ -56,6 +51,8 @@ from ._compat import (
 )
 
 if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
     from .._bulkhead import Bulkhead
 
 __all__ = [
@@ -79,16 +76,12 @@ __all__ = [
     "budget_cut",
     "deadline_error",
     "deadline_passed",
-    "decide",
     "inject_trace_context",
     "is_not_sent",
     "is_retryable_error",
     "parse_overrides",
     "parse_retry_after",
 ]
-
-DEFAULT_ATTEMPTS: Final = 3
-"""Total attempts per request with no policy (the first included)."""
 
 DEFAULT_RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
 """Statuses retried for idempotent requests: the server asks us to come back later."""
@@ -101,7 +94,7 @@ KEYED_METHODS: Final = frozenset({"POST", "PATCH"})
 
 IDEMPOTENCY_HEADER: Final = "idempotency-key"
 
-DEFAULT_MAX_RETRY_AFTER: Final = 60.0
+DEFAULT_MAX_RETRY_AFTER: Final = MAX_RETRY_AFTER
 """Longest `Retry-After` honoured, in seconds; longer values are capped to this."""
 
 DEFAULT_BUFFER_LIMIT: Final = 1 << 20
@@ -146,6 +139,7 @@ _TIMEOUT_HEADROOM: Final = 0.01
 """httpx's own timeouts fire this much before the deadline (at most a tenth of what is left),
 so an attempt cut by the deadline ends as an httpx timeout the transport recognises (and
 turns into `DeadlineExceeded`) rather than as a bare cancellation of the task."""
+_NOTE: Final = "resilience.httpx: "
 _MIN_HEADER_BUDGET: Final = 0.001
 """Below one millisecond the deadline header would read ``0``, which means "no deadline"."""
 
@@ -508,55 +502,6 @@ class HostBreakers:
             return dict(self._by_key.values())
 
 
-# --------------------------------------------------------------------------- the decision
-
-
-class Stop:
-    """Why no further attempt is made (the reasons `decide` returns)."""
-
-    NOT_RETRYABLE: Final = "not retryable"
-    EXHAUSTED: Final = "attempts exhausted"
-    DEADLINE: Final = "the next wait would cross the deadline"
-
-
-def decide(
-    *,
-    retryable: bool,
-    attempt: int,
-    max_attempts: int,
-    backoff: Callable[[int], float],
-    retry_after: float | None,
-    max_retry_after: float,
-    deadline_left: float | None,
-) -> float | str:
-    """What next after a failed attempt: the wait before the next one, or why to stop.
-
-    *attempt* counts the attempts made so far (1 after the first). The wait is the larger of
-    the backoff and `Retry-After` (capped at *max_retry_after*); a wait that would reach
-    the deadline is not taken.
-
-    Example:
-        >>> decide(retryable=True, attempt=1, max_attempts=3, backoff=lambda n: 0.5,
-        ...        retry_after=2.0, max_retry_after=60.0, deadline_left=None)
-        2.0
-        >>> decide(retryable=True, attempt=3, max_attempts=3, backoff=lambda n: 0.5,
-        ...        retry_after=None, max_retry_after=60.0, deadline_left=None)
-        'attempts exhausted'
-    """
-    if not retryable:
-        return Stop.NOT_RETRYABLE
-    if attempt >= max_attempts:
-        return Stop.EXHAUSTED
-    wait = backoff(attempt)
-    if retry_after is not None:
-        capped = retry_after if retry_after < max_retry_after else max_retry_after
-        if capped > wait:
-            wait = capped
-    if deadline_left is not None and wait >= deadline_left:
-        return Stop.DEADLINE
-    return wait
-
-
 # --------------------------------------------------------------------------- the core
 
 
@@ -577,6 +522,7 @@ class Call:
         "retry",
         "scope",
         "started",
+        "state",
     )
 
     def __init__(self, request: Request) -> None:
@@ -595,6 +541,8 @@ class Call:
         self.scope: float | None = None
         self.permit = 0
         self.started = 0.0
+        # The tenacity state when the retry's backoff is a tenacity wait.
+        self.state: RetryCallState | None = None
 
 
 class TransportCore:
@@ -639,7 +587,13 @@ class TransportCore:
         elif idempotency_keys is False:
             self.idempotency_keys = None
         elif callable(idempotency_keys) and not isinstance(idempotency_keys, type):
-            self.idempotency_keys = idempotency_keys
+            self.idempotency_keys = check_arity(
+                "idempotency_keys",
+                idempotency_keys,
+                args=0,
+                takes="",
+                fix="give a function returning a new key, e.g. lambda: str(uuid.uuid4())",
+            )
         else:
             msg = (
                 "idempotency_keys must be True, False or a function returning a new key, "
@@ -731,6 +685,9 @@ class TransportCore:
                 call.must_read, replayable = self._replay_mode(request)
                 if not replayable:
                     call.max_attempts = 1
+                else:
+                    # A tenacity wait sees the request as the call's argument.
+                    call.state = retry.new_state(None, (request,), {})
             timeout = retry.timeout
             if timeout is not None:
                 call.scope = timeout
@@ -862,7 +819,7 @@ class TransportCore:
         header = response.headers.get("retry-after")
         if header is not None:
             retry_after = parse_retry_after(header, self.wall_clock())
-        return self._next(call, call.idempotent, retry_after, f"HTTP {status}", None)
+        return self._next(call, call.idempotent, retry_after, f"HTTP {status}", None, response)
 
     def _next(
         self,
@@ -871,39 +828,30 @@ class TransportCore:
         retry_after: float | None,
         error: str,
         exc: Exception | None,
+        response: Response | None = None,
     ) -> float | None:
+        """Ask `decide` what follows a failed attempt; report its verdict like `Retry` does."""
+        if not retryable or call.max_attempts <= 1:
+            return None  # not retryable, or sent once by design: nothing gave up
         retry = call.retry
         assert retry is not None
+        state = call.state
         expiry = current_deadline()
-        deadline_left = None if expiry is None else expiry.remaining()
         verdict = decide(
-            retryable=retryable,
-            attempt=call.attempt,
-            max_attempts=call.max_attempts,
-            backoff=retry.compute_wait,
-            retry_after=retry_after,
-            max_retry_after=self.max_retry_after,
-            deadline_left=deadline_left,
+            call.attempt,
+            call.max_attempts,
+            retry.backoff_for(exc, response, state),
+            hint=retry_after,
+            hint_cap=self.max_retry_after,
+            testing=_testmode.settings() is not None,
+            deadline_left=None if expiry is None else expiry.remaining(),
+            budget=retry.budget,
         )
         name = call.breaker.name if call.breaker is not None else authority(call.request.url)
-        if isinstance(verdict, str):
-            if verdict is Stop.NOT_RETRYABLE or call.max_attempts == 1:
-                return None
-            if verdict is Stop.EXHAUSTED:
-                emit(RetryExhausted(name=name, attempts=call.attempt, error=error))
-            if exc is not None:
-                exc.add_note(f"resilience.httpx: gave up after {call.attempt} attempts: {verdict}")
-            return None
-        # Test mode (resilience.testing.set_testing) zeroes every wait, Retry-After included.
-        verdict = _testmode.wait(verdict)
-        budget = retry.budget
-        if budget is not None and not budget.try_spend():
-            emit(RetryBudgetExhausted(name=name, attempt=call.attempt, error=error))
-            if exc is not None:
-                exc.add_note("resilience.httpx: not retried, the retry budget is exhausted")
-            return None
-        emit(RetryScheduled(name=name, attempt=call.attempt, wait=verdict, error=error))
-        return verdict
+        wait = announce(verdict, name, call.attempt, error, exc, _NOTE)
+        if wait is not None and state is not None:
+            state.idle_for += wait
+        return wait
 
 
 def _extra(retry: Retry, exc: Exception) -> bool:
