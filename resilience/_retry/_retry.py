@@ -1,36 +1,20 @@
 """Retry: call again after a failure, with backoff, within attempts, a timeout and a budget.
 
 Anatomy: a validated `Retry` (immutable after construction, so one object serves every
-thread and task), the pure decision `resilience._retry._decision.decide` (wait how long, or
-stop why), and twin sync/async drivers that only call, sleep and loop. `announce` turns a
-verdict into the events and the note; the httpx transports use it too, so both engines speak
-alike.
+thread and task), the pure decision `._decision.decide` (wait how long, or stop why), its
+report `._report.announce` (events and notes), and twin sync/async drivers that only call,
+sleep and loop. The httpx transports ask the same decision and report the same way.
 
 The happy path allocates nothing of ours: the decorator's wrapper calls the function inside
 a ``try``; everything else (test mode, backoff, deadline, budget, events) happens only after
 a failure. The original exception always propagates, as the same object, with a PEP 678
 note when retrying gave up.
 
-Interface for other components (the httpx transports classify HTTP failures themselves and
-ask `decide` with a `Retry`'s settings; the `Policy` drives the call through `call` /
-`call_async`):
-
-- ``retry.attempts`` (int): total attempts, the first included, as configured.
-- ``retry.max_attempts() -> int``: the attempts to make now (test mode may cap them).
-- ``retry.timeout`` (float | None): total seconds for all attempts and waits.
-- ``retry.budget`` (`RetryBudget` | None): call ``budget.record_call()`` once per logical
-  call; `decide` spends from it.
-- ``retry.should_retry(exc) -> bool``: the ``on`` filter, never true for `CircuitOpenError`
-  or `BulkheadFull` unless ``on`` names them, never true for a `BaseException` that is not
-  an `Exception`.
-- ``retry.new_state(fn, args, kwargs)``: a tenacity ``RetryCallState`` for one logical call
-  when the backoff is a tenacity wait (else None); ``retry.backoff_for(error, result,
-  state)``: the backoff as `decide` asks it (``attempt -> seconds``) for one failure.
-- ``retry.compute_wait(attempt, error=None) -> float``: the backoff after *attempt* attempts
-  (1-based), jitter applied; 0.0 in test mode.
-- ``retry.sleep`` / ``retry.asleep`` / ``retry.clock`` / ``retry.name``: the injected sleep
-  functions, clock and event name.
-- ``retry.call(fn, *args, **kwargs)`` and ``await retry.call_async(fn, *args, **kwargs)``.
+Other components read a `Retry`'s settings through its properties (``attempts``,
+``timeout``, ``budget``, ``clock``...), ``max_attempts()`` (test mode applied),
+``should_retry(exc)`` (the ``on`` filter with the guards), and ask the backoff through
+``new_state`` / ``backoff_for``; the `Policy` drives a call through ``call`` /
+``call_async``.
 """
 
 from __future__ import annotations
@@ -46,13 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
 from .. import _testmode
 from .._deadline import Deadline, current_deadline
 from .._errors import BulkheadFull, CircuitOpenError, ConfigError
-from .._observe._events import (
-    RetryBudgetExhausted,
-    RetryExhausted,
-    RetryScheduled,
-    emit,
-    error_name,
-)
+from .._observe._events import error_name
 from .._validate import (
     NO_TIMEOUT_HINT,
     Clock,
@@ -70,13 +48,14 @@ from .._validate import (
 )
 from ..backoff import Backoff, TenacityWait, as_backoff, exponential
 from ._budget import RetryBudget
-from ._decision import DEFAULT_ATTEMPTS, MAX_RETRY_AFTER, Stop, StopReason, Wait, decide
+from ._decision import DEFAULT_ATTEMPTS, MAX_RETRY_AFTER, decide
+from ._report import announce
 from ._shape import check_arity
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
 
-__all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "MAX_RETRY_AFTER", "Retry", "announce", "retry"]
+__all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "MAX_RETRY_AFTER", "Retry", "retry"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -113,34 +92,6 @@ def _hint(exc: BaseException) -> float | None:
     hint = getattr(exc, "retry_after", None)
     if isinstance(hint, int | float) and not isinstance(hint, bool) and hint > 0.0:
         return float(hint) if hint < MAX_RETRY_AFTER else MAX_RETRY_AFTER
-    return None
-
-
-def announce(
-    verdict: Wait | Stop,
-    name: str | None,
-    attempt: int,
-    error: str,
-    exc: BaseException | None,
-    prefix: str,
-) -> float | None:
-    """Write a verdict's event (and, when stopping, *exc*'s note); return the wait or None.
-
-    Every driver of `decide` (the `Retry` loops, the httpx transports) reports through this,
-    so one verdict always reads the same: `RetryScheduled` for a wait, `RetryExhausted` when
-    the attempts ran out or the next wait would cross the deadline, `RetryBudgetExhausted`
-    when the budget said no. *error* names what failed (an exception's type name,
-    ``"result"``, ``"HTTP 503"``); *prefix* starts the note (``"resilience: retry "``).
-    """
-    if isinstance(verdict, Wait):
-        emit(RetryScheduled(name=name, attempt=attempt, wait=verdict.seconds, error=error))
-        return verdict.seconds
-    if exc is not None:
-        exc.add_note(prefix + verdict.note(attempt))
-    if verdict.reason is StopReason.BUDGET:
-        emit(RetryBudgetExhausted(name=name, attempt=attempt, error=error))
-    else:
-        emit(RetryExhausted(name=name, attempts=attempt, error=error))
     return None
 
 

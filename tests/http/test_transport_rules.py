@@ -10,20 +10,22 @@ import httpx
 import pytest
 
 from resilience import CircuitBreaker, ConfigError, Retry
-from resilience._http._core import (
+from resilience._http._core import TransportCore
+from resilience._http._hosts import HostBreakers
+from resilience._http._overrides import parse_overrides
+from resilience._http._rules import (
     DEFAULT_RETRY_STATUSES,
     IDEMPOTENT_METHODS,
-    HostBreakers,
+    ErrorKinds,
     attempt_timeouts,
     authority,
     budget_cut,
     is_not_sent,
     is_retryable_error,
-    parse_overrides,
     parse_retry_after,
 )
 from resilience.httpx import AsyncResilientTransport, ResilientTransport
-from resilience.testing import FakeClock
+from resilience.testing import FakeClock, set_testing
 
 # 2015-10-21 07:28:00 UTC as a Unix time: "now" for the HTTP-date cases.
 NOW = 1445412480.0
@@ -340,3 +342,47 @@ def test_idempotency_key_function_needing_arguments_is_refused() -> None:
     """idempotency_keys is called with nothing; one that needs an argument fails at once."""
     with pytest.raises(ConfigError, match=r"^idempotency_keys must take no arguments, got "):
         ResilientTransport(idempotency_keys=lambda request: "k")  # type: ignore[arg-type,misc]
+
+
+class Refused(Exception):
+    """Another client library's "connection refused"."""
+
+
+class Dropped(Exception):
+    """Another client library's "connection dropped after sending"."""
+
+
+def test_core_classifies_errors_by_the_kinds_it_is_given() -> None:
+    """A core built with another client's ErrorKinds applies the HTTP rules to its errors."""
+    kinds = ErrorKinds(
+        not_sent=(Refused,),
+        maybe_sent=(Dropped,),
+        never_retried=(),
+        caller_errors=(),
+        transport=(Refused, Dropped),
+        timeout=(),
+        timeout_phases=(),
+    )
+    core = TransportCore(
+        policy=None,
+        idempotency_keys=False,
+        max_retry_after=60.0,
+        buffer_limit=0,
+        deadline_header=None,
+        max_hosts=8,
+        retry_statuses=DEFAULT_RETRY_STATUSES,
+        clock=FakeClock(),
+        wall_clock=lambda: 0.0,
+        errors=kinds,
+    )
+
+    def first_verdict(method: str, exc: Exception) -> float | None:
+        call = core.begin(httpx.Request(method, "https://other-client.test/x"))
+        core.before_attempt(call)
+        return core.after_error(call, exc)
+
+    with set_testing(True):
+        assert first_verdict("POST", Refused()) == 0.0  # nothing sent: any method again
+        assert first_verdict("POST", Dropped()) is None  # maybe sent: a POST is not repeated
+        assert first_verdict("GET", Dropped()) == 0.0
+        assert first_verdict("GET", httpx.ConnectError("x")) is None  # not this client's
