@@ -33,6 +33,7 @@ from .._retry._decision import DEFAULT_ATTEMPTS, MAX_RETRY_AFTER, decide
 from .._retry._report import announce
 from .._retry._retry import Retry
 from .._retry._shape import check_arity
+from ..backoff import TenacityWait
 from ._compat import ByteStream, Request
 from ._hosts import DEFAULT_BREAKER_NAME, HostBreakers
 from ._overrides import EXTENSION, parse_overrides
@@ -283,7 +284,7 @@ class TransportCore:
                 call.must_read, replayable = self._replay_mode(request)
                 if not replayable:
                     call.max_attempts = 1
-                else:
+                elif type(retry.backoff) is TenacityWait:
                     # A tenacity wait sees the request as the call's argument.
                     call.state = retry.new_state(None, (request,), {})
             timeout = retry.timeout

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -53,9 +53,12 @@ class StopReason(enum.Enum):
     BUDGET = "the retry budget is exhausted"
 
 
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """Verdict: wait *seconds*, then make the next attempt."""
+class Wait(NamedTuple):
+    """Verdict: wait *seconds*, then make the next attempt.
+
+    A named tuple rather than a frozen dataclass: as immutable, and about three times
+    cheaper to make, which matters on the path every retry takes.
+    """
 
     seconds: float
 

@@ -46,7 +46,15 @@ from .._validate import (
 from .._validate import (
     name as check_name,
 )
-from ..backoff import Backoff, TenacityWait, as_backoff, exponential
+from ..backoff import (
+    Backoff,
+    Constant,
+    Exponential,
+    NoBackoff,
+    TenacityWait,
+    as_backoff,
+    exponential,
+)
 from ._budget import RetryBudget
 from ._decision import DEFAULT_ATTEMPTS, MAX_RETRY_AFTER, decide
 from ._report import announce
@@ -63,6 +71,7 @@ T = TypeVar("T")
 DEFAULT_BACKOFF: Final = exponential(initial=0.1, maximum=10.0, multiplier=2.0, jitter=True)
 
 _NOTE: Final = "resilience: retry "
+_ERRORLESS: Final = (Exponential, Constant, NoBackoff)
 _ON_FIX: Final = "write it as e.g. lambda exc: isinstance(exc, ConnectionError)"
 
 # Rejections by our own guards: retrying them only spins against the open breaker or the
@@ -145,6 +154,8 @@ class Retry:
         "_backoff",
         "_budget",
         "_clock",
+        "_compute",
+        "_errorless",
         "_guards",
         "_name",
         "_on",
@@ -182,6 +193,9 @@ class Retry:
             )
         self._attempts = required_integer("attempts", attempts)
         self._backoff = as_backoff(backoff)
+        self._compute = self._backoff.compute
+        # Our own strategies never read the error: no partial to build per retry.
+        self._errorless = type(self._backoff) in _ERRORLESS
         # A tenacity wait gets a full RetryCallState per call (fn, args, start time...).
         self._tenacity = self._backoff if isinstance(self._backoff, TenacityWait) else None
         self._on_result: Callable[[Any], bool] | None = (
@@ -305,14 +319,13 @@ class Retry:
     ) -> Callable[[int], float]:
         """The backoff as `decide` asks it, ``attempt -> seconds``, for one failure: *error*
         (or the *result* ``on_result`` rejected), recorded in *state* for tenacity waits."""
-        backoff = self._backoff
         tenacity = self._tenacity
         if state is not None and tenacity is not None:
             clock = self._clock
             return lambda attempt: tenacity.compute_for(state, attempt, error, result, clock())
-        if error is None:
-            return backoff.compute
-        return partial(backoff.compute, error=error)
+        if error is None or self._errorless:
+            return self._compute
+        return partial(self._compute, error=error)
 
     # -- asking the decision -------------------------------------------------------------
 
