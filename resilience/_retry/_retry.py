@@ -58,7 +58,7 @@ from ..backoff import (
 from ._budget import RetryBudget
 from ._decision import DEFAULT_ATTEMPTS, MAX_RETRY_AFTER, decide
 from ._report import announce
-from ._shape import check_arity
+from ._shape import check_arity, check_callable
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -73,6 +73,7 @@ DEFAULT_BACKOFF: Final = exponential(initial=0.1, maximum=10.0, multiplier=2.0, 
 _NOTE: Final = "resilience: retry "
 _ERRORLESS: Final = (Exponential, Constant, NoBackoff)
 _ON_FIX: Final = "write it as e.g. lambda exc: isinstance(exc, ConnectionError)"
+_RESULT_FIX: Final = "write it as e.g. lambda result: result is None"
 
 # Rejections by our own guards: retrying them only spins against the open breaker or the
 # full bulkhead, so a broad ``on`` (Exception) must not pick them up by accident.
@@ -80,13 +81,6 @@ _GUARDS: Final = (CircuitOpenError, BulkheadFull)
 
 Sleep = Callable[[float], object]
 AsyncSleep = Callable[[float], Awaitable[object]]
-
-
-def _callable(setting: str, value: object) -> Any:
-    if not callable(value):
-        msg = f"{setting} must be callable, got {value!r}"
-        raise ConfigError(msg)
-    return value
 
 
 def _check_budget(value: object) -> RetryBudget | None:
@@ -201,24 +195,14 @@ class Retry:
         self._on_result: Callable[[Any], bool] | None = (
             None
             if on_result is None
-            else check_arity(
-                "on_result",
-                _callable("on_result", on_result),
-                args=1,
-                takes="the result",
-                fix="write it as e.g. lambda result: result is None",
-            )
+            else check_callable("on_result", on_result, args=1, takes="the result", fix=_RESULT_FIX)
         )
         self._timeout = duration("timeout", timeout, allow_none=True, hint=NO_TIMEOUT_HINT)
         self._budget = _check_budget(budget)
         self._name = check_name("name", name, allow_none=True)
         self._clock = check_clock("clock", clock)
-        self._sleep: Sleep = check_arity(
-            "sleep", _callable("sleep", sleep), args=1, takes="the seconds", fix=""
-        )
-        self._asleep: AsyncSleep = check_arity(
-            "asleep", _callable("asleep", asleep), args=1, takes="the seconds", fix=""
-        )
+        self._sleep: Sleep = check_callable("sleep", sleep, args=1, takes="the seconds")
+        self._asleep: AsyncSleep = check_callable("asleep", asleep, args=1, takes="the seconds")
 
     # -- settings, read by the transports and the policy ---------------------------------
 

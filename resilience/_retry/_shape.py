@@ -15,7 +15,7 @@ from typing import TypeVar
 from .._errors import ConfigError
 from .._validate import show
 
-__all__ = ["check_arity"]
+__all__ = ["check_arity", "check_callable"]
 
 T = TypeVar("T")
 
@@ -60,3 +60,16 @@ def check_arity(setting: str, value: T, *, args: int, takes: str, fix: str) -> T
             msg = f"{msg}; {fix}"
         raise ConfigError(msg) from None
     return value
+
+
+def check_callable(setting: str, value: T, *, args: int, takes: str, fix: str = "") -> T:
+    """`check_arity` for a setting that must be a callable at all (else `ConfigError`).
+
+    Example:
+        >>> check_callable("sleep", print, args=1, takes="the seconds") is print
+        True
+    """
+    if not callable(value):
+        msg = f"{setting} must be callable, got {show(value)}"
+        raise ConfigError(msg)
+    return check_arity(setting, value, args=args, takes=takes, fix=fix)
