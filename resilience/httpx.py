@@ -46,7 +46,7 @@ from ._http._core import (
     deadline_passed,
     inject_trace_context,
 )
-from ._observe._telemetry import http_attempt
+from ._observe._otel_gate import http_attempt
 
 if TYPE_CHECKING:
     from ._policy import Policy

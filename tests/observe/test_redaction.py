@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from structlog.testing import capture_logs
 
-from resilience._observe import _telemetry
+from resilience import events
+from resilience._observe import _otel_gate
 from resilience._observe._redact import (
     REDACTED,
     is_secret_header,
@@ -225,9 +226,9 @@ def spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    _telemetry.set_tracer_provider(provider)
+    events.set_tracer_provider(provider)
     yield exporter
-    _telemetry.set_tracer_provider(None)
+    events.set_tracer_provider(None)
 
 
 @pytest.fixture
@@ -250,7 +251,7 @@ def test_no_secret_in_logs_events_or_spans(spans: InMemorySpanExporter) -> None:
 
     def traced(request: httpx.Request) -> httpx.Response:
         # Stands in for the transport's per-attempt instrumentation.
-        with _telemetry.http_attempt(request, 0) as attempt:
+        with _otel_gate.http_attempt(request, 0) as attempt:
             try:
                 return handler(request)
             except Exception as exc:
@@ -313,7 +314,7 @@ def test_names_built_from_urls_lose_their_secrets_everywhere() -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
-    _telemetry.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    events.set_meter_provider(MeterProvider(metric_readers=[reader]))
     url = "https://bob:hunter2@api.test/v1?authtoken=t0k3n&page=1"
     seen: list[events.Event] = []
     events.add_listener(seen.append)
@@ -335,7 +336,7 @@ def test_names_built_from_urls_lose_their_secrets_everywhere() -> None:
         metrics = reader.get_metrics_data()
     finally:
         events.remove_listener(seen.append)
-        _telemetry.set_meter_provider(None)
+        events.set_meter_provider(None)
     assert {type(e).__name__ for e in seen} >= {"CircuitStateChanged", "RetryScheduled"}
     assert logs
     names = [entry["name"] for entry in status["breakers"]]
