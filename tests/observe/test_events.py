@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from resilience import CircuitBreaker, events
 from resilience._observe import _events as internal
-from resilience.testing import FakeClock
+from resilience.testing import FakeClock, capture_events
 
 ALL_EVENTS: list[events.Event] = [
     events.CircuitStateChanged(
@@ -46,11 +46,9 @@ def structlog_configured() -> Iterator[None]:
 
 @pytest.fixture
 def listen() -> Iterator[list[events.Event]]:
-    """A process-wide listener collecting events during the test."""
-    seen: list[events.Event] = []
-    events.add_listener(seen.append)
-    yield seen
-    events.remove_listener(seen.append)
+    """Every event emitted during the test (the module name `events` is taken here)."""
+    with capture_events() as captured:
+        yield captured
 
 
 @pytest.mark.parametrize("event", ALL_EVENTS, ids=lambda e: type(e).__name__)
@@ -301,3 +299,33 @@ def test_listeners_change_while_events_flow() -> None:
     assert len(steady) == 8 * 500
     assert events.add_listener not in internal._listeners  # nothing stray left behind
     assert all(getattr(x, "__self__", None) is not steady for x in internal._listeners)
+
+
+def test_capture_events_collects_from_every_thread_and_stops_after() -> None:
+    """capture_events gets each event once, from any thread, and nothing after the block."""
+    before = internal._listeners
+
+    def emit_many() -> None:
+        for _ in range(200):
+            internal.emit(ALL_EVENTS[1])
+
+    with capture_events() as captured:
+        threads = [threading.Thread(target=emit_many) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        internal.emit(ALL_EVENTS[0])
+    internal.emit(ALL_EVENTS[2])
+    assert len(captured) == 4 * 200 + 1
+    assert captured[-1] is ALL_EVENTS[0]
+    assert ALL_EVENTS[2] not in captured
+    assert internal._listeners == before  # the listener left with the block
+
+
+def test_capture_events_leaves_on_error() -> None:
+    """An exception inside the block still removes the listener."""
+    before = internal._listeners
+    with pytest.raises(RuntimeError), capture_events():
+        raise RuntimeError
+    assert internal._listeners == before

@@ -24,6 +24,7 @@ from resilience._observe._redact import (
     redact_url,
 )
 from resilience.httpx import ResilientTransport
+from resilience.testing import capture_events
 
 SECRETS = ("Bearer s3cr3t-token", "c00kie", "k3y-v4lue", "hunter2", "t0k3n", "s1gn4ture")
 
@@ -242,9 +243,6 @@ def structlog_configured() -> Iterator[None]:
 @pytest.mark.usefixtures("structlog_configured")
 def test_no_secret_in_logs_events_or_spans(spans: InMemorySpanExporter) -> None:
     """Authorization, cookies, URL passwords and ?api_key= values reach no log, event or span."""
-    from resilience import events
-
-    seen: list[events.Event] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError(f"cannot reach {request.url} with {request.headers}")
@@ -259,19 +257,16 @@ def test_no_secret_in_logs_events_or_spans(spans: InMemorySpanExporter) -> None:
                 raise
 
     transport = ResilientTransport(httpx.MockTransport(traced), sleep=lambda s: None)
-    events.add_listener(seen.append)
-    try:
-        with (
-            capture_logs() as logs,
-            httpx.Client(transport=transport) as http,
-            pytest.raises(httpx.ConnectError),
-        ):
-            http.get(
-                "http://user:hunter2@svc.test/x?api_key=k3y-v4lue&token=t0k3n&sig=s1gn4ture",
-                headers={"Authorization": "Bearer s3cr3t-token", "Cookie": "sessionid=c00kie"},
-            )
-    finally:
-        events.remove_listener(seen.append)
+    with (
+        capture_events() as seen,
+        capture_logs() as logs,
+        httpx.Client(transport=transport) as http,
+        pytest.raises(httpx.ConnectError),
+    ):
+        http.get(
+            "http://user:hunter2@svc.test/x?api_key=k3y-v4lue&token=t0k3n&sig=s1gn4ture",
+            headers={"Authorization": "Bearer s3cr3t-token", "Cookie": "sessionid=c00kie"},
+        )
     assert logs
     assert seen
     finished = spans.get_finished_spans()
@@ -316,8 +311,6 @@ def test_names_built_from_urls_lose_their_secrets_everywhere() -> None:
     reader = InMemoryMetricReader()
     events.set_meter_provider(MeterProvider(metric_readers=[reader]))
     url = "https://bob:hunter2@api.test/v1?authtoken=t0k3n&page=1"
-    seen: list[events.Event] = []
-    events.add_listener(seen.append)
     breaker = CircuitBreaker(f"GET {url}", consecutive_failures=1)
     retry = Retry(on=ConnectionError, attempts=2, backoff=backoff.none(), name=f"GET {url}")
 
@@ -327,6 +320,7 @@ def test_names_built_from_urls_lose_their_secrets_everywhere() -> None:
     try:
         # The first attempt trips the breaker; the retry is rejected by it.
         with (
+            capture_events() as seen,
             capture_logs() as logs,
             provider.get_tracer("t").start_as_current_span("s"),
             pytest.raises(CircuitOpenError) as rejected,
@@ -335,7 +329,6 @@ def test_names_built_from_urls_lose_their_secrets_everywhere() -> None:
         status = status_payload()
         metrics = reader.get_metrics_data()
     finally:
-        events.remove_listener(seen.append)
         events.set_meter_provider(None)
     assert {type(e).__name__ for e in seen} >= {"CircuitStateChanged", "RetryScheduled"}
     assert logs
