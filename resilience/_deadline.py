@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Final
 
 from ._errors import DeadlineExceeded
+from ._public import public
 from ._validate import NO_DEADLINE_HINT, Clock, Duration, required_duration
 from ._validate import clock as check_clock
 
@@ -102,7 +103,7 @@ def check_deadline(what: str = "the operation") -> float | None:
         ...     check_deadline("the query")
         Traceback (most recent call last):
         ...
-        resilience._errors.DeadlineExceeded: deadline exceeded before the query could start
+        resilience.DeadlineExceeded: deadline exceeded before the query could start
     """
     expiry = _CURRENT.get()
     if expiry is None:
@@ -294,3 +295,6 @@ def deadline(seconds: Duration, *, clock: Clock = time.monotonic) -> Deadline:
         True
     """
     return Deadline(seconds, clock=clock)
+
+
+public("resilience", deadline, remaining)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry
+from ._public import public
 from ._validate import NO_TIMEOUT_HINT, Clock, Duration, required_duration
 from ._validate import clock as check_clock
 
@@ -158,3 +159,6 @@ def timeout(seconds: Duration, *, clock: Clock = time.monotonic) -> Timeout:
         True
     """
     return Timeout(seconds, clock=clock)
+
+
+public("resilience", Timeout, timeout)

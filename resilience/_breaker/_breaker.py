@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar, over
 from .. import _validate
 from .._errors import CircuitOpenError, ConfigError
 from .._observe._events import CallRejected, CircuitStateChanged, Event, Listener, emit, wanted
+from .._public import public
 from . import _registry
 from ._windows import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow
 
 if TYPE_CHECKING:
     from ..stores import BreakerBinding, BreakerStore
 
-__all__ = ["BreakerMetrics", "CircuitBreaker", "CircuitState"]
+__all__ = ["BreakerConfig", "BreakerMetrics", "CircuitBreaker", "CircuitState"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -118,7 +119,14 @@ class BreakerMetrics(Mapping[str, Any]):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerConfig:
-    """The validated settings of a `CircuitBreaker` (see its docstring for each one)."""
+    """The validated settings of a `CircuitBreaker` (see its docstring for each one).
+
+    Example:
+        >>> from resilience import CircuitBreaker
+        >>> config = CircuitBreaker("doc-config", failure_rate=0.25, window=20).config
+        >>> config.failure_rate, config.window, config.open_duration
+        (0.25, 20, 30.0)
+    """
 
     failure_rate: float = DEFAULT_FAILURE_RATE
     consecutive_failures: int | None = None
@@ -961,3 +969,6 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._name!r} state={self._state.value}>"
+
+
+public("resilience", BreakerConfig, BreakerMetrics, CircuitBreaker, CircuitState)

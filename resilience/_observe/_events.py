@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Final, Protocol
 
+from .._public import public
 from ._redact import redact_name
 
 __all__ = [
@@ -116,7 +117,16 @@ class Event:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CircuitStateChanged(Event):
-    """A breaker moved from one state to another, with the window numbers that decided it."""
+    """A breaker moved from one state to another, with the window numbers that decided it.
+
+    Example:
+        >>> from resilience import CircuitBreaker
+        >>> from resilience.testing import capture_events
+        >>> with capture_events() as seen:
+        ...     CircuitBreaker("doc-state-changed").force_open()
+        >>> seen[0].event, seen[0].old_state, seen[0].new_state
+        ('circuit_breaker.state_changed', 'closed', 'forced_open')
+    """
 
     event: ClassVar[str] = "circuit_breaker.state_changed"
     level: ClassVar[int] = logging.WARNING
@@ -133,7 +143,21 @@ class CircuitStateChanged(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallRejected(Event):
-    """A breaker rejected a call without running it."""
+    """A breaker rejected a call without running it.
+
+    Example:
+        >>> from resilience import CircuitBreaker, CircuitOpenError
+        >>> from resilience.testing import capture_events
+        >>> breaker = CircuitBreaker("doc-rejected")
+        >>> breaker.force_open()
+        >>> with capture_events() as seen:
+        ...     try:
+        ...         breaker.call(print)
+        ...     except CircuitOpenError:
+        ...         pass
+        >>> seen[0].event, seen[0].state, seen[0].retry_after
+        ('circuit_breaker.call_rejected', 'forced_open', None)
+    """
 
     event: ClassVar[str] = "circuit_breaker.call_rejected"
     level: ClassVar[int] = logging.DEBUG
@@ -144,7 +168,22 @@ class CallRejected(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryScheduled(Event):
-    """An attempt failed and another is scheduled after ``wait`` seconds."""
+    """An attempt failed and another is scheduled after ``wait`` seconds.
+
+    Example:
+        >>> from resilience import Retry, backoff
+        >>> from resilience.testing import capture_events
+        >>> @Retry(on=ConnectionError, attempts=2, backoff=backoff.constant(0), name="fetch")
+        ... def fetch() -> None:
+        ...     raise ConnectionError("down")
+        >>> with capture_events() as seen:
+        ...     try:
+        ...         fetch()
+        ...     except ConnectionError:
+        ...         pass
+        >>> [(e.event, e.error) for e in seen]
+        [('retry.scheduled', 'ConnectionError'), ('retry.exhausted', 'ConnectionError')]
+    """
 
     event: ClassVar[str] = "retry.scheduled"
     level: ClassVar[int] = logging.INFO
@@ -156,7 +195,13 @@ class RetryScheduled(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryExhausted(Event):
-    """Every attempt failed; the last outcome propagates."""
+    """Every attempt failed; the last outcome propagates (see `RetryScheduled`'s example).
+
+    Example:
+        >>> from resilience.events import RetryExhausted
+        >>> RetryExhausted(name="fetch", attempts=3, error="ConnectError").as_dict()["attempts"]
+        3
+    """
 
     event: ClassVar[str] = "retry.exhausted"
     level: ClassVar[int] = logging.WARNING
@@ -167,7 +212,13 @@ class RetryExhausted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryBudgetExhausted(Event):
-    """A retry was wanted but the shared retry budget had none left."""
+    """A retry was wanted but the shared retry budget had none left.
+
+    Example:
+        >>> from resilience.events import RetryBudgetExhausted
+        >>> RetryBudgetExhausted(name="fetch", attempt=1, error="ConnectError").event
+        'retry.budget_exhausted'
+    """
 
     event: ClassVar[str] = "retry.budget_exhausted"
     level: ClassVar[int] = logging.WARNING
@@ -178,7 +229,22 @@ class RetryBudgetExhausted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BulkheadRejected(Event):
-    """A bulkhead had no free slot and no room to wait."""
+    """A bulkhead had no free slot and no room to wait.
+
+    Example:
+        >>> from resilience import Bulkhead, BulkheadFull
+        >>> from resilience.testing import capture_events
+        >>> pool = Bulkhead(1, name="db")
+        >>> pool.acquire()
+        >>> with capture_events() as seen:
+        ...     try:
+        ...         pool.call(print)
+        ...     except BulkheadFull:
+        ...         pass
+        >>> pool.release()
+        >>> seen[0].event, seen[0].name, seen[0].max_concurrent
+        ('bulkhead.rejected', 'db', 1)
+    """
 
     event: ClassVar[str] = "bulkhead.rejected"
     level: ClassVar[int] = logging.WARNING
@@ -190,7 +256,13 @@ class BulkheadRejected(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeadlineExceededEvent(Event):
-    """The active deadline ran out (``where`` says what noticed it)."""
+    """The active deadline ran out (``where`` says what noticed it).
+
+    Example:
+        >>> from resilience.events import DeadlineExceededEvent
+        >>> DeadlineExceededEvent(where="retry wait", seconds=2.0).event
+        'deadline.exceeded'
+    """
 
     event: ClassVar[str] = "deadline.exceeded"
     level: ClassVar[int] = logging.WARNING
@@ -200,7 +272,20 @@ class DeadlineExceededEvent(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FallbackUsed(Event):
-    """A fallback replaced a failure with its value."""
+    """A fallback replaced a failure with its value.
+
+    Example:
+        >>> from resilience import fallback
+        >>> from resilience.testing import capture_events
+        >>> @fallback("cached", on=ConnectionError, name="profile")
+        ... def profile() -> str:
+        ...     raise ConnectionError("down")
+        >>> with capture_events() as seen:
+        ...     profile()
+        'cached'
+        >>> seen[0].event, seen[0].name, seen[0].error
+        ('fallback.used', 'profile', 'ConnectionError')
+    """
 
     event: ClassVar[str] = "fallback.used"
     level: ClassVar[int] = logging.INFO
@@ -356,3 +441,19 @@ def report_failure(what: str, culprit: object, event: Event) -> None:
     except Exception:
         # Logging itself is broken (a faulty processor or handler): stay out of the call.
         stdlib_logger.debug("listener.failed and logging it failed too", exc_info=True)
+
+
+public(
+    "resilience.events",
+    Event,
+    CircuitStateChanged,
+    CallRejected,
+    RetryScheduled,
+    RetryExhausted,
+    RetryBudgetExhausted,
+    BulkheadRejected,
+    DeadlineExceededEvent,
+    FallbackUsed,
+    add_listener,
+    remove_listener,
+)

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Final, Protocol
 
+from .._public import public
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -254,3 +256,6 @@ def inject_context(headers: Headers | MutableMapping[str, str]) -> None:
         inject = _inject
         assert inject is not None
     inject(headers)
+
+
+public("resilience.events", set_tracer_provider, set_meter_provider)

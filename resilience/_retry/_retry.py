@@ -49,6 +49,7 @@ from .._observe._events import (
     emit,
     error_name,
 )
+from .._public import public
 from .._validate import (
     NO_TIMEOUT_HINT,
     Clock,
@@ -617,3 +618,6 @@ def retry(
         sleep=sleep,
         asleep=asleep,
     )
+
+
+public("resilience", Retry, retry)
