@@ -1,4 +1,4 @@
-"""Metric label names, and the caps that keep each instrument's series bounded.
+"""Metric label names and values, and the caps that keep each instrument's series bounded.
 
 Labels are names given in code (breaker, bulkhead, retry names), states, reasons and
 exception type names; never URLs. Names can still grow with the hosts a transport calls
@@ -27,6 +27,7 @@ __all__ = [
     "RETRY_NAME",
     "GaugeCap",
     "LabelCap",
+    "error_type",
 ]
 
 # Our own attributes (no semantic convention exists for resilience yet: semconv issue #2355).
@@ -41,6 +42,26 @@ FALLBACK_NAME: Final = "resilience.fallback.name"
 REJECTION_REASON: Final = "resilience.rejection.reason"
 ERROR_TYPE: Final = "error.type"
 """The semantic conventions' name for an error's type, on spans and metrics alike."""
+
+
+def error_type(exc: BaseException) -> str:
+    """The ``error.type`` of *exc*: its fully qualified class name (``httpx.ConnectError``).
+
+    Example:
+        >>> error_type(TimeoutError())
+        'TimeoutError'
+        >>> from resilience import DeadlineExceeded
+        >>> error_type(DeadlineExceeded())
+        'resilience.DeadlineExceeded'
+    """
+    cls = type(exc)
+    module = cls.__module__
+    if module == "builtins":
+        return cls.__qualname__
+    # Other libraries' private modules too: name the class where users import it from.
+    public = [part for part in module.split(".") if not part.startswith("_")]
+    return ".".join((*public, cls.__qualname__))
+
 
 MAX_LABEL_VALUES: Final = 250
 """Distinct names (breaker, retry, bulkhead, fallback) or server addresses one instrument

@@ -17,7 +17,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 from .._http._compat import HTTPTransport
-from ._labels import ERROR_TYPE, OVERFLOW_LABEL
+from ._labels import ERROR_TYPE, OVERFLOW_LABEL, error_type
 from ._otel import Instruments, instruments, tracer
 from ._redact import redact_url
 
@@ -37,7 +37,6 @@ __all__ = [
     "SERVER_PORT",
     "URL_FULL",
     "RecordingAttempt",
-    "error_type",
     "inject_context",
     "start",
 ]
@@ -56,25 +55,6 @@ _KNOWN_METHODS: Final = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
 )
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-
-def error_type(exc: BaseException) -> str:
-    """The ``error.type`` of *exc*: its fully qualified class name (``httpx.ConnectError``).
-
-    Example:
-        >>> error_type(TimeoutError())
-        'TimeoutError'
-        >>> from resilience import DeadlineExceeded
-        >>> error_type(DeadlineExceeded())
-        'resilience.DeadlineExceeded'
-    """
-    cls = type(exc)
-    module = cls.__module__
-    if module == "builtins":
-        return cls.__qualname__
-    # Other libraries' private modules too: name the class where users import it from.
-    public = [part for part in module.split(".") if not part.startswith("_")]
-    return ".".join((*public, cls.__qualname__))
 
 
 def _contrib_httpx_active() -> bool:

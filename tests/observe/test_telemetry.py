@@ -34,7 +34,7 @@ from resilience import (
 )
 from resilience._breaker._registry import all_breakers
 from resilience._observe import _events as internal
-from resilience._observe import _labels, _otel, _otel_gate, _otel_http
+from resilience._observe import _labels, _otel, _otel_gate
 from resilience.httpx import ResilientTransport
 
 
@@ -199,9 +199,9 @@ def test_error_reported_explicitly(otel: Otel) -> None:
 
 def test_builtin_errors_have_short_names() -> None:
     """Builtin exceptions are named without the builtins module."""
-    assert _otel_http.error_type(TimeoutError()) == "TimeoutError"
-    assert _otel_http.error_type(httpx.ConnectError("x")) == "httpx.ConnectError"
-    assert _otel_http.error_type(DeadlineExceeded()) == "resilience.DeadlineExceeded"
+    assert _labels.error_type(TimeoutError()) == "TimeoutError"
+    assert _labels.error_type(httpx.ConnectError("x")) == "httpx.ConnectError"
+    assert _labels.error_type(DeadlineExceeded()) == "resilience.DeadlineExceeded"
 
 
 async def test_cancellation_is_not_an_error(otel: Otel) -> None:
