@@ -52,7 +52,7 @@ from ._http._streams import (
     read_body,
     sized_body,
 )
-from ._observe._telemetry import http_attempt
+from ._observe._otel_gate import http_attempt
 
 if TYPE_CHECKING:
     from ._policy import Policy
