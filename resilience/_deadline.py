@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from ._errors import DeadlineExceeded
-from ._validate import NO_DEADLINE_HINT, Clock, Duration, required_duration
+from ._validate import MAX_DURATION, NO_DEADLINE_HINT, Clock, Duration, required_duration
 from ._validate import clock as check_clock
 
 __all__ = ["Deadline", "check_deadline", "current_deadline", "deadline", "remaining"]
@@ -204,18 +204,19 @@ def _python311_task_of() -> Callable[[asyncio.AbstractEventLoop], asyncio.Task[A
 _task_of: Final = asyncio.current_task if sys.version_info >= (3, 12) else _python311_task_of()
 
 _WHEELS: Final[dict[asyncio.AbstractEventLoop, _Wheel]] = {}
-_WHEELS_LOCK: Final = threading.Lock()
-# The wheel used last. While its loop runs in this thread (asyncio's loops record the thread
-# in ``_thread_id``), it is the running loop's wheel: found without get_running_loop(), which
-# on Python 3.11 makes a getpid() system call on every call (a fork check; the cache is
-# emptied in a forked child instead).
+_wheels_lock = threading.Lock()
+# The wheel used last. While its loop runs in this thread (asyncio's own loops record the
+# thread in ``_thread_id``; with other loops the check fails and get_running_loop() answers),
+# it is the running loop's wheel: found without get_running_loop(), which on Python 3.11 makes
+# a getpid() system call on every call (a fork check; this cache is emptied in a forked child
+# instead).
 _last_wheel: _Wheel | None = None
 
 
 def _wheel_of(loop: asyncio.AbstractEventLoop) -> _Wheel:
     """The wheel of *loop*, made on first use; wheels of closed loops are dropped here."""
     global _last_wheel
-    with _WHEELS_LOCK:
+    with _wheels_lock:
         wheel = _WHEELS.get(loop)
         if wheel is None:
             for closed in [other for other in _WHEELS if other.is_closed()]:
@@ -225,17 +226,10 @@ def _wheel_of(loop: asyncio.AbstractEventLoop) -> _Wheel:
     return wheel
 
 
-def _wheel_here() -> _Wheel:
-    """The wheel of the running loop (RuntimeError without one, as get_running_loop())."""
-    wheel = _last_wheel
-    if wheel is None or getattr(wheel.loop, "_thread_id", None) != get_ident():
-        wheel = _wheel_of(asyncio.get_running_loop())
-    return wheel
-
-
 def _forget_wheels() -> None:
-    """In a forked child: the parent's loops do not run here."""
-    global _last_wheel
+    """In a forked child: the parent's loops do not run here (and its lock may be held)."""
+    global _last_wheel, _wheels_lock
+    _wheels_lock = threading.Lock()
     _last_wheel = None
     _WHEELS.clear()
 
@@ -389,10 +383,13 @@ class Deadline:
     def __init__(
         self, seconds: Duration, *, clock: Clock = time.monotonic, what: str = "the block"
     ) -> None:
-        self._seconds = required_duration(
-            "seconds", seconds, allow_zero=True, hint=NO_DEADLINE_HINT
-        )
-        self._clock = check_clock("clock", clock)
+        if (type(seconds) is float or type(seconds) is int) and 0 <= seconds <= MAX_DURATION:
+            self._seconds = float(seconds)  # not a bool, NaN, infinity or timedelta
+        else:  # the full check, and its ConfigError (a scope per request makes this worth it)
+            self._seconds = required_duration(
+                "seconds", seconds, allow_zero=True, hint=NO_DEADLINE_HINT
+            )
+        self._clock = clock if clock is time.monotonic else check_clock("clock", clock)
         self._what = what
         self._token: contextvars.Token[_Expiry | None] | None = None
         self._expiry: _Expiry | None = None
@@ -450,7 +447,9 @@ class Deadline:
         self._token = None
 
     async def __aenter__(self) -> Deadline:
-        wheel = _wheel_here()
+        wheel = _last_wheel  # the running loop's wheel (see _last_wheel)
+        if wheel is None or getattr(wheel.loop, "_thread_id", None) != get_ident():
+            wheel = _wheel_of(asyncio.get_running_loop())
         task = _task_of(wheel.loop)
         if task is None:
             self._enter()  # no task to cancel: cooperative
@@ -469,7 +468,10 @@ class Deadline:
             self._expiry = outer
             self._token = _CURRENT.set(outer)
             return self
-        wheel.add(alarm)
+        if wheel.flushing:
+            wheel.pending.append(alarm)  # wheel.add(alarm), inlined
+        else:
+            wheel.add(alarm)
         self._alarm = alarm
         self._wheel = wheel
         # The same bookkeeping as asyncio.timeout(): the task's cancel count tells our own
@@ -503,7 +505,11 @@ class Deadline:
             _CURRENT.reset(token)
             return
         self._alarm = self._wheel = None
-        wheel.remove(alarm)
+        pending = wheel.pending
+        if pending and pending[-1] is alarm:
+            pending.pop()  # wheel.remove(alarm)'s usual case, inlined
+        else:
+            wheel.remove(alarm)
         try:
             if (
                 alarm.slot is _FIRED
