@@ -109,7 +109,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         type=_share,
         default=NOISE,
         metavar="SHARE",
-        help=f"--compare flags changes beyond this share (default {NOISE:g}, 20 per cent)",
+        help=(
+            f"--compare flags changes beyond this share "
+            f"(default {NOISE:g}: {NOISE * 100:.0f} per cent)"
+        ),
     )
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--seed", type=int, default=20261129, help="seed for order and faults")
