@@ -128,6 +128,17 @@ def test_far_alarm_is_filed_again_a_few_times_only() -> None:
     assert loop.run_until(loop.now + 86400.0 + SLOT) <= 12
 
 
+def test_a_late_ring_fires_what_is_already_due() -> None:
+    """A busy loop that runs a coarse slot after the deadline fires the alarm right there."""
+    loop = FakeLoop()
+    due = loop.now + 5.0
+    _, alarm, task = _filed(loop, 5.0)
+    loop.now = due + 3.0  # the loop was blocked past the deadline
+    assert loop.run_until(loop.now) == 1  # the coarse slot's ring, no further filing
+    assert task.cancels == 1
+    assert alarm.slot is _FIRED
+
+
 def test_alarms_due_together_share_one_timer() -> None:
     """A thousand alarms in one slot arm one loop timer, and all fire."""
     loop = FakeLoop(now=50.0)
