@@ -14,9 +14,10 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import Token
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import ParamSpec, TypeVar, cast
 
-from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry
+from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry, _timed_coroutine, enter_scope
+from ._public import public
 from ._validate import NO_TIMEOUT_HINT, Clock, Duration, required_duration
 from ._validate import clock as check_clock
 from ._wrapping import wrap_async_generator, wrap_generator, wraps
@@ -70,15 +71,7 @@ class Timeout:
                 Callable[P, R], wrap_generator(fn, lambda: _TimedIteration(seconds, clock, fn))
             )
         if inspect.iscoroutinefunction(fn):
-            afn = fn
-            trusted = Deadline._trusted
-
-            @wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with trusted(seconds, clock, "the call"):
-                    return await afn(*args, **kwargs)
-
-            return cast(Callable[P, R], async_wrapper)
+            return cast(Callable[P, R], wraps(fn)(_timed_coroutine(fn, seconds, clock)))
         # The hot path, inlined: no earlier outer deadline, so this one is set around the call.
         get = _CURRENT.get
         set_ = _CURRENT.set
@@ -128,7 +121,7 @@ class Timeout:
 
         A cancellation that comes from outside propagates as `asyncio.CancelledError`.
         """
-        async with Deadline._trusted(self.seconds, self._clock, "the call"):
+        async with enter_scope(self.seconds, self._clock, "the call"):
             return await fn(*args, **kwargs)
 
     def __repr__(self) -> str:
@@ -198,7 +191,7 @@ class _AsyncTimedIteration(_TimedIterationBase):
         if left <= 0.0:
             raise _exceeded(self._what)
         # A scope of what is left: it cancels this step at the iteration's deadline.
-        self._scope = Deadline._trusted(left, self._clock, self._what)
+        self._scope = enter_scope(left, self._clock, self._what)
         await self._scope.__aenter__()
 
     async def __aexit__(
@@ -228,3 +221,6 @@ def timeout(seconds: Duration, *, clock: Clock = time.monotonic) -> Timeout:
         True
     """
     return Timeout(seconds, clock=clock)
+
+
+public("resilience", Timeout, timeout)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 from .. import _validate
 from .._errors import ConfigError
 from .._observe._events import Listener
+from .._public import public
 from . import _registry
 from ._config import (
     DEFAULT_HALF_OPEN_CALLS,
@@ -373,3 +374,6 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._machine.name!r} state={self._machine.state.value}>"
+
+
+public("resilience", BreakerConfig, BreakerMetrics, CircuitBreaker, CircuitState)

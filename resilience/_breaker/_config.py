@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Final
 
 from .. import _validate
@@ -106,6 +106,11 @@ class BreakerConfig:
         )
         derive(self, "is_failure", _validate.exception_filter("failure_on", self.failure_on))
 
+    def __reduce__(self) -> tuple[object, tuple[dict[str, object]]]:
+        # Pickled by its settings: the derived fields (a predicate among them) are rebuilt.
+        settings = {name: getattr(self, name) for name in _SETTINGS}
+        return (_from_settings, (settings,))
+
     @property
     def timed(self) -> bool:
         """True when calls are timed (``slow_call_duration`` is set)."""
@@ -159,6 +164,14 @@ class BreakerConfig:
             ignore=_validate.exception_types("ignore", ignore) if ignore != () else (),
         )
         return _intern(config)
+
+
+_SETTINGS: Final = tuple(f.name for f in fields(BreakerConfig) if f.init)
+
+
+def _from_settings(settings: dict[str, object]) -> BreakerConfig:
+    """Unpickle a `BreakerConfig` (see its ``__reduce__``)."""
+    return _intern(BreakerConfig(**settings))  # type: ignore[arg-type]
 
 
 _interned: dict[BreakerConfig, BreakerConfig] = {}

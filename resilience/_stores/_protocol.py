@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from .._public import public
+
 if TYPE_CHECKING:
     from .._breaker._config import BreakerConfig
     from .._breaker._state import CircuitState
@@ -144,3 +146,6 @@ class InMemoryStore:
 
     def __repr__(self) -> str:
         return "InMemoryStore()"
+
+
+public("resilience.stores", BreakerBinding, BreakerPort, BreakerStore, InMemoryStore)

@@ -7,15 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import resilience._breaker
 import resilience._stores
 from resilience import CircuitBreaker, CircuitOpenError, CircuitState
 from resilience.stores import BreakerBinding, BreakerPort, BreakerStore
 from resilience.testing import FakeClock
 
 STORES = Path(resilience._stores.__file__).parent
-BREAKER = Path(resilience._breaker.__file__).parent
-MAX_LINES = 600
 
 
 class PortKeeper:
@@ -120,13 +117,3 @@ def test_store_modules_never_touch_the_breaker(module: Path) -> None:
         or (isinstance(node, ast.Attribute) and node.attr.startswith("_store_"))
     ]
     assert private_reads == []
-
-
-@pytest.mark.parametrize(
-    "module",
-    [*_modules(STORES), *_modules(BREAKER)],
-    ids=lambda path: path.parent.name + "/" + path.name,
-)
-def test_no_module_is_over_600_lines(module: Path) -> None:
-    """Each breaker and store module has one job, and fits in 600 lines."""
-    assert len(module.read_text(encoding="utf-8").splitlines()) <= MAX_LINES
