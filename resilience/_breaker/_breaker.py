@@ -142,8 +142,8 @@ class CircuitBreaker:
         # Set once a function is decorated: from then on `call` marks the calls it guards.
         self._decorated = False
         self._store = store
+        self._machine.bind(store)  # first: a store that refuses it leaves nothing listed
         _registry.register(self)
-        self._machine.bind(store)
 
     @property
     def name(self) -> str:

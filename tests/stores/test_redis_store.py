@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+import resilience
 from resilience import CircuitBreaker, CircuitOpenError, CircuitState, ConfigError
-from resilience._breaker._registry import get_breaker
 from resilience._observe._events import CircuitStateChanged, Event
 from resilience._stores._redis_store import RedisBinding
 from resilience.stores import BreakerStore, InMemoryStore, RedisStore
@@ -52,7 +52,7 @@ def test_store_must_be_a_store() -> None:
     """A store without bind() is a ConfigError naming the setting."""
     with pytest.raises(ConfigError, match="store"):
         CircuitBreaker("bad-store", store=object())  # type: ignore[arg-type]
-    assert get_breaker("bad-store") is None
+    assert not [b for b in resilience.breakers() if b.name == "bad-store"]
 
 
 def test_redis_store_validates_settings() -> None:
