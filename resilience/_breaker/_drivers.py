@@ -24,8 +24,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
 
+from .._errors import CircuitOpenError
+from .._observe._events import wanted
 from .._wrapping import wrap_async_generator, wrap_generator, wraps
-from ._machine import FAST_IDLE, FAST_TICK, BreakerMachine
+from ._machine import FAST_IDLE, FAST_TICK, REJECTED_LEVEL, BreakerMachine
 from ._state import CLOSED, OPEN
 from ._windows import CountWindow, TimeWindow
 
@@ -122,7 +124,7 @@ def _sync_driver(breaker: CircuitBreaker, m: BreakerMachine, fn: Callable[P, R])
     guarding = GUARDING.get
     call = breaker.call
     clock = m.clock
-    reject = m.reject
+    name = m.name
     record_success = m.record_success
     record_plain_success = m.record_plain_success
     # A time window's quick success: one increment under the lock (None: a count window).
@@ -142,8 +144,10 @@ def _sync_driver(breaker: CircuitBreaker, m: BreakerMachine, fn: Callable[P, R])
         if m.state is not CLOSED:
             if m.state is OPEN:
                 left = m.open_until - clock()
-                if left > 0.0:
-                    raise reject(left)  # fail fast, from here: one frame in the traceback
+                if left > 0.0:  # fail fast, from here: no frame more than needed
+                    if wanted(REJECTED_LEVEL, m.listeners):
+                        m.note_rejection(left)
+                    raise CircuitOpenError(name, left)
             return call(fn, *args, **kwargs)  # probes, forced open, disabled
         try:
             result = fn(*args, **kwargs)
@@ -173,7 +177,9 @@ def _sync_driver(breaker: CircuitBreaker, m: BreakerMachine, fn: Callable[P, R])
             if m.state is OPEN:
                 left = m.open_until - clock()
                 if left > 0.0:
-                    raise reject(left)
+                    if wanted(REJECTED_LEVEL, m.listeners):
+                        m.note_rejection(left)
+                    raise CircuitOpenError(name, left)
             return call(fn, *args, **kwargs)
         start = clock()
         try:
@@ -188,13 +194,19 @@ def _sync_driver(breaker: CircuitBreaker, m: BreakerMachine, fn: Callable[P, R])
 
 
 def _async_driver(breaker: CircuitBreaker, m: BreakerMachine, fn: Callable[P, Any]) -> Any:
+    # The sync driver's twin (timing included: an await costs more than the check).
     guarding = GUARDING.get
     call_async = breaker.call_async
     clock = m.clock
-    reject = m.reject
+    name = m.name
     record_success = m.record_success
+    record_plain_success = m.record_plain_success
     record_exception = m.record_exception
     timed = m.config.timed
+    window = cast(CountWindow, m.window)
+    ticks = window.ticks
+    settle = m.settle
+    quick = m.window.record_fast_success if isinstance(m.window, TimeWindow) else None
 
     @wraps(fn)
     async def guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
@@ -206,7 +218,9 @@ def _async_driver(breaker: CircuitBreaker, m: BreakerMachine, fn: Callable[P, An
             if m.state is OPEN:
                 left = m.open_until - clock()
                 if left > 0.0:
-                    raise reject(left)
+                    if wanted(REJECTED_LEVEL, m.listeners):
+                        m.note_rejection(left)
+                    raise CircuitOpenError(name, left)
             return await call_async(fn, *args, **kwargs)
         start = clock() if timed else 0.0
         try:
@@ -214,8 +228,20 @@ def _async_driver(breaker: CircuitBreaker, m: BreakerMachine, fn: Callable[P, An
         except BaseException as exc:
             record_exception(permit, exc, clock() - start if timed else 0.0)
             raise
-        if timed or permit != m.gen or m.fast != FAST_IDLE:
-            record_success(permit, clock() - start if timed else 0.0)
+        if timed:
+            record_success(permit, clock() - start)
+            return result
+        if permit == m.gen:
+            fast = m.fast
+            if fast == FAST_IDLE:
+                return result
+            if fast == FAST_TICK:
+                if next(ticks) == window.settle_at:
+                    settle()
+                return result
+            if quick is not None and quick(clock()):
+                return result
+        record_plain_success(permit)
         return result
 
     return guarded

@@ -53,6 +53,7 @@ __all__ = [
     "FAST_TICK",
     "FIRST_PROBE_PERMIT",
     "NO_COUNTS",
+    "REJECTED_LEVEL",
     "BreakerMachine",
 ]
 
@@ -66,6 +67,9 @@ NO_COUNTS: Final = (0, 0, 0, 0)
 FAST_NONE: Final = 0  # under the lock (`record_success`): it may trip, or a time window
 FAST_TICK: Final = 1  # lock-free, ``next(window.ticks)``: it cannot trip a count window
 FAST_IDLE: Final = 2  # not at all: the count window is full of successes already
+
+REJECTED_LEVEL: Final = CallRejected.level
+"""The level of `CallRejected`: the drivers ask `wanted` for it before building the event."""
 
 _log = logging.getLogger("resilience")
 
@@ -145,11 +149,13 @@ class BreakerMachine:
 
     def reject(self, retry_after: float | None) -> CircuitOpenError:
         """The error of a rejected call (for the caller to raise); `CallRejected` if wanted."""
-        if wanted(CallRejected.level, self.listeners):
-            self.emit(
-                CallRejected(breaker=self.name, state=self.state.value, retry_after=retry_after)
-            )
+        if wanted(REJECTED_LEVEL, self.listeners):
+            self.note_rejection(retry_after)
         return CircuitOpenError(self.name, retry_after)
+
+    def note_rejection(self, retry_after: float | None) -> None:
+        """Emit `CallRejected` (the caller checked that someone wants it)."""
+        self.emit(CallRejected(breaker=self.name, state=self.state.value, retry_after=retry_after))
 
     # ---------------------------------------------------------------- permits
 
