@@ -579,7 +579,16 @@ class CuttableProxy(TcpProxy):
 class LLMAttempt:
     """One request the fake LLM server received."""
 
-    __slots__ = ("api", "at", "idempotency_key", "method", "path", "retry_count", "stream")
+    __slots__ = (
+        "api",
+        "at",
+        "headers",
+        "idempotency_key",
+        "method",
+        "path",
+        "retry_count",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -591,8 +600,10 @@ class LLMAttempt:
         retry_count: str | None,
         stream: bool,
         at: float,
+        headers: dict[str, str],
     ) -> None:
         self.api = api
+        self.headers = headers
         self.method = method
         self.path = path
         self.idempotency_key = idempotency_key
@@ -619,7 +630,9 @@ class FakeLLM:
     - ``"429"``, ``"503"``... (any status): the API's error body; ``"429:2"`` adds
       ``Retry-After: 2``;
     - ``"cut"``: a 200 that declares its Content-Length, sends half of the body and closes
-      the connection.
+      the connection;
+    - ``"sleep:2"``: the normal answer after 2 s (sooner if the client hangs up meanwhile,
+      then no answer).
 
     With *retry_after_ms*, error answers also carry ``retry-after-ms`` (the header the
     OpenAI and Anthropic SDKs read first), which keeps the SDKs' own waits short in tests.
@@ -690,9 +703,22 @@ class FakeLLM:
                 retry_count=headers.get("x-stainless-retry-count"),
                 stream=stream,
                 at=time.monotonic(),
+                headers=headers,
             )
         )
         step = self._next_step()
+        if step.startswith("sleep:"):
+            import asyncio
+
+            try:
+                # receive() returns at once if the client hangs up: then stop waiting.
+                message = await asyncio.wait_for(receive(), float(step[6:]))
+            except TimeoutError:
+                step = "ok"
+            else:
+                if message["type"] == "http.disconnect":
+                    return
+                step = "ok"
         if step == "ok":
             if stream:
                 await self._stream(send, api)
