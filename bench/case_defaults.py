@@ -245,7 +245,7 @@ def candidates() -> list[Candidate]:
 
     Two alternatives move one knob of the default, so the table shows what that knob buys.
     """
-    chosen = dict(ours("resilience._http._core", "DEFAULT_HOST_BREAKER"))
+    chosen = dict(ours("resilience._http._hosts", "DEFAULT_HOST_BREAKER"))
     return [
         Candidate("CircuitBreaker defaults", WAVE_ONE, "baseline", "the transports' until now"),
         Candidate("transport default", chosen, "us"),

@@ -16,7 +16,7 @@ from contextvars import Token
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry
+from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry, enter_scope
 from ._validate import NO_TIMEOUT_HINT, Clock, Duration, required_duration
 from ._validate import clock as check_clock
 from ._wrapping import wrap_async_generator, wrap_generator, wraps
@@ -71,11 +71,10 @@ class Timeout:
             )
         if inspect.iscoroutinefunction(fn):
             afn = fn
-            trusted = Deadline._trusted
 
             @wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with trusted(seconds, clock, "the call"):
+                async with enter_scope(seconds, clock, "the call"):
                     return await afn(*args, **kwargs)
 
             return cast(Callable[P, R], async_wrapper)
@@ -128,7 +127,7 @@ class Timeout:
 
         A cancellation that comes from outside propagates as `asyncio.CancelledError`.
         """
-        async with Deadline._trusted(self.seconds, self._clock, "the call"):
+        async with enter_scope(self.seconds, self._clock, "the call"):
             return await fn(*args, **kwargs)
 
     def __repr__(self) -> str:
@@ -198,7 +197,7 @@ class _AsyncTimedIteration(_TimedIterationBase):
         if left <= 0.0:
             raise _exceeded(self._what)
         # A scope of what is left: it cancels this step at the iteration's deadline.
-        self._scope = Deadline._trusted(left, self._clock, self._what)
+        self._scope = enter_scope(left, self._clock, self._what)
         await self._scope.__aenter__()
 
     async def __aexit__(

@@ -296,7 +296,7 @@ def sync_client_from(client: object, timeout: float) -> Any:
         import redis.connection
         import redis.retry
     except ImportError as exc:  # pragma: no cover - the extra is missing
-        msg = "RedisStore needs redis-py: pip install 'resilience[redis]'"
+        msg = "RedisStore needs redis-py: pip install 'resilience-mesh[redis]'"
         raise ImportError(msg) from exc
     pool = getattr(client, "connection_pool", None)
     kwargs = getattr(pool, "connection_kwargs", None)

@@ -17,7 +17,7 @@ import pytest
 from bench import _cli, case_defaults
 from bench.case_defaults import WAVE_ONE, Candidate, evaluate, simulate
 from resilience import CircuitOpenError
-from resilience._http._core import DEFAULT_HOST_BREAKER
+from resilience._http._hosts import DEFAULT_HOST_BREAKER
 from resilience.httpx import AsyncResilientTransport, ResilientTransport
 from resilience.testing import FakeClock, set_testing
 
