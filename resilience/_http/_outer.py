@@ -20,10 +20,11 @@ tasks started inside it get a copy, so concurrent calls never see each other's s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["RETRY_COUNT_HEADERS", "Logical", "join"]
+__all__ = ["RETRY_COUNT_HEADERS", "Logical", "join", "join_request"]
 
 RETRY_COUNT_HEADERS: Final = ("x-stainless-retry-count",)
 """Headers by which a client says which of its own attempts a request is (0: the first)."""
@@ -43,6 +44,25 @@ class Logical:
         self.target = target
         self.key: str | None = None
         self.sent = 0
+
+    def key_for(self, new_key: Callable[[], str]) -> str:
+        """The call's key: the one its first attempt got, or a new one (kept for the next)."""
+        key = self.key
+        if key is None:
+            key = self.key = new_key()
+        return key
+
+    def attempts(self, planned: int) -> int:
+        """Attempts for this request: *planned* less those the call has already used, and
+        at least one (the SDK's retry is sent; our own retries are what is held back).
+
+        Example:
+            >>> call = Logical("core", ("POST", "https://api.example/v1/x"))
+            >>> call.attempts(3), (setattr(call, "sent", 3), call.attempts(3))[1]
+            (3, 1)
+        """
+        left = planned - self.sent
+        return left if left > 1 else 1
 
     def __repr__(self) -> str:
         return f"Logical(target={self.target!r}, key={self.key!r}, sent={self.sent})"
@@ -76,3 +96,18 @@ def join(owner: object, method: str, url: str, retry_count: str) -> tuple[Logica
     logical = Logical(owner, target)
     _CURRENT.set(logical)
     return logical, False
+
+
+def join_request(owner: object, request: Any) -> Logical | None:
+    """The call *request* belongs to, when it carries an SDK's retry count (else None).
+
+    *request* has ``method``, ``url`` and ``headers`` (a case-insensitive mapping), as
+    every request the core plans does.
+    """
+    headers = request.headers
+    for name in RETRY_COUNT_HEADERS:
+        # `in` first: httpx's headers.get() costs four times more when the header is absent,
+        # which is every request that no SDK sends.
+        if name in headers:
+            return join(owner, request.method, str(request.url), headers[name])[0]
+    return None
