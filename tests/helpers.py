@@ -655,6 +655,12 @@ class FakeLLM:
         with self._lock:
             self._steps.extend(steps)
 
+    def reset(self) -> None:
+        """Forget the attempts and drop what is still scripted."""
+        with self._lock:
+            self._steps.clear()
+            self.attempts.clear()
+
     def keys(self) -> list[str | None]:
         """The Idempotency-Key of each attempt so far."""
         return [attempt.idempotency_key for attempt in self.attempts]
