@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _validate
 from ._deadline import deadline
@@ -59,6 +59,7 @@ class _AiohttpCore(TransportCore):
     """The shared core, with aiohttp's rule for replaying a request body."""
 
     __slots__ = ()
+    note: ClassVar[str] = "resilience.aiohttp: "
 
     def _replay_mode(self, request: Any) -> tuple[bool, bool]:
         return replayable(request.stream, self.buffer_limit)

@@ -70,6 +70,7 @@ class _RequestsCore(TransportCore):
     request's ``body``): bytes, text, or none."""
 
     __slots__ = ()
+    note: ClassVar[str] = "resilience.requests: "
     in_memory: ClassVar[tuple[type, ...]] = (bytes, str, type(None))
 
 

@@ -88,7 +88,6 @@ _TIMEOUT_HEADROOM: Final = 0.01
 """httpx's own timeouts fire this much before the deadline (at most a tenth of what is left),
 so an attempt cut by the deadline ends as an httpx timeout the transport recognises (and
 turns into `DeadlineExceeded`) rather than as a bare cancellation of the task."""
-_NOTE: Final = "resilience.httpx: "
 _MIN_HEADER_BUDGET: Final = 0.001
 """Below one millisecond the deadline header would read ``0``, which means "no deadline"."""
 
@@ -187,6 +186,8 @@ class TransportCore:
 
     in_memory: ClassVar[tuple[type, ...]] = (ByteStream,)
     """Request bodies held in memory, hence replayable (other clients' cores name theirs)."""
+    note: ClassVar[str] = "resilience.httpx: "
+    """How the notes (PEP 678) this core adds to errors begin: the adapter's module."""
 
     __slots__ = (
         "buffer_limit",
@@ -401,7 +402,7 @@ class TransportCore:
                 call.permit = breaker.acquire()
             except Exception as exc:
                 if call.attempt > 1:
-                    exc.add_note(f"resilience.httpx: rejected before attempt {call.attempt}")
+                    exc.add_note(f"{self.note}rejected before attempt {call.attempt}")
                 raise
             call.started = breaker.clock()
 
@@ -501,7 +502,7 @@ class TransportCore:
             budget=retry.budget,
         )
         name = call.breaker.name if call.breaker is not None else authority(call.request.url)
-        wait = announce(verdict, name, call.attempt, error, exc, _NOTE)
+        wait = announce(verdict, name, call.attempt, error, exc, self.note)
         if wait is not None and state is not None:
             state.idle_for += wait
         return wait

@@ -40,6 +40,7 @@ class Httpx2Core(TransportCore):
     """The shared core, knowing httpx2's in-memory request body."""
 
     __slots__ = ()
+    note: ClassVar[str] = "resilience.httpx2: "
     in_memory: ClassVar[tuple[type, ...]] = (httpx2.ByteStream,)
 
 
