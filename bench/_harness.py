@@ -1,16 +1,15 @@
 """Timing, result rows and rendering shared by every case.
 
 A case builds *contenders* (a bare baseline, our side, each peer), times them interleaved in
-shuffled rounds inside one process, and returns one `Row` per contender. Our side is imported
-lazily through `ours()`: while its module has not landed, the row says ``n/a: not built yet``
-instead of failing the run.
+shuffled rounds inside one process, and returns one `Row` per contender. A contender that
+cannot run says why in its row (``n/a`` for a peer without the feature, else an error) instead
+of failing the run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import importlib
 import importlib.metadata
 import inspect
 import os
@@ -43,26 +42,8 @@ PEERS = (
 )
 
 
-class NotBuilt(Exception):
-    """Our side of a case cannot run yet: the module it needs has not landed."""
-
-
 class Unsupported(Exception):
     """A peer has no equivalent for this case (e.g. pybreaker has no asyncio support)."""
-
-
-def ours(module: str, name: str) -> Any:
-    """Return `name` from our `module`, or raise NotBuilt while it does not exist yet.
-
-    Example:
-        >>> ours("resilience._errors", "ConfigError").__name__
-        'ConfigError'
-    """
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        msg = f"{module}.{name} not built yet"
-        raise NotBuilt(msg) from exc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,7 +93,7 @@ class Contender:
     """Something to measure: `build()` returns the callable (sync, or async for async cases).
 
     `build` may be a coroutine function (async cases build inside the running loop) and may
-    raise NotBuilt for our side.
+    raise Unsupported for a peer without the feature.
     """
 
     library: str
@@ -143,11 +124,9 @@ def median(samples: Sequence[float]) -> float:
 def failed_row(
     case: str, variant: str, contender: Contender, unit: str, better: Better, exc: BaseException
 ) -> Row:
-    """The row for a contender that could not run: n/a while not built, else an error."""
+    """The row for a contender that could not run: n/a when unsupported, else an error."""
     error = False
-    if isinstance(exc, NotBuilt):
-        note = "n/a: not built yet"
-    elif isinstance(exc, Unsupported):
+    if isinstance(exc, Unsupported):
         note = f"n/a: {exc}"
     else:
         note = f"error: {type(exc).__name__}: {str(exc)[:80]}"

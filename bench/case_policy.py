@@ -19,7 +19,9 @@ import pybreaker
 import stamina
 import tenacity
 
-from ._harness import Case, Contender, Row, Settings, bench_async, bench_sync, ours
+from resilience import Bulkhead, CircuitBreaker, Policy, Retry
+
+from ._harness import Case, Contender, Row, Settings, bench_async, bench_sync
 from .case_breaker import anoop, noop
 
 TITLE = "full policy (bulkhead+timeout+retry+breaker)"
@@ -32,16 +34,12 @@ class Full(Exception):
 
 
 def our_policy(name: str, fn: Any) -> Any:
-    """Our Policy(timeout, retry, breaker, bulkhead); n/a while resilience._policy is missing."""
-    policy = ours("resilience._policy", "Policy")
-    retry = ours("resilience._retry._retry", "Retry")
-    breaker = ours("resilience._breaker._breaker", "CircuitBreaker")
-    bulkhead = ours("resilience._bulkhead", "Bulkhead")
-    return policy(
+    """Our Policy(timeout, retry, breaker, bulkhead)."""
+    return Policy(
         timeout=TOTAL,
-        retry=retry(on=ConnectionError, attempts=3),
-        breaker=breaker(name),
-        bulkhead=bulkhead(LIMIT),
+        retry=Retry(on=ConnectionError, attempts=3),
+        breaker=CircuitBreaker(name),
+        bulkhead=Bulkhead(LIMIT),
     )(fn)
 
 

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Final
 
 from ._errors import DeadlineExceeded
+from ._public import public
 from ._validate import NO_DEADLINE_HINT, Clock, Duration, required_duration
 from ._validate import clock as check_clock
 
@@ -109,7 +110,7 @@ def check_deadline(what: str = "the operation") -> float | None:
         ...     check_deadline("the query")
         Traceback (most recent call last):
         ...
-        resilience._errors.DeadlineExceeded: deadline exceeded before the query could start
+        resilience.DeadlineExceeded: deadline exceeded before the query could start
     """
     expiry = _CURRENT.get()
     if expiry is None:
@@ -314,3 +315,6 @@ def enter_scope(seconds: float, clock: Clock, what: str) -> Deadline:
     scope._cancelling = 0
     scope._expired = False
     return scope
+
+
+public("resilience", deadline, remaining)

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
 from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry, enter_scope
+from ._public import public
 from ._validate import NO_TIMEOUT_HINT, Clock, Duration, required_duration
 from ._validate import clock as check_clock
 from ._wrapping import wrap_async_generator, wrap_generator, wraps
@@ -227,3 +228,6 @@ def timeout(seconds: Duration, *, clock: Clock = time.monotonic) -> Timeout:
         True
     """
     return Timeout(seconds, clock=clock)
+
+
+public("resilience", Timeout, timeout)

@@ -34,7 +34,7 @@ from ._http._core import (
 from ._http._hosts import DEFAULT_MAX_HOSTS, BreakerMap
 from ._http._rules import DEFAULT_RETRY_STATUSES, deadline_passed
 from ._http._streams import LATE_HEAD
-from ._observe._telemetry import http_attempt
+from ._observe._otel_gate import http_attempt
 
 try:
     import aiohttp

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 from .. import _validate
 from .._deadline import deadline
 from .._errors import ConfigError
-from .._observe._telemetry import http_attempt
+from .._observe._otel_gate import http_attempt
 from ._core import (
     DEFAULT_BUFFER_LIMIT,
     DEFAULT_MAX_RETRY_AFTER,

@@ -5,24 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
 from resilience import ConfigError, DeadlineExceeded, deadline, remaining
 from resilience._deadline import Deadline, check_deadline, current_deadline
-from resilience._observe._events import DeadlineExceededEvent, Event, add_listener, remove_listener
+from resilience.events import DeadlineExceededEvent, Event
 from resilience.testing import FakeClock
-
-
-@pytest.fixture
-def events() -> Iterator[list[Event]]:
-    """Every event emitted during the test."""
-    seen: list[Event] = []
-    add_listener(seen.append)
-    yield seen
-    remove_listener(seen.append)
 
 
 async def _forever() -> None:

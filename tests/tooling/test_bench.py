@@ -10,17 +10,15 @@ import pytest
 
 # bench/ is a top-level folder of the repository, not part of the installed package; pytest
 # puts the root on sys.path (pythonpath in pyproject.toml).
-from bench import _cli, case_breaker
+from bench import _cli, case_breaker, case_import
 from bench._faultserver import GET_BODY, FaultServer
 from bench._harness import (
     Contender,
-    NotBuilt,
     Row,
     Settings,
     Unsupported,
     bench_async,
     bench_sync,
-    ours,
     ratio,
     render_markdown,
     render_text,
@@ -28,10 +26,6 @@ from bench._harness import (
 )
 
 TINY = Settings(quick=True, number=20, repeat=2, rounds=2, seed=1)
-
-
-def _not_built() -> object:
-    raise NotBuilt("resilience._nothing.Nothing not built yet")
 
 
 def _unsupported() -> object:
@@ -50,35 +44,24 @@ async def _aok() -> None:
     return None
 
 
-def test_ours_raises_not_built_for_a_missing_module() -> None:
-    """ours() turns a missing module or name into NotBuilt, so the case reports n/a."""
-    with pytest.raises(NotBuilt):
-        ours("resilience._does_not_exist", "Anything")
-    with pytest.raises(NotBuilt):
-        ours("resilience._errors", "NoSuchName")
-
-
 def test_bench_sync_reports_values_na_and_errors() -> None:
-    """Built contenders get a median, missing ones n/a, broken ones an error row."""
+    """Built contenders get a median, unsupported ones n/a, broken ones an error row."""
     rows = bench_sync(
         "case",
         "sync",
         [
             Contender("bare", "baseline", lambda: _ok),
             Contender("us", "us", lambda: _ok),
-            Contender("later", "us", _not_built),
             Contender("no", "peer", _unsupported),
             Contender("bad", "peer", _broken),
         ],
         TINY,
     )
     by_name = {row.library: row for row in rows}
-    assert [row.library for row in rows] == ["bare", "us", "later", "no", "bad"]
+    assert [row.library for row in rows] == ["bare", "us", "no", "bad"]
     assert by_name["bare"].value is not None
     assert by_name["bare"].value > 0
-    assert by_name["later"].value is None
-    assert by_name["later"].note == "n/a: not built yet"
-    assert not by_name["later"].error
+    assert by_name["no"].value is None
     assert by_name["no"].note == "n/a: no asyncio support"
     assert not by_name["no"].error
     assert by_name["bad"].error
@@ -212,3 +195,20 @@ def test_fault_server_runs_a_keyed_post_once() -> None:
         c.post(server.url + "post", content=b"{}", headers={"x-request-id": "b"})
         c.post(server.url + "post", content=b"{}", headers={"x-request-id": "b"})
         assert server.side_effects == {"a": 1, "b": 2}
+
+
+def test_start_up_rows_give_the_ratio_to_the_bare_interpreter() -> None:
+    """The import case times fresh interpreters and notes our ratio to the bare one."""
+    snippets: list[case_import.Snippet] = [
+        ("python -c pass", "baseline", "pass", "a bare interpreter"),
+        ("resilience", "us", "import resilience", ""),
+        ("missing", "peer", "import resilience_no_such_peer", ""),
+    ]
+    rows = case_import.measure_starts(case_import.BREAKER_VARIANT, snippets, runs=2, seed=1)
+    bare, ours, missing = rows
+    assert bare.value is not None
+    assert ours.value is not None
+    assert bare.value > 0
+    assert ours.note == f"{ours.value / bare.value:.2f}x python -c pass (target <= 4x)"
+    assert missing.value is None
+    assert missing.error
