@@ -582,6 +582,7 @@ class LLMAttempt:
     __slots__ = (
         "api",
         "at",
+        "body",
         "headers",
         "idempotency_key",
         "method",
@@ -601,9 +602,11 @@ class LLMAttempt:
         stream: bool,
         at: float,
         headers: dict[str, str],
+        body: bytes,
     ) -> None:
         self.api = api
         self.headers = headers
+        self.body = body
         self.method = method
         self.path = path
         self.idempotency_key = idempotency_key
@@ -710,6 +713,7 @@ class FakeLLM:
                 stream=stream,
                 at=time.monotonic(),
                 headers=headers,
+                body=body,
             )
         )
         step = self._next_step()
