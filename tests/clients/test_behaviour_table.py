@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from resilience import (
+    Bulkhead,
     CircuitBreaker,
     CircuitOpenError,
     CircuitState,
@@ -81,6 +82,7 @@ class Driver:
                 client = lib.Client(transport=transport, timeout=10.0)
                 self._close = client.close
             self._client = client
+            self.adapter: Any = transport
             self.breakers = transport.breakers
         elif kind == "requests":
             import requests
@@ -92,6 +94,7 @@ class Driver:
             session.mount("http://", adapter)
             self._client = session
             self._close = session.close
+            self.adapter = adapter
             self.breakers = adapter.breakers
         else:
             import aiohttp
@@ -108,6 +111,7 @@ class Driver:
             session = self._run(make())
             self._client = session
             self._close = lambda: self._run(session.close())
+            self.adapter = ours_mw
             self.breakers = ours_mw.breakers
 
     def call(
@@ -302,3 +306,25 @@ def test_deadline_header_carries_the_remaining_budget(
     driver.call("GET", url + PATH, within=2.0)
     sent = int(fake.attempts[0].headers["x-budget-ms"])
     assert 1000 <= sent <= 2000
+
+
+def test_policy_timeout_and_bulkhead_hold_the_whole_request(
+    make: Callable[..., Driver], server: tuple[str, FakeLLM]
+) -> None:
+    """A policy's total timeout ends a slow request in time; its bulkhead slot comes back."""
+    url, fake = server
+    fake.script("sleep:5")
+    policy = Policy(timeout=0.3, bulkhead=Bulkhead(1), retry=Retry(on=(), attempts=2))
+    driver = make(policy=policy)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        driver.call("GET", url + PATH)
+    assert time.monotonic() - started < 2.0
+    assert driver.call("GET", url + PATH)[0] == 200  # the one slot was given back
+
+
+def test_repr_names_the_adapter(make: Callable[..., Driver]) -> None:
+    """Each adapter's repr says what it is and shows its policy."""
+    driver = make()
+    assert "policy=None" in repr(driver.adapter)
+    assert type(driver.adapter).__name__ in repr(driver.adapter)
