@@ -114,6 +114,22 @@ class Driver:
             self.adapter = ours_mw
             self.breakers = ours_mw.breakers
 
+    def url(self, text: str) -> Any:
+        """*text* as the client's own URL type (what its responses carry)."""
+        if self.kind.startswith("httpx2"):
+            import httpx2
+
+            return httpx2.URL(text)
+        if self.kind.startswith("httpx"):
+            import httpx
+
+            return httpx.URL(text)
+        if self.kind == "aiohttp":
+            import yarl
+
+            return yarl.URL(text)
+        return text  # requests has no URL type: a string
+
     def call(
         self, method: str, url: str, *, within: float | None = None, json: object = None
     ) -> tuple[int, bytes]:
@@ -279,6 +295,7 @@ def test_breaker_per_host_opens_and_rejects_without_sending(
     assert caught.value.breaker.startswith("table:http://127.0.0.1:")
     assert len(fake.attempts) == 2
     assert driver.breakers[url].state is CircuitState.OPEN
+    assert driver.breakers[driver.url(url)] is driver.breakers[url]
 
 
 def test_deadline_clamps_the_attempt_and_spares_the_breaker(
