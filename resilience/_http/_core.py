@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from opentelemetry import context as otel_context
 
@@ -34,8 +34,9 @@ from .._retry._report import announce
 from .._retry._retry import Retry
 from .._retry._shape import check_arity
 from ..backoff import TenacityWait
-from ._compat import ByteStream, Request
+from ._compat import ByteStream
 from ._hosts import DEFAULT_BREAKER_NAME, DEFAULT_HOST_BREAKER, HostBreakers
+from ._outer import Logical, join_request
 from ._overrides import EXTENSION, parse_overrides
 from ._rules import (
     HTTPX_ERRORS,
@@ -43,6 +44,7 @@ from ._rules import (
     KEYED_METHODS,
     ErrorKinds,
     Expiry,
+    UrlParts,
     attempt_timeouts,
     authority,
     budget_cut,
@@ -63,6 +65,7 @@ __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",
     "RESEND_COUNT_EXTENSION",
     "Call",
+    "RequestLike",
     "TransportCore",
     "check_inner",
     "check_sleep",
@@ -85,7 +88,6 @@ _TIMEOUT_HEADROOM: Final = 0.01
 """httpx's own timeouts fire this much before the deadline (at most a tenth of what is left),
 so an attempt cut by the deadline ends as an httpx timeout the transport recognises (and
 turns into `DeadlineExceeded`) rather than as a bare cancellation of the task."""
-_NOTE: Final = "resilience.httpx: "
 _MIN_HEADER_BUDGET: Final = 0.001
 """Below one millisecond the deadline header would read ``0``, which means "no deadline"."""
 
@@ -103,6 +105,34 @@ def inject_trace_context(headers: Any) -> None:
 _current_context: Final = otel_context.get_current
 
 
+class RequestLike(Protocol):
+    """What the core reads of a request: httpx's and httpx2's requests, and the views the
+    requests and aiohttp adapters make of theirs."""
+
+    @property
+    def method(self) -> str:
+        """Upper case."""
+        ...
+
+    @property
+    def url(self) -> UrlParts:
+        """Its scheme, host and port (``str()`` gives the whole URL, for spans)."""
+        ...
+
+    @property
+    def headers(self) -> Any:
+        """A mutable, case-insensitive mapping: the request's own headers."""
+        ...
+
+    @property
+    def stream(self) -> object:
+        """The body, as the client holds it (an in-memory one can be sent again)."""
+        ...
+
+    extensions: Any
+    """A mapping the core reads per-request options from and replaces per attempt."""
+
+
 class Call:
     """The state of one logical request across its attempts (one per `handle_request`)."""
 
@@ -113,6 +143,7 @@ class Call:
         "cut",
         "expiry",
         "idempotent",
+        "logical",
         "max_attempts",
         "must_read",
         "permit",
@@ -123,7 +154,7 @@ class Call:
         "state",
     )
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: RequestLike) -> None:
         self.request = request
         self.base_extensions = request.extensions
         self.attempt = 0
@@ -141,6 +172,8 @@ class Call:
         self.started = 0.0
         # The tenacity state when the retry's backoff is a tenacity wait.
         self.state: RetryCallState | None = None
+        # The call an SDK above us is retrying, when it says so (`._outer`).
+        self.logical: Logical | None = None
 
 
 class TransportCore:
@@ -150,6 +183,11 @@ class TransportCore:
     inner transport, and `after_error` or `after_response`, which say whether to retry and
     after how long.
     """
+
+    in_memory: ClassVar[tuple[type, ...]] = (ByteStream,)
+    """Request bodies held in memory, hence replayable (other clients' cores name theirs)."""
+    note: ClassVar[str] = "resilience.httpx: "
+    """How the notes (PEP 678) this core adds to errors begin: the adapter's module."""
 
     __slots__ = (
         "buffer_limit",
@@ -165,6 +203,7 @@ class TransportCore:
         "policy_timeout",
         "retry",
         "retry_statuses",
+        "token",
         "wall_clock",
     )
 
@@ -183,6 +222,8 @@ class TransportCore:
         errors: ErrorKinds = HTTPX_ERRORS,
     ) -> None:
         self.errors = errors
+        # Names this transport to `._outer` without a context keeping the transport alive.
+        self.token = object()
         if idempotency_keys is True:
             self.idempotency_keys: Callable[[], str] | None = new_idempotency_key
         elif idempotency_keys is False:
@@ -256,7 +297,7 @@ class TransportCore:
 
     # ------------------------------------------------------------------ per request
 
-    def begin(self, request: Request) -> Call:
+    def begin(self, request: RequestLike) -> Call:
         """Plan a request: overrides, retry settings, idempotency, body replay, breaker."""
         call = Call(request)
         headers = request.headers
@@ -274,14 +315,18 @@ class TransportCore:
             attempts = overrides.attempts
             idempotent = overrides.idempotent
 
+        # An SDK's retry of a call joins it: one key, one budget of attempts (`._outer`).
+        logical = call.logical = join_request(self.token, request)
         new_key = self.idempotency_keys
         if new_key is not None and method in KEYED_METHODS and IDEMPOTENCY_HEADER not in headers:
-            headers[IDEMPOTENCY_HEADER] = new_key()
+            headers[IDEMPOTENCY_HEADER] = new_key() if logical is None else logical.key_for(new_key)
         call.idempotent = safe_to_repeat(method, headers, idempotent)
 
         if retry is not None:
             call.retry = retry
             call.max_attempts = attempts if attempts is not None else retry.max_attempts()
+            if logical is not None and logical.sent:
+                call.max_attempts = logical.attempts(call.max_attempts)
             if call.max_attempts > 1:
                 call.must_read, replayable = self._replay_mode(request)
                 if not replayable:
@@ -293,8 +338,8 @@ class TransportCore:
             if timeout is not None:
                 call.scope = timeout
             budget = retry.budget
-            if budget is not None:
-                budget.record_call()
+            if budget is not None and (logical is None or not logical.sent):
+                budget.record_call()  # an SDK's retry is not a new call
 
         scope = self.policy_timeout
         if scope is not None and (call.scope is None or scope < call.scope):
@@ -303,10 +348,10 @@ class TransportCore:
             call.breaker = self.hosts.get(request.url)
         return call
 
-    def _replay_mode(self, request: Request) -> tuple[bool, bool]:
+    def _replay_mode(self, request: RequestLike) -> tuple[bool, bool]:
         """(must read first, replayable) for the request body."""
         stream = request.stream
-        if isinstance(stream, ByteStream):
+        if isinstance(stream, self.in_memory):
             return False, True
         length = request.headers.get("content-length")
         if (
@@ -325,6 +370,8 @@ class TransportCore:
         trace context inside it, so ``traceparent`` names the attempt.
         """
         call.attempt += 1
+        if call.logical is not None:
+            call.logical.sent += 1
         request = call.request
         expiry = call.expiry = current_deadline()
         left = None if expiry is None else check_deadline("the HTTP request")
@@ -355,7 +402,7 @@ class TransportCore:
                 call.permit = breaker.acquire()
             except Exception as exc:
                 if call.attempt > 1:
-                    exc.add_note(f"resilience.httpx: rejected before attempt {call.attempt}")
+                    exc.add_note(f"{self.note}rejected before attempt {call.attempt}")
                 raise
             call.started = breaker.clock()
 
@@ -455,7 +502,7 @@ class TransportCore:
             budget=retry.budget,
         )
         name = call.breaker.name if call.breaker is not None else authority(call.request.url)
-        wait = announce(verdict, name, call.attempt, error, exc, _NOTE)
+        wait = announce(verdict, name, call.attempt, error, exc, self.note)
         if wait is not None and state is not None:
             state.idle_for += wait
         return wait
