@@ -28,12 +28,16 @@ __all__ = [
     "CallRejected",
     "CircuitStateChanged",
     "DeadlineExceededEvent",
+    "EndpointEjected",
+    "EndpointReturned",
     "Event",
     "FallbackUsed",
     "Listener",
     "RetryBudgetExhausted",
     "RetryExhausted",
     "RetryScheduled",
+    "UpstreamEndpointsChanged",
+    "UpstreamResolveFailed",
     "add_listener",
     "emit",
     "error_name",
@@ -184,6 +188,57 @@ class FallbackUsed(Event):
     level: ClassVar[int] = logging.INFO
     name: str | None
     error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointEjected(Event):
+    """An upstream's endpoint left the rotation: its breaker opened (``ejections`` counts the
+    openings in a row since it was last closed). ``kept_in`` says the ejection cap or panic
+    mode keeps it in the rotation anyway."""
+
+    event: ClassVar[str] = "upstream.endpoint_ejected"
+    level: ClassVar[int] = logging.WARNING
+    name: str
+    endpoint: str
+    ejections: int
+    kept_in: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointReturned(Event):
+    """An upstream's endpoint is back in the rotation: its breaker closed after
+    ``ejected_for`` seconds out."""
+
+    event: ClassVar[str] = "upstream.endpoint_returned"
+    level: ClassVar[int] = logging.INFO
+    name: str
+    endpoint: str
+    ejected_for: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamEndpointsChanged(Event):
+    """An upstream's resolver returned a different set of endpoints."""
+
+    event: ClassVar[str] = "upstream.endpoints_changed"
+    level: ClassVar[int] = logging.INFO
+    name: str
+    added: int
+    removed: int
+    endpoints: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamResolveFailed(Event):
+    """Reading an upstream's resolver failed (raised, or returned no usable URL); the last
+    set of ``endpoints`` is kept (0: there is none yet)."""
+
+    event: ClassVar[str] = "upstream.resolve_failed"
+    level: ClassVar[int] = logging.WARNING
+    name: str
+    error: str
+    endpoints: int
 
 
 Listener = Callable[[Event], object]
