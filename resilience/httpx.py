@@ -47,11 +47,13 @@ from ._http._core import (
     inject_trace_context,
 )
 from ._observe._telemetry import http_attempt
+from ._upstream._config import Upstream
+from ._upstream._resolve import dns
 
 if TYPE_CHECKING:
     from ._policy import Policy
 
-__all__ = ["AsyncResilientTransport", "ResilientTransport"]
+__all__ = ["AsyncResilientTransport", "ResilientTransport", "Upstream", "dns"]
 
 
 def _blocking_sleep(seconds: float) -> None:
