@@ -5,9 +5,10 @@ up, a retry budget or a bulkhead saying no, a deadline running out, a fallback s
 an upstream's endpoint ejected or returned, its endpoint set changed or unreadable) is an
 event: a frozen dataclass with the numbers behind it. Listen to all of them process-wide
 with `add_listener`, or to one breaker's with ``breaker.add_listener``. A listener that
-raises is logged on the stdlib logger ``resilience`` and never breaks the call. The same events go to structlog (when the application configured it) and to
-OpenTelemetry; `set_tracer_provider` and `set_meter_provider` point our spans and metrics
-at providers other than the global ones (tests, or several SDKs in one process).
+raises is logged on the stdlib logger ``resilience`` and never breaks the call. The same
+events go to structlog (when the application configured it) and to OpenTelemetry;
+`set_tracer_provider` and `set_meter_provider` point our spans and metrics at providers
+other than the global ones (tests, or several SDKs in one process).
 
 Example:
     >>> from resilience import CircuitBreaker, events
