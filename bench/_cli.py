@@ -25,10 +25,12 @@ from pathlib import Path
 from . import (
     case_breaker,
     case_concurrency,
+    case_defaults,
     case_faults,
     case_httpx,
     case_idempotency,
     case_memory,
+    case_messaging,
     case_policy,
     case_retry,
 )
@@ -55,6 +57,8 @@ CASES: list[Case] = [
     *case_memory.CASES,
     *case_faults.CASES,
     *case_idempotency.CASES,
+    *case_defaults.CASES,
+    *case_messaging.CASES,
 ]
 
 

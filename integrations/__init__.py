@@ -1,4 +1,5 @@
-"""Framework integrations: `resilience.integrations.fastapi` and `resilience.integrations.flask`.
+"""Integrations: `resilience.integrations.fastapi`, `resilience.integrations.flask` (web
+frameworks) and `resilience.integrations.aio_pika` (RabbitMQ).
 
 Nothing is imported here, so a missing framework only matters to the module that needs it.
 """

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 try:
     # The middleware itself is plain ASGI, but this module belongs to the `fastapi` extra:
@@ -37,7 +37,7 @@ try:
 except ImportError as exc:
     msg = (
         "resilience.integrations.fastapi needs FastAPI (and Starlette); "
-        "install it with: pip install 'resilience[fastapi]'"
+        "install it with: pip install 'resilience-mesh[fastapi]'"
     )
     raise ImportError(msg) from exc
 
@@ -46,30 +46,36 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from resilience._deadline import Deadline
+from resilience._deadline import enter_scope
 from resilience._validate import Clock, Duration
-from resilience.integrations._common import (
+
+from ._answers import (
+    Answer,
+    deadline_response,
+    error_response,
+    method_not_allowed_response,
+    request_timeout_response,
+    send_answer,
+    shed_response,
+)
+from ._idempotency import IdempotencyASGI, check_idempotency
+from ._inbound import DeadlineHeaders, request_budget
+from ._options import (
     DEFAULT_BODY_BUFFER,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_STATUS_ACCESS,
     DEFAULT_STATUS_PATH,
-    STATUS_HEADERS,
-    Answer,
-    ConcurrencyLimiter,
     DeadlineHeaderNames,
-    DeadlineHeaders,
-    LateSlot,
     Options,
     StatusAccess,
-    StatusCache,
-    deadline_response,
-    error_response,
-    request_budget,
-    request_timeout_response,
-    shed_response,
-    status_allowed,
 )
-from resilience.integrations._idempotency import IdempotencyASGI, check_idempotency
+from ._shedding import (
+    ConcurrencyLimiter,
+    LateASGIBody,
+    read_asgi_body,
+    replay,
+)
+from ._status import StatusCache, status_allowed, status_headers
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -82,121 +88,12 @@ __all__ = ["ResilienceMiddleware", "add_resilience"]
 STATUS_ENDPOINT = "resilience_status"
 _STATUS_METHODS = frozenset({"GET", "HEAD"})
 
-# ---------------------------------------------------------------------------- answers
-
-
-def _encode(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:
-    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-
-
-async def _send_response(send: Send, answer: Answer, *, head: bool = False) -> None:
-    await send(
-        {"type": "http.response.start", "status": answer.status, "headers": _encode(answer.headers)}
-    )
-    await send({"type": "http.response.body", "body": b"" if head else answer.body})
-
-
-# ---------------------------------------------------------------------------- request bodies
-
-
-async def _read_body(receive: Receive, limit: int) -> Message | None:
-    """Read the body until it ends or passes *limit* bytes, as one message; None: client gone.
-
-    The message's ``more_body`` says whether more is still to come.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None  # http.disconnect
-        chunk: bytes = message.get("body", b"")
-        if chunk:
-            chunks.append(chunk)
-            size += len(chunk)
-        more: bool = message.get("more_body", False)
-        if not more or size > limit:
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": more}
-
-
-def _replay(first: Message, receive: Receive) -> Receive:
-    """A ``receive`` that hands out the buffered body, then reads on (disconnect messages)."""
-    pending = [first]
-
-    async def replaying() -> Message:
-        if pending:
-            return pending.pop()
-        return await receive()
-
-    return replaying
-
-
-_DISCONNECT: Final[Message] = {"type": "http.disconnect"}
-
-
-class _LateBody:
-    """``receive`` and ``send`` for a request whose body is larger than the buffer.
-
-    The first read past the buffered part (*first*, None when nothing was buffered) takes
-    the request's slot. When none is free the client gets the 503 at once, and the app is
-    told the client has gone (``http.disconnect``): an exception raised from ``receive``
-    would not do, as frameworks turn errors in body parsing into their own 400. Whatever
-    the app sends afterwards is dropped.
-    """
-
-    __slots__ = ("_first", "_receive", "_send", "_shed", "answered", "head", "slot", "started")
-
-    def __init__(
-        self,
-        first: Message | None,
-        receive: Receive,
-        send: Send,
-        limiter: ConcurrencyLimiter,
-        shed: Answer,
-        *,
-        head: bool,
-    ) -> None:
-        self._first = first
-        self._receive = receive
-        self._send = send
-        self._shed = shed
-        self.slot = LateSlot(limiter)
-        self.head = head
-        self.answered = False
-        self.started = False
-
-    async def receive(self) -> Message:
-        first = self._first
-        if first is not None:
-            self._first = None
-            return first
-        if self.answered:
-            return _DISCONNECT
-        if not self.slot.held and not self.slot.try_take():
-            if not self.started:
-                self.answered = True
-                await _send_response(self._send, self._shed, head=self.head)
-            return _DISCONNECT
-        return await self._receive()
-
-    async def send(self, message: Message) -> None:
-        if self.answered:
-            return  # the client already has its 503
-        if message["type"] == "http.response.start":
-            self.started = True
-        await self._send(message)
-
-
 # ---------------------------------------------------------------------------- status
 
 
 def _client_host(scope: Scope) -> object:
     client = scope.get("client")
     return client[0] if client else None
-
-
-def _status_headers(body: bytes) -> tuple[tuple[str, str], ...]:
-    return (*STATUS_HEADERS, ("content-length", str(len(body))))
 
 
 def _status_route(path: str, options: Options, cache: StatusCache) -> Route:
@@ -207,7 +104,7 @@ def _status_route(path: str, options: Options, cache: StatusCache) -> Route:
             raise HTTPException(status_code=404)  # the app's own "no such route" answer
         body = await cache.aget()
         head = request.method == "HEAD"
-        return Response(b"" if head else body, headers=dict(_status_headers(body)))
+        return Response(b"" if head else body, headers=dict(status_headers(body)))
 
     return Route(path, resilience_status, methods=["GET", "HEAD"], include_in_schema=False)
 
@@ -299,7 +196,7 @@ class ResilienceMiddleware:
             await self._serve_body(scope, receive, send, budget, limiter, length)
             return
         if not limiter.try_acquire():
-            await _send_response(send, self._shed, head=scope["method"] == "HEAD")
+            await send_answer(send, self._shed, head=scope["method"] == "HEAD")
             return
         try:
             await self._serve(scope, receive, send, budget)
@@ -324,7 +221,7 @@ class ResilienceMiddleware:
         if length > options.body_buffer:
             # Declared larger than the buffer: no point buffering part of it.
             await self._serve_late(
-                scope, _LateBody(None, receive, send, limiter, self._shed, head=head), budget
+                scope, LateASGIBody(None, receive, send, limiter, self._shed, head=head), budget
             )
             return
         clock = options.clock
@@ -335,33 +232,33 @@ class ResilienceMiddleware:
         reading = asyncio.timeout(wait)
         try:
             async with reading:
-                first = await _read_body(receive, options.body_buffer)
+                first = await read_asgi_body(receive, options.body_buffer)
         except TimeoutError:
             if not reading.expired():
                 raise
-            await _send_response(send, too_late, head=head)
+            await send_answer(send, too_late, head=head)
             return
         if first is None:
             return  # the client left before its body arrived: nobody to answer
         if budget is not None:
             budget -= clock() - arrived
             if budget <= 0.0:
-                await _send_response(send, deadline_response(), head=head)
+                await send_answer(send, deadline_response(), head=head)
                 return
         if first["more_body"]:
             await self._serve_late(
-                scope, _LateBody(first, receive, send, limiter, self._shed, head=head), budget
+                scope, LateASGIBody(first, receive, send, limiter, self._shed, head=head), budget
             )
             return
         if not limiter.try_acquire():
-            await _send_response(send, self._shed, head=head)
+            await send_answer(send, self._shed, head=head)
             return
         try:
-            await self._serve(scope, _replay(first, receive), send, budget)
+            await self._serve(scope, replay(first, receive), send, budget)
         finally:
             limiter.release()
 
-    async def _serve_late(self, scope: Scope, late: _LateBody, budget: float | None) -> None:
+    async def _serve_late(self, scope: Scope, late: LateASGIBody, budget: float | None) -> None:
         """`_serve` for a body larger than the buffer (its slot is taken on the late read)."""
         try:
             await self._serve(scope, late.receive, late.send, budget)
@@ -396,7 +293,7 @@ class ResilienceMiddleware:
                 await self.app(scope, receive, watch_start)
             else:
                 # Settings and budget are validated already: skip deadline()'s checks per call.
-                async with Deadline._trusted(budget, self.options.clock, "the request"):
+                async with enter_scope(budget, self.options.clock, "the request"):
                     await self.app(scope, receive, watch_start)
         except Exception as exc:
             if started:
@@ -404,7 +301,7 @@ class ResilienceMiddleware:
             answer = error_response(exc)
             if answer is None:
                 raise  # not ours: the framework's 500 (or the app's own handler)
-            await _send_response(send, answer, head=scope["method"] == "HEAD")
+            await send_answer(send, answer, head=scope["method"] == "HEAD")
 
     async def _answer_status(
         self, scope: Scope, receive: Receive, send: Send, cache: StatusCache
@@ -416,20 +313,10 @@ class ResilienceMiddleware:
             return False
         method = scope["method"]
         if method not in _STATUS_METHODS:
-            body = b'{"error": "method_not_allowed", "detail": "Use GET."}'
-            answer = Answer(
-                405,
-                (
-                    ("content-type", "application/json"),
-                    ("content-length", str(len(body))),
-                    ("allow", "GET, HEAD"),
-                ),
-                body,
-            )
-            await _send_response(send, answer)
+            await send_answer(send, method_not_allowed_response())
             return True
         body = await cache.aget()
-        await _send_response(send, Answer(200, _status_headers(body), body), head=method == "HEAD")
+        await send_answer(send, Answer(200, status_headers(body), body), head=method == "HEAD")
         return True
 
 

@@ -25,9 +25,6 @@ apps shares its concurrency limit between them (one object shared means state sh
 from __future__ import annotations
 
 import io
-import selectors
-import socket
-import ssl
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -39,37 +36,42 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by a test with flask hidden
     msg = (
         "resilience.integrations.flask needs Flask; "
-        "install it with: pip install 'resilience[flask]'"
+        "install it with: pip install 'resilience-mesh[flask]'"
     )
     raise ImportError(msg) from exc
 
-from resilience._deadline import Deadline
+from resilience._deadline import enter_scope
 from resilience._validate import Clock, Duration
-from resilience.integrations._common import (
+
+from ._answers import (
+    MAPPED_ERRORS,
+    Answer,
+    ShedRequest,
+    deadline_response,
+    error_response,
+    request_timeout_response,
+    shed_response,
+    wsgi_answer,
+)
+from ._idempotency import IdempotencyWSGI, check_idempotency
+from ._inbound import DeadlineHeaders, request_budget
+from ._options import (
     DEFAULT_BODY_BUFFER,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_STATUS_ACCESS,
     DEFAULT_STATUS_PATH,
-    MAPPED_ERRORS,
-    STATUS_HEADERS,
-    Answer,
-    ConcurrencyLimiter,
     DeadlineHeaderNames,
-    DeadlineHeaders,
-    LateSlot,
     Options,
-    ShedRequest,
     StatusAccess,
-    StatusCache,
-    content_length,
-    deadline_response,
-    error_response,
-    request_budget,
-    request_timeout_response,
-    shed_response,
-    status_allowed,
 )
-from resilience.integrations._idempotency import IdempotencyWSGI, check_idempotency
+from ._shedding import (
+    ConcurrencyLimiter,
+    LateSlot,
+    SlotOnRead,
+    read_wsgi_body,
+    wsgi_body_length,
+)
+from ._status import STATUS_HEADERS, StatusCache, status_allowed
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -120,13 +122,6 @@ def _chained(app_handler: Callable[[Exception], Any] | None) -> Callable[[Except
     return handle_chained
 
 
-def _wsgi_answer(
-    environ: WSGIEnvironment, start_response: StartResponse, answer: Answer
-) -> Iterable[bytes]:
-    start_response(f"{answer.status} {answer.reason}", list(answer.headers))
-    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [answer.body]
-
-
 _STREAMED_KEY = "resilience.streamed"
 
 
@@ -140,142 +135,6 @@ def _note_streaming(response: flask.Response) -> flask.Response:
         body, ClosingIterator
     )
     return response
-
-
-# ---------------------------------------------------------------------------- request bodies
-
-_READ_CHUNK = 64 * 1024
-
-
-def _body_length(environ: WSGIEnvironment) -> int:
-    """The body's declared length: 0 for none (or unreadable), -1 for chunked."""
-    length = content_length(environ.get("CONTENT_LENGTH"))
-    if length:
-        return length
-    # A chunked body can be read only when the server ends the stream for us.
-    if (
-        environ.get("wsgi.input_terminated")
-        and "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
-    ):
-        return -1
-    return 0
-
-
-def _read_body(
-    environ: WSGIEnvironment, length: int, limit: int, give_up_at: float, clock: Clock
-) -> tuple[bytes, bool]:
-    """Read the body (*length* bytes, or up to *limit* + 1 of a chunked one) by *give_up_at*.
-
-    Returns the bytes and whether they are the whole body; raises `TimeoutError` when time
-    runs out. On Werkzeug's server a body with a length is read without blocking, waiting
-    for the socket at most until *give_up_at*; elsewhere the clock is checked between reads
-    (a read that gets nothing is bounded by the server's own timeout).
-    """
-    stream = environ["wsgi.input"]
-    want = length if length > 0 else limit + 1  # one byte past the buffer says "larger"
-    read1 = getattr(stream, "read1", None)
-    sock = environ.get("werkzeug.socket")
-    if read1 is not None and isinstance(sock, socket.socket):
-        body = _read_ready(read1, sock, want, give_up_at, clock)
-    else:
-        body = _read_blocking(stream.read, want, give_up_at, clock)
-    return body, length > 0 or len(body) < want
-
-
-def _read_ready(
-    read1: Callable[[int], bytes],
-    sock: socket.socket,
-    want: int,
-    give_up_at: float,
-    clock: Clock,
-) -> bytes:
-    # Non-blocking reads plus a bounded wait for the socket: a socket timeout would do, but
-    # once one fires the server's reader refuses every later read (its cleanup then fails).
-    chunks: list[bytes] = []
-    size = 0
-    ready = False
-    previous = sock.gettimeout()
-    sock.setblocking(False)
-    try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(sock, selectors.EVENT_READ)
-            while size < want:
-                try:
-                    chunk = read1(min(want - size, _READ_CHUNK))
-                except ssl.SSLWantReadError:  # part of a TLS record: wait for the rest
-                    chunk, ready = b"", False
-                if chunk:
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    ready = False
-                    continue
-                if ready:
-                    break  # readable, yet nothing to read: the client closed its side
-                left = give_up_at - clock()
-                if left <= 0.0 or not selector.select(left):
-                    raise TimeoutError
-                ready = True
-    finally:
-        sock.settimeout(previous)
-    return b"".join(chunks)
-
-
-def _read_blocking(
-    read: Callable[[int], bytes], want: int, give_up_at: float, clock: Clock
-) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while size < want:
-        if clock() >= give_up_at:
-            raise TimeoutError
-        chunk = read(min(want - size, _READ_CHUNK))
-        if not chunk:
-            break  # the end (or the client left: Flask then answers 400)
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
-class _SlotOnRead(io.RawIOBase):
-    """``wsgi.input`` for a body larger than the buffer: the buffered bytes first, then the
-    rest of the stream, whose first read takes the request's slot (or raises `ShedRequest`).
-    """
-
-    def __init__(self, stream: Any, buffered: bytes, slot: LateSlot) -> None:
-        super().__init__()
-        self._stream = stream
-        self._head = io.BytesIO(buffered)
-        self._slot = slot
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            head = self._head.read()
-            self._slot.take()
-            rest: bytes = self._stream.read()
-            return head + rest
-        head = self._head.read(size)
-        if head or size == 0:
-            return head
-        self._slot.take()
-        data: bytes = self._stream.read(size)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        head = self._head.readline(-1 if size is None else size)
-        if head.endswith(b"\n") or (size is not None and 0 <= size <= len(head)):
-            return head
-        self._slot.take()
-        rest = -1 if size is None or size < 0 else size - len(head)
-        line: bytes = self._stream.readline(rest)
-        return head + line
 
 
 # ---------------------------------------------------------------------------- the extension
@@ -409,10 +268,10 @@ class _ResilienceWSGI:
         limiter = extension.limiter
         if limiter is None:
             return self._run(environ, start_response, budget)
-        if options.body_buffer and (length := _body_length(environ)):
+        if options.body_buffer and (length := wsgi_body_length(environ)):
             return self._serve_body(environ, start_response, budget, limiter, length)
         if not limiter.try_acquire():
-            return _wsgi_answer(environ, start_response, extension._shed)
+            return wsgi_answer(environ, start_response, extension._shed)
         return self._run_holding(environ, start_response, budget, limiter.release)
 
     def _serve_body(
@@ -431,7 +290,7 @@ class _ResilienceWSGI:
         if length > options.body_buffer:
             # Declared larger than the buffer: no point buffering part of it.
             slot = LateSlot(limiter)
-            environ["wsgi.input"] = _SlotOnRead(environ["wsgi.input"], b"", slot)
+            environ["wsgi.input"] = SlotOnRead(environ["wsgi.input"], b"", slot)
             return self._run_holding(environ, start_response, budget, slot.give_back)
         clock = options.clock
         arrived = clock()
@@ -439,20 +298,22 @@ class _ResilienceWSGI:
         if budget is not None and budget < wait:
             wait, late = budget, deadline_response()
         try:
-            body, whole = _read_body(environ, length, options.body_buffer, arrived + wait, clock)
+            body, whole = read_wsgi_body(
+                environ, length, options.body_buffer, arrived + wait, clock
+            )
         except TimeoutError:
-            return _wsgi_answer(environ, start_response, late)
+            return wsgi_answer(environ, start_response, late)
         if budget is not None:
             budget -= clock() - arrived
             if budget <= 0.0:
-                return _wsgi_answer(environ, start_response, deadline_response())
+                return wsgi_answer(environ, start_response, deadline_response())
         if not whole:
             slot = LateSlot(limiter)
-            environ["wsgi.input"] = _SlotOnRead(environ["wsgi.input"], body, slot)
+            environ["wsgi.input"] = SlotOnRead(environ["wsgi.input"], body, slot)
             return self._run_holding(environ, start_response, budget, slot.give_back)
         environ["wsgi.input"] = io.BytesIO(body)
         if not limiter.try_acquire():
-            return _wsgi_answer(environ, start_response, self.extension._shed)
+            return wsgi_answer(environ, start_response, self.extension._shed)
         return self._run_holding(environ, start_response, budget, limiter.release)
 
     def _run(
@@ -461,7 +322,7 @@ class _ResilienceWSGI:
         if budget is None:
             return self.wsgi_app(environ, start_response)
         # Settings and budget are validated already: skip deadline()'s checks per call.
-        with Deadline._trusted(budget, self.extension.options.clock, "the request"):
+        with enter_scope(budget, self.extension.options.clock, "the request"):
             return self.wsgi_app(environ, start_response)
 
     def _run_holding(

@@ -15,7 +15,6 @@ other. A token freed while callers wait is handed straight to the first of them.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import threading
 from collections import deque
@@ -28,6 +27,7 @@ from ._errors import BulkheadFull
 from ._observe._events import BulkheadRejected, emit
 from ._validate import MAX_CONCURRENT, Duration, duration, required_integer
 from ._validate import name as check_name
+from ._wrapping import wrap_async_generator, wrap_generator, wraps
 
 __all__ = ["Bulkhead", "bulkhead"]
 
@@ -342,7 +342,19 @@ class Bulkhead:
                 self._hand_over()
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Decorate a sync or async function: each call holds a permit while it runs."""
+        """Decorate a function, an async function or a (sync or async) generator function.
+
+        Each call holds a permit while it runs. For a generator function the call is the
+        whole iteration: the permit is taken at the first ``next()`` (a full bulkhead raises
+        `BulkheadFull` there) and given back when the generator finishes, fails or is
+        closed. A generator left suspended keeps its permit until it is closed or
+        garbage-collected: iterate it to its end, or close it (``contextlib.closing``,
+        ``contextlib.aclosing``).
+        """
+        if inspect.isasyncgenfunction(fn):
+            return cast(Callable[P, R], wrap_async_generator(fn, lambda: _AsyncIteration(self)))
+        if inspect.isgeneratorfunction(fn):
+            return cast(Callable[P, R], wrap_generator(fn, lambda: _Iteration(self)))
         # The hot path, inlined: two atomic list operations around the call.
         pop = self._tokens.pop
         push = self._tokens.append
@@ -352,7 +364,7 @@ class Bulkhead:
             afn = fn
             aacquire_slow = self._aacquire_slow
 
-            @functools.wraps(fn)
+            @wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 try:
                     pop()
@@ -368,7 +380,7 @@ class Bulkhead:
             return cast(Callable[P, R], async_wrapper)
         acquire_slow = self._acquire_slow
 
-        @functools.wraps(fn)
+        @wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             try:
                 pop()
@@ -413,6 +425,58 @@ class Bulkhead:
             f"wait_timeout={self.wait_timeout!r}, name={self.name!r}, "
             f"active={self.active}, waiting={len(self._waiters)})"
         )
+
+
+class _Iteration:
+    """One iteration of a generator holding a permit of *bulkhead* from start to finish."""
+
+    __slots__ = ("_bulkhead",)
+
+    def __init__(self, bulkhead: Bulkhead) -> None:
+        self._bulkhead = bulkhead
+
+    def start(self) -> None:
+        self._bulkhead.acquire()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def finish(self, error: BaseException | None) -> None:
+        self._bulkhead.release()
+
+
+class _AsyncIteration:
+    """One iteration of an async generator holding a permit of *bulkhead*."""
+
+    __slots__ = ("_bulkhead",)
+
+    def __init__(self, bulkhead: Bulkhead) -> None:
+        self._bulkhead = bulkhead
+
+    async def start(self) -> None:
+        await self._bulkhead.aacquire()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    def finish(self, error: BaseException | None) -> None:
+        self._bulkhead.release()
 
 
 def bulkhead(

@@ -21,7 +21,14 @@ from ._errors import DeadlineExceeded
 from ._validate import NO_DEADLINE_HINT, Clock, Duration, required_duration
 from ._validate import clock as check_clock
 
-__all__ = ["Deadline", "check_deadline", "current_deadline", "deadline", "remaining"]
+__all__ = [
+    "Deadline",
+    "check_deadline",
+    "current_deadline",
+    "deadline",
+    "enter_scope",
+    "remaining",
+]
 
 
 class _Expiry:
@@ -155,21 +162,6 @@ class Deadline:
         self._cancelling = 0
         self._expired = False
 
-    @classmethod
-    def _trusted(cls, seconds: float, clock: Clock, what: str) -> Deadline:
-        """A scope from settings already validated (per-call use by `timeout`)."""
-        self = cls.__new__(cls)
-        self._seconds = seconds
-        self._clock = clock
-        self._what = what
-        self._token = None
-        self._expiry = None
-        self._handle = None
-        self._task = None
-        self._cancelling = 0
-        self._expired = False
-        return self
-
     @property
     def seconds(self) -> float:
         """The duration this scope was asked for."""
@@ -294,3 +286,31 @@ def deadline(seconds: Duration, *, clock: Clock = time.monotonic) -> Deadline:
         True
     """
     return Deadline(seconds, clock=clock)
+
+
+def enter_scope(seconds: float, clock: Clock, what: str) -> Deadline:
+    """A deadline scope from settings validated already: the per-call form of `deadline`.
+
+    The internal API for code that opens a scope on every call or request (`timeout`, the
+    web integrations): *seconds* is a float already checked (finite, not negative) and
+    *clock* a checked clock, so none of `Deadline`'s validation runs again. *what* names
+    the work in the `DeadlineExceeded` message ("the request", "the call").
+
+    Example:
+        >>> import time
+        >>> from resilience._deadline import enter_scope, remaining
+        >>> with enter_scope(2.0, time.monotonic, "the request"):
+        ...     remaining() <= 2.0
+        True
+    """
+    scope = Deadline.__new__(Deadline)
+    scope._seconds = seconds
+    scope._clock = clock
+    scope._what = what
+    scope._token = None
+    scope._expiry = None
+    scope._handle = None
+    scope._task = None
+    scope._cancelling = 0
+    scope._expired = False
+    return scope

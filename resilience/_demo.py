@@ -118,7 +118,7 @@ def serve_upstream(upstream: Upstream) -> Iterator[str]:
     try:
         import uvicorn
     except ImportError as exc:  # pragma: no cover - the dev extra brings it
-        msg = "the demo needs uvicorn: pip install 'resilience[fastapi]' (or -e '.[dev]')"
+        msg = "the demo needs uvicorn: pip install 'resilience-mesh[fastapi]' (or -e '.[dev]')"
         raise SystemExit(msg) from exc
     config = uvicorn.Config(
         upstream,

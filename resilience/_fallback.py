@@ -12,9 +12,9 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from ._errors import ConfigError
 from ._observe._events import FallbackUsed, emit, error_name
-from ._timeout import decorate
 from ._validate import ExceptionFilter, exception_filter
 from ._validate import name as check_name
+from ._wrapping import CANNOT_REPLACE, decorate, is_generator, refuse_generator
 
 __all__ = ["Fallback", "fallback"]
 
@@ -108,7 +108,20 @@ class Fallback:
             return cast(R, result)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Decorate a sync or async function."""
+        """Decorate a sync or async function.
+
+        Generator functions are refused with `ConfigError`: items already handed to the
+        consumer cannot be taken back, so a failure half-way cannot be replaced by the
+        fallback. Put the fallback around the code that consumes the items instead.
+        """
+        if is_generator(fn):
+            refuse_generator(
+                fn,
+                "fallback",
+                CANNOT_REPLACE,
+                "Put the fallback around the code that consumes the items instead, or "
+                "decorate a function that returns them as a list.",
+            )
         if self._handler_is_async and not inspect.iscoroutinefunction(fn):
             msg = (
                 f"fallback handler {self.value!r} is async but "

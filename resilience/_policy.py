@@ -26,6 +26,7 @@ from ._fallback import Fallback
 from ._timeout import Timeout
 from ._validate import Clock, Duration, duration
 from ._validate import clock as check_clock
+from ._wrapping import CANNOT_REPEAT, CANNOT_REPLACE, is_generator, refuse_generator
 
 if TYPE_CHECKING:
     from ._breaker._breaker import CircuitBreaker
@@ -180,7 +181,23 @@ class Policy:
     # -- use -------------------------------------------------------------------------------
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Decorate a sync or async function with the whole chain, built once here."""
+        """Decorate a sync or async function with the whole chain, built once here.
+
+        A generator function (sync or async) is guarded as a whole iteration by the timeout,
+        bulkhead, breaker and attempt_timeout slots; a policy with a ``retry`` or a
+        ``fallback`` refuses it with `ConfigError` (items already yielded cannot be taken
+        back, so nothing can repeat or replace a failed iteration).
+        """
+        if is_generator(fn) and (self._retry is not None or self._fallback is not None):
+            slots = [name for name in ("retry", "fallback") if getattr(self, name) is not None]
+            refuse_generator(
+                fn,
+                f"Policy({', '.join(f'{name}=...' for name in slots)})",
+                CANNOT_REPEAT if self._retry is not None else CANNOT_REPLACE,
+                f"Use a Policy without {' or '.join(slots)} for generators (its timeout, "
+                "bulkhead, breaker and attempt_timeout guard the whole iteration), and put "
+                f"the {' and '.join(slots)} around the code that consumes the items.",
+            )
         total, attempt = self._timeouts
         # Innermost first: each slot wraps what is already there.
         layers: tuple[Callable[[Callable[..., Any]], Callable[..., Any]] | None, ...] = (

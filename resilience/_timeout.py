@@ -9,45 +9,22 @@ already passed is not started at all. A sync call that blocks on its own runs to
 
 from __future__ import annotations
 
-import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import Token
+from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry
+from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry, enter_scope
 from ._validate import NO_TIMEOUT_HINT, Clock, Duration, required_duration
 from ._validate import clock as check_clock
+from ._wrapping import wrap_async_generator, wrap_generator, wraps
 
 __all__ = ["Timeout", "timeout"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def decorate(
-    fn: Callable[P, R],
-    call: Callable[..., Any],
-    call_async: Callable[..., Awaitable[Any]],
-) -> Callable[P, R]:
-    """Wrap *fn* so each call goes through ``call(fn, ...)`` or ``await call_async(fn, ...)``.
-
-    One decorator serves ``def`` and ``async def``: the choice is made once, here. Shared by
-    every decorator of the library that wraps a call in a component's ``call``/``call_async``.
-    """
-    if inspect.iscoroutinefunction(fn):
-
-        @functools.wraps(fn)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await call_async(fn, *args, **kwargs)
-
-        return cast(Callable[P, R], async_wrapper)
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return call(fn, *args, **kwargs)
-
-    return cast(Callable[P, R], wrapper)
 
 
 class Timeout:
@@ -73,16 +50,31 @@ class Timeout:
         self._clock = check_clock("clock", clock)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Decorate a sync or async function."""
+        """Decorate a function, an async function or a (sync or async) generator function.
+
+        For a generator function the timeout covers the whole iteration, from the first
+        ``next()`` to its end, the consumer's time between items included: each step of the
+        generator runs under what is left (an async one is cancelled at the deadline and
+        raises `DeadlineExceeded`; a sync one sees the deadline cooperatively, and a step
+        that would start after it raises `DeadlineExceeded` instead).
+        """
         clock = self._clock
         seconds = self.seconds
+        if inspect.isasyncgenfunction(fn):
+            return cast(
+                Callable[P, R],
+                wrap_async_generator(fn, lambda: _AsyncTimedIteration(seconds, clock, fn)),
+            )
+        if inspect.isgeneratorfunction(fn):
+            return cast(
+                Callable[P, R], wrap_generator(fn, lambda: _TimedIteration(seconds, clock, fn))
+            )
         if inspect.iscoroutinefunction(fn):
             afn = fn
-            trusted = Deadline._trusted
 
-            @functools.wraps(fn)
+            @wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with trusted(seconds, clock, "the call"):
+                async with enter_scope(seconds, clock, "the call"):
                     return await afn(*args, **kwargs)
 
             return cast(Callable[P, R], async_wrapper)
@@ -92,7 +84,7 @@ class Timeout:
         reset = _CURRENT.reset
         call = self.call
 
-        @functools.wraps(fn)
+        @wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             outer = get()
             if outer is not None and outer.remaining() <= seconds:
@@ -135,11 +127,88 @@ class Timeout:
 
         A cancellation that comes from outside propagates as `asyncio.CancelledError`.
         """
-        async with Deadline._trusted(self.seconds, self._clock, "the call"):
+        async with enter_scope(self.seconds, self._clock, "the call"):
             return await fn(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"timeout({self.seconds!r})"
+
+
+class _TimedIterationBase:
+    """A timeout over one iteration of a generator: the deadline starts at its first step."""
+
+    __slots__ = ("_clock", "_expiry", "_seconds", "_token", "_what")
+
+    def __init__(self, seconds: float, clock: Clock, fn: object) -> None:
+        self._seconds = seconds
+        self._clock = clock
+        name = getattr(fn, "__qualname__", "the generator")
+        self._what = f"an item of {name} (timeout {seconds:g} s for the whole iteration)"
+        self._expiry: _Expiry | None = None
+        self._token: Token[_Expiry | None] | None = None
+
+    def _begin(self) -> None:
+        self._expiry = _Expiry(self._clock() + self._seconds, self._clock)
+
+    def finish(self, error: BaseException | None) -> None:
+        """Nothing to undo: each step already left its deadline."""
+
+
+class _TimedIteration(_TimedIterationBase):
+    __slots__ = ()
+
+    def start(self) -> None:
+        self._begin()
+
+    def __enter__(self) -> None:
+        expiry = self._expiry
+        assert expiry is not None
+        outer = _CURRENT.get()
+        if outer is not None and outer.remaining() <= expiry.remaining():
+            expiry = outer  # an earlier outer deadline stands
+        if expiry.remaining() <= 0.0:
+            raise _exceeded(self._what)
+        self._token = _CURRENT.set(expiry)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _CURRENT.reset(self._token)
+            self._token = None
+
+
+class _AsyncTimedIteration(_TimedIterationBase):
+    __slots__ = ("_scope",)
+
+    def __init__(self, seconds: float, clock: Clock, fn: object) -> None:
+        super().__init__(seconds, clock, fn)
+        self._scope: Deadline | None = None
+
+    async def start(self) -> None:
+        self._begin()
+
+    async def __aenter__(self) -> None:
+        assert self._expiry is not None
+        left = self._expiry.remaining()
+        if left <= 0.0:
+            raise _exceeded(self._what)
+        # A scope of what is left: it cancels this step at the iteration's deadline.
+        self._scope = enter_scope(left, self._clock, self._what)
+        await self._scope.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        scope, self._scope = self._scope, None
+        if scope is not None:
+            await scope.__aexit__(exc_type, exc, tb)
 
 
 def timeout(seconds: Duration, *, clock: Clock = time.monotonic) -> Timeout:

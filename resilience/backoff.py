@@ -20,13 +20,15 @@ Example:
 from __future__ import annotations
 
 import abc
+import inspect
 import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import ConfigError
-from ._validate import MAX_DURATION, MAX_MULTIPLIER, Duration, number, required_duration
+from ._retry._shape import check_arity
+from ._validate import MAX_DURATION, MAX_MULTIPLIER, Duration, number, required_duration, show
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState, Retrying
@@ -140,9 +142,16 @@ class TenacityWait(Backoff):
         self._retrying: Retrying | None = None
 
     def start(
-        self, fn: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any], now: float
+        self,
+        fn: Callable[..., object] | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        now: float,
     ) -> RetryCallState:
-        """A fresh tenacity state for one call of *fn* starting at *now* (a `Retry` clock)."""
+        """A fresh tenacity state for one call of *fn* starting at *now* (a `Retry` clock).
+
+        *fn* is None when no function stands behind the call (an HTTP request: then *args*
+        holds the request)."""
         from tenacity import RetryCallState
 
         state = RetryCallState(self._retry_object(), fn, args, kwargs)
@@ -200,6 +209,18 @@ class TenacityWait(Backoff):
 
     def __hash__(self) -> int:
         return hash(self.wait)
+
+
+def _expects_a_number(wait: object) -> bool:
+    """Whether *wait*'s first parameter is annotated ``int`` or ``float`` (an attempt number)."""
+    try:
+        parameters = list(inspect.signature(wait).parameters.values())  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    if not parameters:
+        return False
+    annotation = parameters[0].annotation
+    return annotation in (int, float, "int", "float")
 
 
 def _seconds(value: object) -> float:
@@ -290,11 +311,39 @@ def none() -> NoBackoff:
 _NONE: Final = NoBackoff()
 
 
+_WAIT_FIX: Final = (
+    "use backoff.exponential(...), backoff.constant(...), backoff.none(), a tenacity wait "
+    "object, or a function of one tenacity RetryCallState (its attempt_number is the "
+    "attempts made so far)"
+)
+
+
 def as_backoff(value: object, *, setting: str = "backoff") -> Backoff:
-    """Return *value* as a `Backoff`: ours as is, a tenacity wait object wrapped."""
+    """Return *value* as a `Backoff`: ours as is, a tenacity wait object wrapped.
+
+    Any other callable is taken as a tenacity wait and must accept one argument (the
+    ``RetryCallState``); one that cannot is refused now, not at the first retry. A function
+    whose one parameter is annotated ``int`` or ``float`` expects an attempt number, which
+    is not what it would get, and is refused too.
+
+    Example:
+        >>> from resilience import ConfigError, backoff
+        >>> try:
+        ...     backoff.as_backoff(lambda attempt, error: 1.0)
+        ... except ConfigError as exc:
+        ...     print(str(exc).split(", got ")[1].split(";")[0])
+        <lambda> taking (attempt, error)
+    """
     if isinstance(value, Backoff):
         return value
     if callable(value) and not isinstance(value, type):
+        check_arity(setting, value, args=1, takes="a tenacity RetryCallState", fix=_WAIT_FIX)
+        if _expects_a_number(value):
+            msg = (
+                f"{setting} must take a tenacity RetryCallState, got {show(value)} whose "
+                f"parameter is annotated as a number; {_WAIT_FIX}"
+            )
+            raise ConfigError(msg)
         return TenacityWait(value)
     msg = (
         f"{setting} must be a resilience.backoff strategy (exponential, constant, none) "

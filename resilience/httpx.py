@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING
 
 from . import _validate
 from ._deadline import deadline
-from ._errors import ConfigError
 from ._http._compat import (
     AsyncBaseTransport,
     AsyncByteStream,
@@ -35,16 +34,23 @@ from ._http._compat import (
 )
 from ._http._core import (
     DEFAULT_BUFFER_LIMIT,
-    DEFAULT_MAX_HOSTS,
     DEFAULT_MAX_RETRY_AFTER,
-    DEFAULT_RETRY_STATUSES,
-    BreakerMap,
     Call,
-    Expiry,
     TransportCore,
+    check_inner,
+    check_sleep,
     deadline_error,
-    deadline_passed,
     inject_trace_context,
+)
+from ._http._hosts import DEFAULT_MAX_HOSTS, BreakerMap
+from ._http._rules import DEFAULT_RETRY_STATUSES, deadline_passed
+from ._http._streams import (
+    LATE_HEAD,
+    AsyncDeadlineStream,
+    DeadlineStream,
+    aread_body,
+    read_body,
+    sized_body,
 )
 from ._observe._telemetry import http_attempt
 from ._upstream._config import Upstream
@@ -63,97 +69,6 @@ def _blocking_sleep(seconds: float) -> None:
 
 async def _async_sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
-
-
-def _check_sleep(value: object) -> Any:
-    if not callable(value):
-        msg = f"sleep must be a function taking seconds, got {value!r}"
-        raise ConfigError(msg)
-    return value
-
-
-def _check_inner(inner: Any, method: str) -> Any:
-    # The common slip is handing a sync transport to the async twin (or the reverse).
-    if not callable(getattr(inner, method, None)):
-        msg = f"inner must be an httpx transport with {method}(), got {inner!r}"
-        raise ConfigError(msg)
-    return inner
-
-
-def _sized_body(response: Response, limit: int) -> bool:
-    """Whether the response declares a body small enough to read inside the transport."""
-    length = response.headers.get("content-length")
-    return length is not None and length.isascii() and length.isdigit() and int(length) <= limit
-
-
-# httpx's timeouts apply to each socket read, so an upstream that sends a byte at a time
-# never trips them: the deadline is checked again when the answer's head has come, and
-# between the chunks of its body, whoever reads them.
-_LATE_HEAD: Final = "the deadline passed while the response headers arrived"
-_LATE_BODY: Final = "the deadline passed while the response body arrived"
-
-
-def _read_body(stream: SyncByteStream, expiry: Expiry | None) -> bytes:
-    if expiry is None:
-        return b"".join(stream)
-    chunks = []
-    for chunk in stream:
-        chunks.append(chunk)
-        if expiry.remaining() <= 0.0:
-            raise deadline_error(_LATE_BODY)
-    return b"".join(chunks)
-
-
-async def _aread_body(stream: AsyncByteStream, expiry: Expiry | None) -> bytes:
-    chunks = []
-    async for chunk in stream:
-        chunks.append(chunk)
-        if expiry is not None and expiry.remaining() <= 0.0:
-            raise deadline_error(_LATE_BODY)
-    return b"".join(chunks)
-
-
-class _DeadlineStream(SyncByteStream):
-    """A streamed response body that raises `DeadlineExceeded` between chunks once the
-    request's deadline has passed (the per-read httpx timeouts cannot bound a slow drip)."""
-
-    __slots__ = ("_expiry", "_stream")
-
-    def __init__(self, stream: SyncByteStream, expiry: Expiry) -> None:
-        self._stream = stream
-        self._expiry = expiry
-
-    def __iter__(self) -> Iterator[bytes]:
-        expiry = self._expiry
-        for chunk in self._stream:
-            if expiry.remaining() <= 0.0:
-                self._stream.close()
-                raise deadline_error(_LATE_BODY)
-            yield chunk
-
-    def close(self) -> None:
-        self._stream.close()
-
-
-class _AsyncDeadlineStream(AsyncByteStream):
-    """The async twin of `_DeadlineStream`."""
-
-    __slots__ = ("_expiry", "_stream")
-
-    def __init__(self, stream: AsyncByteStream, expiry: Expiry) -> None:
-        self._stream = stream
-        self._expiry = expiry
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        expiry = self._expiry
-        async for chunk in self._stream:
-            if expiry.remaining() <= 0.0:
-                await self._stream.aclose()
-                raise deadline_error(_LATE_BODY)
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 class ResilientTransport(BaseTransport):
@@ -221,9 +136,9 @@ class ResilientTransport(BaseTransport):
             wall_clock=wall_clock,
         )
         self._sleep: Callable[[float], object] = (
-            _blocking_sleep if sleep is None else _check_sleep(sleep)
+            _blocking_sleep if sleep is None else check_sleep(sleep)
         )
-        self._inner = HTTPTransport() if inner is None else _check_inner(inner, "handle_request")
+        self._inner = HTTPTransport() if inner is None else check_inner(inner, "handle_request")
 
     @property
     def inner(self) -> BaseTransport:
@@ -271,20 +186,20 @@ class ResilientTransport(BaseTransport):
                     expiry = call.expiry
                     if deadline_passed(expiry):
                         response.close()
-                        raise deadline_error(_LATE_HEAD)
+                        raise deadline_error(LATE_HEAD)
                     stream = response.stream
                     if isinstance(stream, ByteStream) or not isinstance(stream, SyncByteStream):
                         pass
-                    elif _sized_body(response, limit):
+                    elif sized_body(response, limit):
                         # The client reads the body after we return, where a broken
                         # connection could no longer be retried: read small bodies here.
                         try:
-                            body = _read_body(stream, expiry)
+                            body = read_body(stream, expiry)
                         finally:
                             stream.close()
                         response.stream = ByteStream(body)
                     elif expiry is not None:
-                        response.stream = _DeadlineStream(stream, expiry)
+                        response.stream = DeadlineStream(stream, expiry)
                 except Exception as exc:
                     attempt.error(exc)
                     failure = exc
@@ -299,7 +214,7 @@ class ResilientTransport(BaseTransport):
                     raise failure
                 self._sleep(wait)
                 continue
-            wait = core.after_response(call, response)
+            wait = core.after_response(call, response, response.status_code, response.headers)
             if wait is None:
                 return response
             response.close()
@@ -368,10 +283,10 @@ class AsyncResilientTransport(AsyncBaseTransport):
             wall_clock=wall_clock,
         )
         self._sleep: Callable[[float], Awaitable[object]] = (
-            _async_sleep if sleep is None else _check_sleep(sleep)
+            _async_sleep if sleep is None else check_sleep(sleep)
         )
         self._inner = (
-            AsyncHTTPTransport() if inner is None else _check_inner(inner, "handle_async_request")
+            AsyncHTTPTransport() if inner is None else check_inner(inner, "handle_async_request")
         )
 
     @property
@@ -420,20 +335,20 @@ class AsyncResilientTransport(AsyncBaseTransport):
                     expiry = call.expiry
                     if deadline_passed(expiry):
                         await response.aclose()
-                        raise deadline_error(_LATE_HEAD)
+                        raise deadline_error(LATE_HEAD)
                     stream = response.stream
                     if isinstance(stream, ByteStream) or not isinstance(stream, AsyncByteStream):
                         pass
-                    elif _sized_body(response, limit):
+                    elif sized_body(response, limit):
                         # The client reads the body after we return, where a broken
                         # connection could no longer be retried: read small bodies here.
                         try:
-                            body = await _aread_body(stream, expiry)
+                            body = await aread_body(stream, expiry)
                         finally:
                             await stream.aclose()
                         response.stream = ByteStream(body)
                     elif expiry is not None:
-                        response.stream = _AsyncDeadlineStream(stream, expiry)
+                        response.stream = AsyncDeadlineStream(stream, expiry)
                 except Exception as exc:
                     attempt.error(exc)
                     failure = exc
@@ -448,7 +363,7 @@ class AsyncResilientTransport(AsyncBaseTransport):
                     raise failure
                 await self._sleep(wait)
                 continue
-            wait = core.after_response(call, response)
+            wait = core.after_response(call, response, response.status_code, response.headers)
             if wait is None:
                 return response
             await response.aclose()

@@ -497,3 +497,75 @@ class _RespCounter:
             if position > len(buffer):
                 return None
         return position
+
+
+# -- RabbitMQ (messaging tests) -------------------------------------------------------------
+
+AMQP_PORT = 5672
+
+
+def amqp_url(port: int = AMQP_PORT) -> str:
+    """The test broker's URL (guest/guest on 127.0.0.1), optionally through a proxy's port."""
+    return f"amqp://guest:guest@127.0.0.1:{port}/"
+
+
+def rabbitmq_up() -> bool:
+    """True when something listens on the RabbitMQ port of 127.0.0.1."""
+    try:
+        with socket.create_connection(("127.0.0.1", AMQP_PORT), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class CuttableProxy(TcpProxy):
+    """A `TcpProxy` that can also cut its live connections and hold traffic back.
+
+    ``cut()`` closes every connection in flight but keeps accepting new ones (a network
+    blip: clients reconnect at once). ``freeze()`` stops forwarding in both directions
+    (bytes sent meanwhile, such as an ack, never arrive unless ``thaw()`` comes first).
+    """
+
+    def __init__(self, target: int = AMQP_PORT) -> None:
+        super().__init__(target)
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:  # type: ignore[override]
+        try:
+            while data := src.recv(65536):
+                while not self._flowing.wait(0.05):
+                    if src.fileno() == -1 or dst.fileno() == -1:
+                        return  # cut while frozen: drop what was held
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> int:
+        """Close every live connection (the listener stays); return how many were cut."""
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        return len(sockets) // 2
+
+    def freeze(self) -> None:
+        """Hold every byte back from now on."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        """Forward again (what was held goes through, unless the connection was cut)."""
+        self._flowing.set()
+
+    def stop(self) -> None:
+        self._flowing.set()
+        super().stop()

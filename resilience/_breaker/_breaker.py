@@ -15,8 +15,8 @@ state. Events are emitted after the lock is released.
 
 from __future__ import annotations
 
+import contextvars
 import enum
-import functools
 import inspect
 import logging
 import math
@@ -24,11 +24,13 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar, overload
+from types import AsyncGeneratorType, GeneratorType, TracebackType
+from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar, cast, overload
 
 from .. import _validate
 from .._errors import CircuitOpenError, ConfigError
 from .._observe._events import CallRejected, CircuitStateChanged, Event, Listener, emit, wanted
+from .._wrapping import wrap_async_generator, wrap_generator, wraps
 from ..backoff import Backoff
 from . import _registry
 from ._windows import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow
@@ -48,7 +50,25 @@ DEFAULT_SLOW_CALL_RATE: Final = 1.0
 DEFAULT_OPEN_DURATION: Final = 30.0
 DEFAULT_HALF_OPEN_CALLS: Final = 1
 
+
+class _DefaultRate(float):
+    """The default ``failure_rate``: equal to 0.5, yet told apart from a ``0.5`` passed in.
+
+    With ``consecutive_failures``, the rate trips the breaker too only when it was given.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
+
+
+_UNSET_FAILURE_RATE: Final[float] = _DefaultRate(DEFAULT_FAILURE_RATE)
+
 _DISABLED_PERMIT: Final = -1  # never equal to a generation: its outcome is never recorded
+# HALF_OPEN probes get permits of their own, -2, -3, ...: never a generation (those count up
+# from 0), so a probe's outcome counts only while its slot is still listed as in flight.
+_FIRST_PROBE_PERMIT: Final = -2
 # Other processes' window totals (calls, failures, slow calls, failure run) from a shared store.
 _NO_REMOTE: Final = (0, 0, 0, 0)
 
@@ -143,6 +163,8 @@ class BreakerConfig:
 
     failure_rate: float = DEFAULT_FAILURE_RATE
     consecutive_failures: int | None = None
+    #: True when ``failure_rate`` was passed: with ``consecutive_failures`` both then trip.
+    failure_rate_explicit: bool = False
     window: int = DEFAULT_WINDOW
     window_seconds: float | None = None
     minimum_calls: int = DEFAULT_MINIMUM_CALLS
@@ -181,6 +203,7 @@ class BreakerConfig:
                 allow_none=True,
                 maximum=_validate.MAX_WINDOW,
             ),
+            failure_rate_explicit=failure_rate is not _UNSET_FAILURE_RATE,
             window=_validate.required_integer(
                 "window", window, maximum=_validate.MAX_WINDOW, hint=_validate.COUNT_WINDOW_HINT
             ),
@@ -206,7 +229,8 @@ class CircuitBreaker:
     Args:
         name: unique key in the process-wide registry, used in logs, metrics and errors.
         failure_rate: open when failures / calls in the window reach this, in (0, 1].
-        consecutive_failures: open after this many failures in a row instead of a rate.
+        consecutive_failures: open after this many failures in a row instead of a rate; with
+            ``failure_rate`` also given, open on whichever comes first.
         window: count window: the last N calls.
         window_seconds: time window: the calls of the last N seconds (replaces ``window``).
         minimum_calls: no rate decision before the window holds this many calls.
@@ -216,7 +240,8 @@ class CircuitBreaker:
             strategy called with the number of consecutive openings, so that the OPEN time
             grows each time (``backoff.exponential(30, 300, jitter=False)``: 30 s, 60 s,
             120 s...), back to the first step once the breaker closes.
-        half_open_calls: probes allowed at once in HALF_OPEN, judged together.
+        half_open_calls: probes allowed at once in HALF_OPEN, judged together: by the failure
+            rate, or (``consecutive_failures`` alone) reopening if any failed.
         failure_on: exception types, or a predicate ``exc -> bool``: what counts as a failure.
         ignore: exception types that count as neither success nor failure (wins over
             ``failure_on``).
@@ -257,6 +282,7 @@ class CircuitBreaker:
         "_config",
         "_consecutive",
         "_consecutive_limit",
+        "_decorated",
         "_failure_on",
         "_failure_rate",
         "_fast_ok",
@@ -267,15 +293,20 @@ class CircuitBreaker:
         "_lock",
         "_minimum_calls",
         "_name",
+        "_next_probe",
         "_open_backoff",
         "_open_duration",
+        "_open_for",
         "_open_until",
         "_openings",
         "_probe_failures",
+        "_probe_run",
         "_probe_slow",
+        "_probes",
         "_probes_done",
-        "_probes_in_flight",
+        "_rate_trips",
         "_remote",
+        "_reopened",
         "_ring_append",
         "_slow_call_duration",
         "_slow_call_rate",
@@ -289,7 +320,7 @@ class CircuitBreaker:
         self,
         name: str,
         *,
-        failure_rate: float = DEFAULT_FAILURE_RATE,
+        failure_rate: float = _UNSET_FAILURE_RATE,
         consecutive_failures: int | None = None,
         window: int = DEFAULT_WINDOW,
         window_seconds: _validate.Duration | None = None,
@@ -335,6 +366,8 @@ class CircuitBreaker:
         self._config = config
         self._failure_rate = config.failure_rate
         self._consecutive_limit = config.consecutive_failures
+        # The rate trips the breaker unless consecutive_failures replaces it.
+        self._rate_trips = config.consecutive_failures is None or config.failure_rate_explicit
         self._slow_call_duration = (
             math.inf if config.slow_call_duration is None else config.slow_call_duration
         )
@@ -342,6 +375,9 @@ class CircuitBreaker:
         self._open_duration = config.open_duration
         self._open_backoff = config.open_backoff
         self._openings = 0
+        # This opening's duration (a strategy's current step): also how long a probe may
+        # hold its slot.
+        self._open_for = config.open_duration
         self._half_open_calls = config.half_open_calls
         self._failure_on = _validate.exception_filter("failure_on", config.failure_on)
         self._ignore = config.ignore
@@ -351,8 +387,8 @@ class CircuitBreaker:
             self._window = self._time_window = TimeWindow(config.window_seconds)
             self._minimum_calls = config.minimum_calls
         else:
-            # Large enough to see a run of `consecutive_failures` too.
-            self._window = CountWindow(max(config.window, config.consecutive_failures or 0))
+            # Keeps enough outcomes to see a run of `consecutive_failures` too.
+            self._window = CountWindow(config.window, keep=config.consecutive_failures or 0)
             # A count window never holds more than `window` calls.
             self._minimum_calls = min(config.minimum_calls, config.window)
         # A count window can record a success with one atomic deque.append, without the
@@ -364,14 +400,23 @@ class CircuitBreaker:
         # minimum_calls reached or nothing bad in the window): then it is recorded lock-free.
         self._fast_ok = self._ring_append is not None
         self._lock = threading.Lock()
+        # Set once a function is decorated: from then on `call` marks the calls it guards.
+        self._decorated = False
         self._state = _CLOSED
         self._gen = 0
         self._open_until = 0.0
         self._consecutive = 0
-        self._probes_in_flight = 0
+        # HALF_OPEN probes in flight: permit -> when it was taken (oldest first).
+        self._probes: dict[int, float] = {}
+        self._next_probe = _FIRST_PROBE_PERMIT
         self._probes_done = 0
         self._probe_failures = 0
         self._probe_slow = 0
+        self._probe_run = 0
+        # The probes' numbers (calls, failures, slow calls, failure run) while OPEN after a
+        # failed HALF_OPEN round: the window was emptied for the probes, and these are what
+        # metrics() shows until the next round (None: OPEN from CLOSED shows the window).
+        self._reopened: tuple[int, int, int, int] | None = None
         self._remote = _NO_REMOTE
 
     # ------------------------------------------------------------------ properties
@@ -428,6 +473,7 @@ class CircuitBreaker:
                 self._reject(CircuitOpenError(self._name, left))
         event: Event | None = None
         rejection: CircuitOpenError | None = None
+        reclaimed = 0
         with self._lock:
             state = self._state
             if state is _CLOSED:
@@ -442,18 +488,26 @@ class CircuitBreaker:
                     event = self._to_half_open()
                     state = _HALF_OPEN
             if state is _HALF_OPEN:
-                if self._probes_in_flight + self._probes_done < self._half_open_calls:
-                    self._probes_in_flight += 1
-                    permit = self._gen
+                now = self._clock()
+                reclaimed = self._reclaim_hung_probes(now)
+                probes = self._probes
+                if len(probes) + self._probes_done < self._half_open_calls:
+                    permit = self._next_probe
+                    self._next_probe = permit - 1
+                    probes[permit] = now
                 else:
-                    # Every probe slot is taken; a slot frees when a probe finishes.
-                    rejection = CircuitOpenError(self._name, 0.0)
+                    # Every probe slot is taken; one frees when a probe finishes, or when the
+                    # oldest has been held for open_duration.
+                    rejection = CircuitOpenError(self._name, self._probe_wait(now))
             elif state is _FORCED_OPEN:
                 rejection = CircuitOpenError(self._name, None)
         if event is not None:
             self._emit(event)
         # Outside the lock: the fleet-wide probe slot may cost a Redis round trip.
         binding = self._binding
+        if binding is not None:
+            for _ in range(reclaimed):
+                binding.probe_released()
         if (
             rejection is None
             and state is _HALF_OPEN
@@ -467,6 +521,36 @@ class CircuitBreaker:
         if rejection is not None:
             self._reject(rejection)
         return permit
+
+    def _reclaim_hung_probes(self, now: float) -> int:
+        """Free the slots of probes held for ``open_duration`` or longer (lock held).
+
+        A probe that hangs (or a permit never given back) would otherwise keep the breaker
+        HALF_OPEN, rejecting everything, for ever. Its late outcome is dropped (its permit is
+        no longer listed) and the round's verdict waits for the probe that takes its slot.
+        Returns how many slots were freed.
+        """
+        probes = self._probes
+        freed = 0
+        while probes:
+            permit, started = next(iter(probes.items()))
+            if now - started < self._open_for:
+                break
+            del probes[permit]
+            freed += 1
+        return freed
+
+    def _probe_wait(self, now: float) -> float:
+        """Seconds until a HALF_OPEN probe slot frees, at the latest (lock held).
+
+        0.0 while a slot is free, or when every slot has finished and only the (fleet's)
+        verdict is awaited.
+        """
+        probes = self._probes
+        if not probes or len(probes) + self._probes_done < self._half_open_calls:
+            return 0.0
+        oldest = next(iter(probes.values()))
+        return max(0.0, oldest + self._open_for - now)
 
     def _reject(self, rejection: CircuitOpenError) -> NoReturn:
         if wanted(CallRejected.level, self._listeners):
@@ -482,6 +566,8 @@ class CircuitBreaker:
     def record_success(self, permit: int, duration: float = 0.0) -> None:
         """Record that the call holding *permit* succeeded (slow if *duration* is long)."""
         if permit != self._gen:
+            if permit <= _FIRST_PROBE_PERMIT:  # a probe: counted if its slot is still held
+                self._record(permit, SLOW if duration >= self._slow_call_duration else SUCCESS)
             return  # disabled, or the state moved on while the call ran
         if duration >= self._slow_call_duration:
             self._record(permit, SLOW)
@@ -514,22 +600,21 @@ class CircuitBreaker:
 
     def record_failure(self, permit: int, duration: float = 0.0) -> None:
         """Record that the call holding *permit* failed."""
-        if permit != self._gen:
+        if permit != self._gen and permit > _FIRST_PROBE_PERMIT:
             return
         outcome = FAILURE | SLOW if duration >= self._slow_call_duration else FAILURE
         self._record(permit, outcome)
 
     def release(self, permit: int) -> None:
         """Give back *permit* without recording anything (cancelled or ignored calls)."""
-        if permit != self._gen or self._state is not _HALF_OPEN:
-            return
+        if permit > _FIRST_PROBE_PERMIT:
+            return  # only a probe holds something to give back
         if self._give_back_probe(permit) and self._binding is not None:
             self._binding.probe_released()
 
     def _give_back_probe(self, permit: int) -> bool:
         with self._lock:
-            if permit == self._gen and self._state is _HALF_OPEN:
-                self._probes_in_flight -= 1
+            if self._state is _HALF_OPEN and self._probes.pop(permit, None) is not None:
                 return True
         return False
 
@@ -565,9 +650,9 @@ class CircuitBreaker:
         event: Event | None = None
         judged_by: BreakerBinding | None = None
         with self._lock:
-            if permit != self._gen:
-                return
             state = self._state
+            if permit != self._gen and state is not _HALF_OPEN:
+                return
             if state is _CLOSED:
                 window = self._time_window
                 if window is not None:
@@ -581,10 +666,14 @@ class CircuitBreaker:
                     self._window.record(outcome)
                     event = self._check_closed(0.0)
             elif state is _HALF_OPEN:
-                self._probes_in_flight -= 1
+                if self._probes.pop(permit, None) is None:
+                    return  # a late outcome: its slot was reclaimed, or from another round
                 self._probes_done += 1
                 if outcome & FAILURE:
                     self._probe_failures += 1
+                    self._probe_run += 1
+                else:
+                    self._probe_run = 0
                 if outcome & SLOW:
                     self._probe_slow += 1
                 binding = self._binding
@@ -614,7 +703,7 @@ class CircuitBreaker:
             # Until minimum_calls is reached, the success that reaches it may trip.
             self._fast_ok = not (failures or slow_calls or self._ring_append is None)
             return None
-        if limit is None and failures / calls >= self._failure_rate:
+        if self._rate_trips and failures / calls >= self._failure_rate:
             return self._to_open("failure rate reached the threshold")
         if slow_calls and slow_calls / calls >= self._slow_call_rate:
             return self._to_open("slow-call rate reached the threshold")
@@ -626,7 +715,9 @@ class CircuitBreaker:
         if self._probes_done < planned:
             return None  # the verdict comes once every probe has finished (API.md)
         failures = self._probe_failures
-        if self._consecutive_limit is not None:
+        # Probes are judged by the rate whenever the rate trips the breaker (both triggers):
+        # one unlucky probe of several must not reopen a host that mostly works.
+        if not self._rate_trips:
             if failures:
                 return self._to_open("a probe failed")
         elif failures / planned >= self._failure_rate:
@@ -636,14 +727,22 @@ class CircuitBreaker:
         return self._transition(_CLOSED, "the probes succeeded")
 
     def _consecutive_failures(self) -> int:
+        if self._state is not _CLOSED:
+            if self._state is _HALF_OPEN:
+                return self._probe_run
+            if self._reopened is not None and self._state is _OPEN:
+                return self._reopened[3]
         window = self._window
         if isinstance(window, CountWindow):
             return window.trailing_failures()
         return self._consecutive
 
     def _snapshot_numbers(self, now: float) -> tuple[int, int, int, float, float]:
+        reopened = self._reopened
         if self._state is _HALF_OPEN:
             calls, failures, slow = self._probes_done, self._probe_failures, self._probe_slow
+        elif reopened is not None and self._state is _OPEN:
+            calls, failures, slow = reopened[0], reopened[1], reopened[2]
         else:
             calls, failures, slow = self._window.counts(now)
             remote = self._remote
@@ -668,12 +767,16 @@ class CircuitBreaker:
         """
         calls, failures, slow, failure_rate, slow_rate = self._snapshot_numbers(self._clock())
         old = self._state
+        self._reopened = (
+            (calls, failures, slow, self._probe_run) if old is _HALF_OPEN and new is _OPEN else None
+        )
         self._state = new
         self._fast_ok = new is _CLOSED and self._ring_append is not None
         self._gen += 1
         self._consecutive = 0
-        self._probes_in_flight = self._probes_done = 0
-        self._probe_failures = self._probe_slow = 0
+        self._probes.clear()
+        self._probes_done = 0
+        self._probe_failures = self._probe_slow = self._probe_run = 0
         if new is _CLOSED:
             self._openings = 0  # a strategy's open_duration starts again from its first step
         if new is _CLOSED or new is _HALF_OPEN:
@@ -703,6 +806,12 @@ class CircuitBreaker:
         strategy = self._open_backoff
         if strategy is None:
             return self._open_duration
+        step = self._strategy_step(strategy)
+        self._open_for = step or self._open_duration  # a probe always gets some time
+        return step
+
+    def _strategy_step(self, strategy: OpenDuration) -> float:
+        """The strategy's step for this opening, in [0, open_duration's longest]."""
         try:
             if isinstance(strategy, Backoff):
                 seconds = float(strategy.compute(self._openings))
@@ -816,7 +925,7 @@ class CircuitBreaker:
                 failure_rate=failure_rate,
                 slow_call_rate=slow_rate,
                 consecutive_failures=self._consecutive_failures(),
-                half_open_in_flight=self._probes_in_flight,
+                half_open_in_flight=len(self._probes),
                 retry_after=self._retry_after(now),
             )
 
@@ -826,6 +935,8 @@ class CircuitBreaker:
             return max(0.0, self._open_until - now)
         if state is _FORCED_OPEN:
             return None
+        if state is _HALF_OPEN:
+            return self._probe_wait(now)
         return 0.0
 
     # ------------------------------------------------------------------ listeners
@@ -857,25 +968,50 @@ class CircuitBreaker:
         return twin
 
     # ------------------------------------------------------------------ drivers
+    # One call, one outcome: a layer of this breaker that finds the breaker already guarding
+    # the current call (``breaker.call(decorated)``, a Policy around a function the breaker
+    # decorates) passes straight through, so the call takes one permit and is recorded once.
+    # `call`, `call_async`, generator iterations and every call made outside CLOSED mark the
+    # call (a context variable); the decorator's CLOSED fast path only reads the mark, because
+    # setting it would double the decorator's cost. A decorator stacked over a function the
+    # same breaker already decorates is found when decorating, and marks its calls. `call`
+    # marks only once the breaker decorates something: until then nothing can meet it inside.
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``fn(*args, **kwargs)`` through the breaker.
+
+        If *fn* returns a generator, the call is its iteration (see the decorator).
 
         Example:
             >>> from resilience import CircuitBreaker
             >>> CircuitBreaker("doc-call").call(max, 1, 2)
             2
         """
+        outer = _GUARDING.get()
+        if outer is not None and _guarded_by(outer, self):
+            return fn(*args, **kwargs)
         permit = self._gen
         if self._state is not _CLOSED:
             permit = self._acquire_slow()
         timed = self._slow_call_duration != math.inf
         start = self._clock() if timed else 0.0
+        # Only a breaker that decorates functions can meet itself inside the call.
+        frame = [self, outer] if self._decorated else None
+        token = None if frame is None else _GUARDING.set(frame)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             self.record_exception(permit, exc, self._clock() - start if timed else 0.0)
             raise
+        finally:
+            if frame is not None and token is not None:
+                frame[0] = None
+                _GUARDING.reset(token)
+        kind = type(result)
+        if kind is GeneratorType or kind is AsyncGeneratorType:
+            # Creating a generator did none of its work: its iteration is the call.
+            self.release(permit)
+            return cast(R, self._guard_iteration(result))
         self.record_success(permit, self._clock() - start if timed else 0.0)
         return result
 
@@ -892,18 +1028,33 @@ class CircuitBreaker:
             >>> asyncio.run(CircuitBreaker("doc-acall").call_async(ok))
             1
         """
+        outer = _GUARDING.get()
+        if outer is not None and _guarded_by(outer, self):
+            return await fn(*args, **kwargs)
         permit = self._gen
         if self._state is not _CLOSED:
             permit = self._acquire_slow()
         timed = self._slow_call_duration != math.inf
         start = self._clock() if timed else 0.0
+        frame = [self, outer] if self._decorated else None
+        token = None if frame is None else _GUARDING.set(frame)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             self.record_exception(permit, exc, self._clock() - start if timed else 0.0)
             raise
+        finally:
+            if frame is not None and token is not None:
+                frame[0] = None
+                _GUARDING.reset(token)
         self.record_success(permit, self._clock() - start if timed else 0.0)
         return result
+
+    def _guard_iteration(self, items: Any) -> Any:
+        """Guard the iteration of a generator already created (see `call`)."""
+        if isinstance(items, AsyncGeneratorType):
+            return wrap_async_generator(lambda: items, lambda: _AsyncIteration(self))()
+        return wrap_generator(lambda: items, lambda: _Iteration(self))()
 
     @overload
     def __call__(
@@ -914,25 +1065,70 @@ class CircuitBreaker:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate a sync or async function so that every call goes through the breaker."""
+        """Decorate a function, an async function or a (sync or async) generator function.
+
+        Every call goes through the breaker. For a generator function the call is the whole
+        iteration: the permit is taken at the first ``next()`` (an open breaker rejects
+        there), and the outcome is recorded when the generator finishes (success) or raises
+        (as `record_exception` says); a generator closed before its end (the consumer
+        stopped early) records nothing and gives its permit back. Merely creating a
+        generator records nothing. Slow-call timing covers the whole iteration, the
+        consumer's time between items included.
+
+        Decorating a function this breaker already decorates (directly, or under other
+        layers, as a `Policy` does) guards each call once: one permit, one outcome.
+        """
+        self._decorated = True
+        if inspect.isasyncgenfunction(fn):
+            return wrap_async_generator(fn, lambda: _AsyncIteration(self))
+        if inspect.isgeneratorfunction(fn):
+            return wrap_generator(fn, lambda: _Iteration(self))
+        if _encloses(fn, self):
+            # An outer layer over one of ours: mark its calls so the inner one passes through.
+            wrapped = self._wrap_outer(fn)
+        elif inspect.iscoroutinefunction(fn):
+            wrapped = self._wrap_async(fn)
+        else:
+            wrapped = self._wrap_sync(fn)
+        setattr(wrapped, _MARK, (*getattr(fn, _MARK, ()), self))
+        return wrapped
+
+    def _wrap_outer(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         if inspect.iscoroutinefunction(fn):
-            return self._wrap_async(fn)
-        return self._wrap_sync(fn)
+            call_async = self.call_async
+            afn = fn
+
+            @wraps(fn)
+            async def async_outer(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await call_async(afn, *args, **kwargs)
+
+            return async_outer
+        call = self.call
+
+        @wraps(fn)
+        def outer(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return call(fn, *args, **kwargs)
+
+        return outer
 
     def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         breaker = self
         clock = self._clock
-        acquire_slow = self._acquire_slow
+        call = self.call
         record_success = self.record_success
         record_exception = self.record_exception
+        guarding = _GUARDING.get
 
         if self._slow_call_duration != math.inf:
 
-            @functools.wraps(fn)
+            @wraps(fn)
             def timed(*args: P.args, **kwargs: P.kwargs) -> R:
+                outer = guarding()
+                if outer is not None and _guarded_by(outer, breaker):
+                    return fn(*args, **kwargs)
                 permit = breaker._gen
                 if breaker._state is not _CLOSED:
-                    permit = acquire_slow()
+                    return call(fn, *args, **kwargs)
                 start = clock()
                 try:
                     result = fn(*args, **kwargs)
@@ -949,11 +1145,14 @@ class CircuitBreaker:
         if window is not None:
             time_success = self._time_success
 
-            @functools.wraps(fn)
+            @wraps(fn)
             def windowed(*args: P.args, **kwargs: P.kwargs) -> R:
+                outer = guarding()
+                if outer is not None and _guarded_by(outer, breaker):
+                    return fn(*args, **kwargs)
                 permit = breaker._gen
                 if breaker._state is not _CLOSED:
-                    permit = acquire_slow()
+                    return call(fn, *args, **kwargs)
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
@@ -967,11 +1166,14 @@ class CircuitBreaker:
         assert ring_append is not None  # a breaker has a count window or a time window
 
         # The hot path: record_success inlined for a count window.
-        @functools.wraps(fn)
+        @wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            outer = guarding()
+            if outer is not None and _guarded_by(outer, breaker):
+                return fn(*args, **kwargs)
             permit = breaker._gen
             if breaker._state is not _CLOSED:
-                permit = acquire_slow()
+                return call(fn, *args, **kwargs)
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
@@ -990,16 +1192,20 @@ class CircuitBreaker:
     ) -> Callable[P, Coroutine[Any, Any, R]]:
         breaker = self
         clock = self._clock
-        acquire_slow = self._acquire_slow
+        call_async = self.call_async
         record_success = self.record_success
         record_exception = self.record_exception
+        guarding = _GUARDING.get
         timed = self._slow_call_duration != math.inf
 
-        @functools.wraps(fn)
+        @wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            outer = guarding()
+            if outer is not None and _guarded_by(outer, breaker):
+                return await fn(*args, **kwargs)
             permit = breaker._gen
             if breaker._state is not _CLOSED:
-                permit = acquire_slow()
+                return await call_async(fn, *args, **kwargs)
             start = clock() if timed else 0.0
             try:
                 result = await fn(*args, **kwargs)
@@ -1013,3 +1219,118 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._name!r} state={self._state.value}>"
+
+
+# ---------------------------------------------------------------------- one call, one outcome
+
+_MARK: Final = "_resilience_breakers"  # on our wrappers: the breakers guarding inside
+
+
+# A guarded call in flight: ``[breaker, enclosing frame]`` (a list: the cheapest mutable
+# object to make). When the call ends its breaker slot becomes None, because the context is
+# copied into tasks spawned during the call: a task that outlives the call must not count as
+# guarded by it.
+_Frame = list[Any]
+
+_GUARDING: Final[contextvars.ContextVar[_Frame | None]] = contextvars.ContextVar(
+    "resilience_breaker_guarding", default=None
+)
+
+
+def _guarded_by(frame: _Frame | None, breaker: CircuitBreaker) -> bool:
+    """True when *breaker* guards the call running in this context (*frame* is the newest)."""
+    while frame is not None:
+        if frame[0] is breaker:
+            return True
+        frame = frame[1]
+    return False
+
+
+def _encloses(fn: object, breaker: CircuitBreaker) -> bool:
+    """True when *fn* is (or wraps, through ``__wrapped__``) a function *breaker* decorates."""
+    for _ in range(100):  # bounded: a __wrapped__ cycle must not hang decoration
+        if breaker in getattr(fn, _MARK, ()):
+            return True
+        fn = getattr(fn, "__wrapped__", None)
+        if fn is None:
+            return False
+    return False
+
+
+class _IterationBase:
+    """One iteration of a generator the breaker guards (see `CircuitBreaker.__call__`)."""
+
+    __slots__ = ("_breaker", "_frame", "_permit", "_started", "_token")
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+        self._permit: int | None = None  # None: another layer of the breaker guards it
+        self._started = 0.0
+        self._frame: _Frame | None = None
+        self._token: contextvars.Token[_Frame | None] | None = None
+
+    def _begin(self) -> None:
+        breaker = self._breaker
+        if _guarded_by(_GUARDING.get(), breaker):
+            return
+        self._permit = breaker.acquire()
+        self._started = breaker._clock()
+
+    def _resume(self) -> None:
+        if self._permit is not None:
+            self._frame = [self._breaker, _GUARDING.get()]
+            self._token = _GUARDING.set(self._frame)
+
+    def _pause(self) -> None:
+        if self._token is not None and self._frame is not None:
+            self._frame[0] = None
+            _GUARDING.reset(self._token)
+            self._token = self._frame = None
+
+    def finish(self, error: BaseException | None) -> None:
+        """Record the iteration's outcome (a closed generator gives its permit back)."""
+        permit = self._permit
+        if permit is None:
+            return
+        breaker = self._breaker
+        duration = breaker._clock() - self._started
+        if error is None:
+            breaker.record_success(permit, duration)
+        else:
+            breaker.record_exception(permit, error, duration)
+
+
+class _Iteration(_IterationBase):
+    __slots__ = ()
+
+    def start(self) -> None:
+        self._begin()
+
+    def __enter__(self) -> None:
+        self._resume()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._pause()
+
+
+class _AsyncIteration(_IterationBase):
+    __slots__ = ()
+
+    async def start(self) -> None:
+        self._begin()
+
+    async def __aenter__(self) -> None:
+        self._resume()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._pause()

@@ -30,6 +30,10 @@ class CountWindow:
     without taking its lock. Counting failures walks the ring in C (a few ns per slot), and
     only happens when a failure or slow call is recorded, or metrics are read.
 
+    The ring may *keep* more outcomes than the window counts, so that a run of failures
+    longer than the window (``consecutive_failures`` above ``window``) is still seen; the
+    counts cover the newest *size* outcomes only.
+
     Example:
         >>> w = CountWindow(3)
         >>> for outcome in (FAILURE, SUCCESS, SUCCESS, SUCCESS):
@@ -40,9 +44,9 @@ class CountWindow:
 
     __slots__ = ("ring", "size")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, keep: int = 0) -> None:
         self.size = size
-        self.ring: deque[int] = deque(maxlen=size)
+        self.ring: deque[int] = deque(maxlen=max(size, keep))
 
     def record(self, outcome: int, now: float = 0.0) -> None:
         """Add one outcome, evicting the oldest once the window is full."""
@@ -51,6 +55,11 @@ class CountWindow:
     def counts(self, now: float = 0.0) -> tuple[int, int, int]:
         """(calls, failures, slow calls) in the window."""
         ring = self.ring
+        if len(ring) > self.size:
+            # A copy (atomic) then a slice: successes are appended without the lock.
+            recent = list(ring.copy())[-self.size :]
+            both = recent.count(FAILURE | SLOW)
+            return self.size, recent.count(FAILURE) + both, recent.count(SLOW) + both
         both = ring.count(FAILURE | SLOW)
         return len(ring), ring.count(FAILURE) + both, ring.count(SLOW) + both
 

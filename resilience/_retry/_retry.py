@@ -1,54 +1,35 @@
 """Retry: call again after a failure, with backoff, within attempts, a timeout and a budget.
 
 Anatomy: a validated `Retry` (immutable after construction, so one object serves every
-thread and task), a pure decision step (`Retry._after_error` / `_after_result`: retry after
-how long, or give up), and twin sync/async drivers that only call, sleep and loop.
+thread and task), the pure decision `._decision.decide` (wait how long, or stop why), its
+report `._report.announce` (events and notes), and twin sync/async drivers that only call,
+sleep and loop. The httpx transports ask the same decision and report the same way.
 
 The happy path allocates nothing of ours: the decorator's wrapper calls the function inside
 a ``try``; everything else (test mode, backoff, deadline, budget, events) happens only after
 a failure. The original exception always propagates, as the same object, with a PEP 678
 note when retrying gave up.
 
-Interface for other components (the httpx transports run their own HTTP-aware loop from a
-`Retry`'s settings; the `Policy` drives the call through `call` / `call_async`):
-
-- ``retry.attempts`` (int): total attempts, the first included, as configured.
-- ``retry.max_attempts() -> int``: the attempts to make now (test mode may cap them).
-- ``retry.timeout`` (float | None): total seconds for all attempts and waits.
-- ``retry.budget`` (`RetryBudget` | None): call ``budget.record_call()`` once per logical
-  call, and ``budget.try_spend() -> bool`` before each retry (False: give up now).
-- ``retry.should_retry(exc) -> bool``: the ``on`` filter, never true for `CircuitOpenError`
-  or `BulkheadFull` unless ``on`` names them, never true for a `BaseException` that is not
-  an `Exception`.
-- ``retry.compute_wait(attempt, error=None) -> float``: the backoff after *attempt* attempts
-  (1-based), jitter applied; 0.0 in test mode. Pass the failed attempt's exception as
-  *error* when there is one (``tenacity.wait_exception`` needs it).
-- ``retry.sleep`` / ``retry.asleep`` / ``retry.clock`` / ``retry.name``: the injected sleep
-  functions, clock and event name.
-- ``retry.call(fn, *args, **kwargs)`` and ``await retry.call_async(fn, *args, **kwargs)``.
-- Test mode is `resilience._testmode` (``wait(seconds)``, ``max_attempts(n)``): a wait
-  computed outside `compute_wait` (a ``Retry-After``) should go through ``_testmode.wait``.
+Other components read a `Retry`'s settings through its properties (``attempts``,
+``timeout``, ``budget``, ``clock``...), ``max_attempts()`` (test mode applied),
+``should_retry(exc)`` (the ``on`` filter with the guards), and ask the backoff through
+``new_state`` / ``backoff_for``; the `Policy` drives a call through ``call`` /
+``call_async``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
 
 from .. import _testmode
 from .._deadline import Deadline, current_deadline
 from .._errors import BulkheadFull, CircuitOpenError, ConfigError
-from .._observe._events import (
-    RetryBudgetExhausted,
-    RetryExhausted,
-    RetryScheduled,
-    emit,
-    error_name,
-)
+from .._observe._events import error_name
 from .._validate import (
     NO_TIMEOUT_HINT,
     Clock,
@@ -64,8 +45,20 @@ from .._validate import (
 from .._validate import (
     name as check_name,
 )
-from ..backoff import Backoff, TenacityWait, as_backoff, exponential
+from .._wrapping import CANNOT_REPEAT, is_generator, refuse_generator, wraps
+from ..backoff import (
+    Backoff,
+    Constant,
+    Exponential,
+    NoBackoff,
+    TenacityWait,
+    as_backoff,
+    exponential,
+)
 from ._budget import RetryBudget
+from ._decision import DEFAULT_ATTEMPTS, MAX_RETRY_AFTER, decide
+from ._report import announce
+from ._shape import check_arity, check_callable
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -75,10 +68,12 @@ __all__ = ["DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "MAX_RETRY_AFTER", "Retry", "r
 P = ParamSpec("P")
 T = TypeVar("T")
 
-DEFAULT_ATTEMPTS: Final = 3
 DEFAULT_BACKOFF: Final = exponential(initial=0.1, maximum=10.0, multiplier=2.0, jitter=True)
-MAX_RETRY_AFTER: Final = 60.0
-"""Longest wait honoured from an exception's ``retry_after`` hint (seconds)."""
+
+_NOTE: Final = "resilience: retry "
+_ERRORLESS: Final = (Exponential, Constant, NoBackoff)
+_ON_FIX: Final = "write it as e.g. lambda exc: isinstance(exc, ConnectionError)"
+_RESULT_FIX: Final = "write it as e.g. lambda result: result is None"
 
 # Rejections by our own guards: retrying them only spins against the open breaker or the
 # full bulkhead, so a broad ``on`` (Exception) must not pick them up by accident.
@@ -86,13 +81,6 @@ _GUARDS: Final = (CircuitOpenError, BulkheadFull)
 
 Sleep = Callable[[float], object]
 AsyncSleep = Callable[[float], Awaitable[object]]
-
-
-def _callable(setting: str, value: object) -> Any:
-    if not callable(value):
-        msg = f"{setting} must be callable, got {value!r}"
-        raise ConfigError(msg)
-    return value
 
 
 def _check_budget(value: object) -> RetryBudget | None:
@@ -108,10 +96,6 @@ def _hint(exc: BaseException) -> float | None:
     if isinstance(hint, int | float) and not isinstance(hint, bool) and hint > 0.0:
         return float(hint) if hint < MAX_RETRY_AFTER else MAX_RETRY_AFTER
     return None
-
-
-def _plural(count: int) -> str:
-    return f"{count} attempt" if count == 1 else f"{count} attempts"
 
 
 class Retry:
@@ -164,6 +148,8 @@ class Retry:
         "_backoff",
         "_budget",
         "_clock",
+        "_compute",
+        "_errorless",
         "_guards",
         "_name",
         "_on",
@@ -192,6 +178,7 @@ class Retry:
         self._on = exception_filter("on", on)
         types: tuple[type[BaseException], ...] | None = getattr(self._on, "types", None)
         if types is None:
+            check_arity("on", on, args=1, takes="the exception", fix=_ON_FIX)
             self._guards: tuple[type[BaseException], ...] = _GUARDS
         else:
             # A guard is let through only when ``on`` names it (or a subclass) itself.
@@ -200,17 +187,22 @@ class Retry:
             )
         self._attempts = required_integer("attempts", attempts)
         self._backoff = as_backoff(backoff)
+        self._compute = self._backoff.compute
+        # Our own strategies never read the error: no partial to build per retry.
+        self._errorless = type(self._backoff) in _ERRORLESS
         # A tenacity wait gets a full RetryCallState per call (fn, args, start time...).
         self._tenacity = self._backoff if isinstance(self._backoff, TenacityWait) else None
         self._on_result: Callable[[Any], bool] | None = (
-            None if on_result is None else _callable("on_result", on_result)
+            None
+            if on_result is None
+            else check_callable("on_result", on_result, args=1, takes="the result", fix=_RESULT_FIX)
         )
         self._timeout = duration("timeout", timeout, allow_none=True, hint=NO_TIMEOUT_HINT)
         self._budget = _check_budget(budget)
         self._name = check_name("name", name, allow_none=True)
         self._clock = check_clock("clock", clock)
-        self._sleep: Sleep = _callable("sleep", sleep)
-        self._asleep: AsyncSleep = _callable("asleep", asleep)
+        self._sleep: Sleep = check_callable("sleep", sleep, args=1, takes="the seconds")
+        self._asleep: AsyncSleep = check_callable("asleep", asleep, args=1, takes="the seconds")
 
     # -- settings, read by the transports and the policy ---------------------------------
 
@@ -293,97 +285,68 @@ class Retry:
             return 0.0
         return self._backoff.compute(attempt, error)
 
-    # -- the pure decision step ------------------------------------------------------------
+    def new_state(
+        self, fn: Callable[..., object] | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> RetryCallState | None:
+        """A tenacity state for one logical call of *fn*, or None unless the backoff is a
+        tenacity wait (which then sees ``fn``, ``args``, the start time, the sleeps...)."""
+        tenacity = self._tenacity
+        if tenacity is None:
+            return None
+        return tenacity.start(fn, args, kwargs, self._clock())
+
+    def backoff_for(
+        self,
+        error: BaseException | None = None,
+        result: object = None,
+        state: RetryCallState | None = None,
+    ) -> Callable[[int], float]:
+        """The backoff as `decide` asks it, ``attempt -> seconds``, for one failure: *error*
+        (or the *result* ``on_result`` rejected), recorded in *state* for tenacity waits."""
+        tenacity = self._tenacity
+        if state is not None and tenacity is not None:
+            clock = self._clock
+            return lambda attempt: tenacity.compute_for(state, attempt, error, result, clock())
+        if error is None or self._errorless:
+            return self._compute
+        return partial(self._compute, error=error)
+
+    # -- asking the decision -------------------------------------------------------------
 
     def _event_name(self, fn: Callable[..., object]) -> str | None:
         if self._name is not None:
             return self._name
         return getattr(fn, "__qualname__", None)
 
-    def _wait_or_limit(
+    def _after(
         self,
         attempt: int,
-        error: BaseException | None,
+        fn: Callable[..., object],
+        exc: BaseException | None,
         state: RetryCallState | None = None,
         result: object = None,
-    ) -> tuple[float, str | None]:
-        """The next wait, and why retrying must stop instead (None: it may go on).
+    ) -> float | None:
+        """After a failed *attempt*: the wait before the next one, or None to stop.
 
-        *state* is the call's tenacity state when the backoff is a tenacity wait.
+        The failure is *exc*, or (*exc* None) the *result* that ``on_result`` rejected.
+        Stopping annotates *exc* (the caller re-raises it); the events are emitted here.
         """
-        if attempt >= _testmode.max_attempts(self._attempts):
-            return 0.0, ""
-        if _testmode.settings() is not None:
-            wait = 0.0
-        elif state is not None and self._tenacity is not None:
-            wait = self._tenacity.compute_for(state, attempt, error, result, self._clock())
-        else:
-            wait = self._backoff.compute(attempt, error)
-            if error is not None:
-                hint = _hint(error)
-                if hint is not None and hint > wait:
-                    wait = hint
+        if exc is not None and not self.should_retry(exc):
+            return None
         expiry = current_deadline()
-        if expiry is not None:
-            left = expiry.remaining()
-            if wait >= left:
-                return wait, (
-                    f"the next wait ({wait:.3g} s) would cross the deadline ({left:.3g} s left)"
-                )
-        return wait, None
-
-    def _after_error(
-        self,
-        attempt: int,
-        exc: BaseException,
-        fn: Callable[..., object],
-        state: RetryCallState | None = None,
-    ) -> float | None:
-        """After a failed *attempt*: the wait before the next one, or None to give up.
-
-        Giving up annotates *exc* (the caller re-raises it) and emits the event.
-        """
-        if not self.should_retry(exc):
-            return None
-        wait, stop = self._wait_or_limit(attempt, exc, state)
-        if stop is None and self._budget is not None and not self._budget.try_spend():
-            exc.add_note(
-                f"resilience: retry gave up after {_plural(attempt)}: the retry budget is exhausted"
-            )
-            emit(
-                RetryBudgetExhausted(
-                    name=self._event_name(fn), attempt=attempt, error=error_name(exc)
-                )
-            )
-            return None
-        if stop is not None:
-            reason = f": {stop}" if stop else ""
-            exc.add_note(f"resilience: retry gave up after {_plural(attempt)}{reason}")
-            emit(RetryExhausted(name=self._event_name(fn), attempts=attempt, error=error_name(exc)))
-            return None
-        emit(
-            RetryScheduled(
-                name=self._event_name(fn), attempt=attempt, wait=wait, error=error_name(exc)
-            )
+        verdict = decide(
+            attempt,
+            _testmode.max_attempts(self._attempts),
+            self.backoff_for(exc, result, state),
+            hint=None if exc is None else _hint(exc),
+            testing=_testmode.settings() is not None,
+            deadline_left=None if expiry is None else expiry.remaining(),
+            budget=self._budget,
         )
-        return wait
-
-    def _after_result(
-        self,
-        attempt: int,
-        fn: Callable[..., object],
-        state: RetryCallState | None = None,
-        result: object = None,
-    ) -> float | None:
-        """After an attempt whose result ``on_result`` rejected: the wait, or None to return it."""
-        wait, stop = self._wait_or_limit(attempt, None, state, result)
-        if stop is None and self._budget is not None and not self._budget.try_spend():
-            emit(RetryBudgetExhausted(name=self._event_name(fn), attempt=attempt, error="result"))
-            return None
-        if stop is not None:
-            emit(RetryExhausted(name=self._event_name(fn), attempts=attempt, error="result"))
-            return None
-        emit(RetryScheduled(name=self._event_name(fn), attempt=attempt, wait=wait, error="result"))
+        error = "result" if exc is None else error_name(exc)
+        wait = announce(verdict, self._event_name(fn), attempt, error, exc, _NOTE)
+        if wait is not None and state is not None:
+            state.idle_for += wait
         return wait
 
     # -- drivers -----------------------------------------------------------------------------
@@ -401,20 +364,18 @@ class Retry:
         while True:
             if wait > 0.0:
                 self._sleep(wait)
-                if state is not None:
-                    state.idle_for += wait
             attempt += 1
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
-                next_wait = self._after_error(attempt, exc, fn, state)
+                next_wait = self._after(attempt, fn, exc, state)
                 if next_wait is None:
                     raise
                 wait = next_wait
                 continue
             if on_result is None or not on_result(result):
                 return result
-            next_wait = self._after_result(attempt, fn, state, result)
+            next_wait = self._after(attempt, fn, None, state, result)
             if next_wait is None:
                 return result
             wait = next_wait
@@ -432,20 +393,18 @@ class Retry:
         while True:
             if wait > 0.0:
                 await self._asleep(wait)
-                if state is not None:
-                    state.idle_for += wait
             attempt += 1
             try:
                 result = await fn(*args, **kwargs)
             except Exception as exc:
-                next_wait = self._after_error(attempt, exc, fn, state)
+                next_wait = self._after(attempt, fn, exc, state)
                 if next_wait is None:
                     raise
                 wait = next_wait
                 continue
             if on_result is None or not on_result(result):
                 return result
-            next_wait = self._after_result(attempt, fn, state, result)
+            next_wait = self._after(attempt, fn, None, state, result)
             if next_wait is None:
                 return result
             wait = next_wait
@@ -460,11 +419,7 @@ class Retry:
         """
         if self._budget is not None:
             self._budget.record_call()
-        state = (
-            None
-            if self._tenacity is None
-            else self._tenacity.start(fn, args, kwargs, self._clock())
-        )
+        state = None if self._tenacity is None else self.new_state(fn, args, kwargs)
         if self._timeout is not None:
             with Deadline(self._timeout, clock=self._clock):
                 return self._loop_sync(fn, args, kwargs, 0, 0.0, state)
@@ -485,18 +440,27 @@ class Retry:
         """
         if self._budget is not None:
             self._budget.record_call()
-        state = (
-            None
-            if self._tenacity is None
-            else self._tenacity.start(fn, args, kwargs, self._clock())
-        )
+        state = None if self._tenacity is None else self.new_state(fn, args, kwargs)
         if self._timeout is not None:
             async with Deadline(self._timeout, clock=self._clock):
                 return await self._loop_async(fn, args, kwargs, 0, 0.0, state)
         return await self._loop_async(fn, args, kwargs, 0, 0.0, state)
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
-        """Decorate a function or an ``async def`` function with this retry."""
+        """Decorate a function or an ``async def`` function with this retry.
+
+        Generator functions are refused with `ConfigError`: items already handed to the
+        consumer cannot be taken back, so a failed iteration cannot be run again. Retry the
+        call that opens the stream instead, or a function that returns the items as a list.
+        """
+        if is_generator(fn):
+            refuse_generator(
+                fn,
+                "retry",
+                CANNOT_REPEAT,
+                "Retry the call that opens the stream instead, or decorate a function that "
+                "returns the items as a list.",
+            )
         if inspect.iscoroutinefunction(fn):
             return cast(Callable[P, T], self._wrap_async(fn))
         return self._wrap_sync(fn)
@@ -515,22 +479,22 @@ class Retry:
         if self._slow_path():
             call = self.call
 
-            @functools.wraps(fn)
+            @wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 return call(fn, *args, **kwargs)
 
             return wrapper
 
-        after_error = self._after_error
+        after = self._after
         loop = self._loop_sync
 
         # The common case, inlined: the first attempt costs one call and a zero-cost ``try``.
-        @functools.wraps(fn)
+        @wraps(fn)
         def fast(*args: P.args, **kwargs: P.kwargs) -> T:
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
-                wait = after_error(1, exc, fn)
+                wait = after(1, fn, exc)
                 if wait is None:
                     raise
             return loop(fn, args, kwargs, 1, wait)
@@ -541,21 +505,21 @@ class Retry:
         if self._slow_path():
             call_async = self.call_async
 
-            @functools.wraps(fn)
+            @wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 return await call_async(fn, *args, **kwargs)
 
             return wrapper
 
-        after_error = self._after_error
+        after = self._after
         loop = self._loop_async
 
-        @functools.wraps(fn)
+        @wraps(fn)
         async def fast(*args: P.args, **kwargs: P.kwargs) -> T:
             try:
                 return await fn(*args, **kwargs)
             except Exception as exc:
-                wait = after_error(1, exc, fn)
+                wait = after(1, fn, exc)
                 if wait is None:
                     raise
             return await loop(fn, args, kwargs, 1, wait)

@@ -296,7 +296,7 @@ def sync_client_from(client: object, timeout: float) -> Any:
         import redis.connection
         import redis.retry
     except ImportError as exc:  # pragma: no cover - the extra is missing
-        msg = "RedisStore needs redis-py: pip install 'resilience[redis]'"
+        msg = "RedisStore needs redis-py: pip install 'resilience-mesh[redis]'"
         raise ImportError(msg) from exc
     pool = getattr(client, "connection_pool", None)
     kwargs = getattr(pool, "connection_kwargs", None)
@@ -1166,7 +1166,9 @@ class RedisStore:
                 outcome,
                 config.half_open_calls,
                 repr(config.failure_rate),
-                "1" if config.consecutive_failures is not None else "0",
+                "1"
+                if config.consecutive_failures is not None and not config.failure_rate_explicit
+                else "0",
                 repr(config.slow_call_rate),
                 int(config.open_duration * 1000),
                 self._probe_ttl_ms(config.open_duration),

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import inspect
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -89,6 +90,84 @@ def test_consecutive_failures_mode(clock: FakeClock) -> None:
     assert b.metrics().consecutive_failures == 2
     run_failures(b, 1)
     assert b.state is CircuitState.OPEN
+
+
+@pytest.mark.parametrize("window", [{"window": 10}, {"window_seconds": 60}], ids=["count", "time"])
+def test_both_triggers_open_on_the_rate(clock: FakeClock, window: dict[str, float]) -> None:
+    """consecutive_failures with an explicit failure_rate: the rate alone can open it."""
+    b = CircuitBreaker(
+        "both-rate",
+        consecutive_failures=3,
+        failure_rate=0.5,
+        minimum_calls=4,
+        clock=clock,
+        **window,  # type: ignore[arg-type]
+    )
+    for _ in range(2):
+        run_failures(b, 1)
+        run_successes(b, 1)
+        assert b.metrics().consecutive_failures == 0
+    assert b.state is CircuitState.OPEN  # 2 of 4 failed, never 2 in a row
+
+
+def test_both_triggers_rate_counts_only_the_window(clock: FakeClock) -> None:
+    """A run longer than the window is kept, but the rate still covers the last `window` calls."""
+    b = CircuitBreaker(
+        "both-window", consecutive_failures=4, failure_rate=1.0, window=2, clock=clock
+    )
+    run_successes(b, 1)
+    run_failures(b, 1)
+    assert b.metrics().calls == 2
+    run_failures(b, 1)  # the last 2 calls both failed
+    assert b.state is CircuitState.OPEN
+
+
+def test_both_triggers_open_on_the_run_before_minimum_calls(clock: FakeClock) -> None:
+    """consecutive_failures with an explicit failure_rate: a run opens it before minimum_calls."""
+    b = CircuitBreaker(
+        "both-run", consecutive_failures=2, failure_rate=0.9, minimum_calls=50, clock=clock
+    )
+    run_successes(b, 5)
+    run_failures(b, 2)
+    assert b.state is CircuitState.OPEN
+
+
+def test_consecutive_alone_ignores_the_default_rate(clock: FakeClock) -> None:
+    """consecutive_failures without failure_rate keeps its meaning: no rate decision at all."""
+    b = CircuitBreaker("consec-only", consecutive_failures=3, minimum_calls=4, clock=clock)
+    for _ in range(20):
+        run_failures(b, 2)
+        run_successes(b, 1)
+    assert b.state is CircuitState.CLOSED
+    assert b.metrics().failure_rate > 0.5
+    assert b.config.failure_rate_explicit is False
+
+
+def test_both_triggers_survive_clone_and_judge_probes_by_the_rate(clock: FakeClock) -> None:
+    """A clone keeps both triggers; in HALF_OPEN the probes' failure rate decides, not one probe."""
+    template = CircuitBreaker(
+        "both-tmpl",
+        consecutive_failures=5,
+        failure_rate=0.5,
+        minimum_calls=2,
+        half_open_calls=4,
+        clock=clock,
+    )
+    twin = template.clone("both-tmpl:host")
+    assert twin.config.failure_rate_explicit is True
+    run_failures(twin, 1)
+    run_successes(twin, 1)
+    assert twin.state is CircuitState.OPEN
+    clock.advance(30)
+    run_successes(twin, 3)
+    run_failures(twin, 1)  # 1 of 4 probes failed: 25 % < 50 %
+    assert twin.state is CircuitState.CLOSED
+    run_failures(twin, 2)
+    assert twin.state is CircuitState.OPEN  # a fresh window: 2 of 2 calls failed
+    clock.advance(30)
+    run_successes(twin, 2)
+    run_failures(twin, 2)  # 2 of 4 probes failed: the rate is reached
+    assert twin.state is CircuitState.OPEN
 
 
 def test_consecutive_longer_than_window(clock: FakeClock) -> None:
@@ -311,6 +390,175 @@ def test_stale_outcome_is_dropped(clock: FakeClock) -> None:
     assert b.metrics().calls == 0
 
 
+# ---------------------------------------------------------------- hung probes
+
+
+def tripped(clock: FakeClock, name: str, **kwargs: Any) -> CircuitBreaker:
+    """A breaker opened by one failure and moved to HALF_OPEN (open_duration 30 s)."""
+    b = CircuitBreaker(name, consecutive_failures=1, open_duration=30, clock=clock, **kwargs)
+    run_failures(b, 1)
+    clock.advance(30)
+    assert b.state is CircuitState.HALF_OPEN
+    return b
+
+
+def test_hung_probe_slot_is_given_back_after_open_duration(clock: FakeClock) -> None:
+    """A probe held for open_duration frees its slot: the breaker is not stuck HALF_OPEN."""
+    b = tripped(clock, "hung")
+    hung = b.acquire()  # never finishes
+    clock.advance(29)
+    with pytest.raises(CircuitOpenError) as info:
+        b.acquire()
+    assert info.value.retry_after == pytest.approx(1.0)
+    clock.advance(1)
+    replacement = b.acquire()
+    b.record_success(replacement)
+    assert b.state is CircuitState.CLOSED
+    b.record_failure(hung)  # the hung call ends at last: its outcome is dropped
+    assert b.state is CircuitState.CLOSED
+    assert b.metrics().calls == 0
+
+
+def test_late_outcome_of_a_reclaimed_probe_is_dropped(clock: FakeClock) -> None:
+    """A reclaimed probe that fails late neither decides the round nor frees another slot."""
+    b = tripped(clock, "hung-late")
+    hung = b.acquire()
+    clock.advance(30)
+    replacement = b.acquire()
+    b.record_failure(hung)
+    b.release(hung)
+    assert b.state is CircuitState.HALF_OPEN
+    assert b.metrics().half_open_in_flight == 1
+    with pytest.raises(CircuitOpenError):
+        b.acquire()  # the replacement still holds the only slot
+    b.record_success(replacement)
+    assert b.state is CircuitState.CLOSED
+
+
+def test_round_verdict_waits_for_the_replacement_probe(clock: FakeClock) -> None:
+    """With 2 probe slots, one done and one hung: the verdict comes from its replacement."""
+    b = CircuitBreaker(
+        "hung-round", failure_rate=0.5, window=2, minimum_calls=2, half_open_calls=2, clock=clock
+    )
+    run_failures(b, 2)
+    clock.advance(30)
+    first, _hung = b.acquire(), b.acquire()
+    b.record_success(first)
+    clock.advance(30)
+    assert b.state is CircuitState.HALF_OPEN
+    replacement = b.acquire()
+    assert b.state is CircuitState.HALF_OPEN
+    b.record_failure(replacement)  # 1 of 2 probes failed: rate 0.5 reopens
+    assert b.state is CircuitState.OPEN
+    m = b.metrics()
+    assert (m.calls, m.failures) == (2, 1)
+
+
+def test_half_open_rejection_says_when_the_oldest_slot_frees(clock: FakeClock) -> None:
+    """retry_after in HALF_OPEN is the time until the oldest probe slot is given back."""
+    b = tripped(clock, "hung-wait", half_open_calls=2)
+    b.acquire()
+    clock.advance(10)
+    b.acquire()
+    clock.advance(5)
+    with pytest.raises(CircuitOpenError) as info:
+        b.acquire()
+    assert info.value.retry_after == pytest.approx(15.0)
+    m = b.metrics()
+    assert (m.half_open_in_flight, m.retry_after) == (2, pytest.approx(15.0))
+    clock.advance(15)
+    b.acquire()  # the first slot was given back; the second is still held
+    with pytest.raises(CircuitOpenError) as info:
+        b.acquire()
+    assert info.value.retry_after == pytest.approx(10.0)
+
+
+def test_half_open_with_a_free_slot_has_no_wait(clock: FakeClock) -> None:
+    """While a probe slot is free, metrics().retry_after in HALF_OPEN is 0."""
+    b = tripped(clock, "hung-free", half_open_calls=2)
+    b.acquire()
+    assert b.metrics().retry_after == 0.0
+
+
+async def test_hung_async_probe_does_not_hold_the_breaker(clock: FakeClock) -> None:
+    """A decorated async probe that hangs: after open_duration another call closes the breaker."""
+    b = tripped(clock, "hung-async")
+    release = asyncio.Event()
+    calls = 0
+
+    @b
+    async def fetch(hang: bool) -> str:
+        nonlocal calls
+        calls += 1
+        if hang:
+            await release.wait()
+            raise Boom("late")
+        return "ok"
+
+    hung = asyncio.create_task(fetch(hang=True))
+    await asyncio.sleep(0)
+    with pytest.raises(CircuitOpenError):
+        await fetch(hang=False)
+    clock.advance(30)
+    assert await fetch(hang=False) == "ok"
+    assert b.state is CircuitState.CLOSED
+    release.set()
+    with pytest.raises(Boom):
+        await hung
+    assert b.state is CircuitState.CLOSED
+    assert (b.metrics().calls, calls) == (0, 2)  # the rejected call never ran
+
+
+class RecordingBinding:
+    """A store binding that judges nothing and records what the breaker tells it."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self.released = 0
+
+    def transition(self, new: str, manual: bool) -> None:
+        """Nothing to share."""
+
+    def take_probe(self) -> bool:
+        """Every local probe gets a fleet slot."""
+        return True
+
+    def probe_done(self, outcome: int) -> bool:
+        """The breaker judges its own probes."""
+        return False
+
+    def probe_released(self) -> None:
+        """Count the slots given back."""
+        self.released += 1
+
+
+class RecordingStore:
+    """A store handing out one `RecordingBinding`."""
+
+    def __init__(self) -> None:
+        self.binding = RecordingBinding()
+
+    def bind(self, breaker: CircuitBreaker) -> RecordingBinding:
+        """Link the breaker to the recording binding."""
+        return self.binding
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def test_reclaimed_probe_slot_is_given_back_to_the_store(clock: FakeClock) -> None:
+    """A shared store hears about a reclaimed probe slot, as about a released one."""
+    store = RecordingStore()
+    b = tripped(clock, "hung-store", store=store)
+    b.acquire()
+    clock.advance(30)
+    assert store.binding.released == 0
+    b.record_success(b.acquire())
+    assert store.binding.released == 1
+    assert b.state is CircuitState.CLOSED
+
+
 # ---------------------------------------------------------------- classification
 
 
@@ -507,6 +755,38 @@ def test_metrics_snapshot_is_a_mapping(clock: FakeClock) -> None:
     assert m["slow_call_rate"] == 0.0
     assert m.as_dict()["state"] == "closed"
     assert {"state", "calls", "failures", "slow_calls", "failure_rate", "slow_call_rate"} <= set(m)
+
+
+@pytest.mark.parametrize("window", [{"window": 10}, {"window_seconds": 5}], ids=["count", "time"])
+def test_metrics_after_failed_probes_show_the_probes(
+    clock: FakeClock, window: dict[str, float]
+) -> None:
+    """OPEN again after HALF_OPEN: metrics() shows the probes' numbers, not an empty window."""
+    b = CircuitBreaker(
+        "reopen-metrics",
+        failure_rate=0.5,
+        half_open_calls=4,
+        minimum_calls=5,
+        open_duration=5,
+        clock=clock,
+        **window,  # type: ignore[arg-type]
+    )
+    run_failures(b, 5)
+    clock.advance(5)
+    for failed in (True, True, False, True):
+        permit = b.acquire()
+        if failed:
+            b.record_failure(permit)
+        else:
+            b.record_success(permit)
+    m = b.metrics()
+    assert m.state is CircuitState.OPEN
+    assert (m.calls, m.failures, m.slow_calls, m.consecutive_failures) == (4, 3, 0, 1)
+    assert m.failure_rate == pytest.approx(0.75)
+    clock.advance(5)
+    m = b.metrics()  # the next round starts from nothing
+    assert m.state is CircuitState.HALF_OPEN
+    assert (m.calls, m.failures, m.consecutive_failures) == (0, 0, 0)
 
 
 def test_state_changes_are_emitted_after_the_lock(clock: FakeClock) -> None:

@@ -150,3 +150,21 @@ def test_bad_open_duration_still_rejected() -> None:
         CircuitBreaker("bad-open", open_duration="30s")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="open_duration"):
         CircuitBreaker("bad-open", open_duration=int)
+
+
+def test_probe_slot_is_held_for_the_current_step(clock: FakeClock) -> None:
+    """A hung probe's slot is given back after this opening's step, not the longest one."""
+    b = CircuitBreaker(
+        "probe-step",
+        consecutive_failures=1,
+        open_duration=backoff.exponential(10, 40, jitter=False),
+        clock=clock,
+    )
+    trip(b)
+    clock.advance(10)
+    b.acquire()  # the probe, which never reports back
+    clock.advance(9)
+    with pytest.raises(CircuitOpenError):
+        b.acquire()
+    clock.advance(1)
+    b.acquire()  # the hung probe's slot was given back after 10 s

@@ -84,6 +84,8 @@ def test_public_submodules_import() -> None:
         "resilience.integrations",
         "resilience.integrations.fastapi",
         "resilience.integrations.flask",
+        "resilience.messaging",
+        "resilience.integrations.aio_pika",
     ):
         importlib.import_module(module)
 
@@ -105,3 +107,17 @@ def test_setup_cfg_lists_every_package() -> None:
         if "integrations" not in init.parent.relative_to(root).parts[1:]
     }
     assert found - listed == set(), "add these to [options] packages in setup.cfg"
+
+
+def test_messaging_names_are_documented_with_examples() -> None:
+    """Every class and function resilience.messaging exports has a docstring with an example."""
+    import resilience.integrations.aio_pika
+    import resilience.messaging
+
+    for module in (resilience.messaging, resilience.integrations.aio_pika):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not callable(obj):
+                continue  # header names and defaults: constants, described in the docs
+            doc = inspect.getdoc(obj) or ""
+            assert ">>>" in doc or "Example" in doc or "```" in doc, f"{name} has no example"

@@ -25,6 +25,7 @@ from resilience import (
     deadline,
     timeout,
 )
+from resilience._propagation import inbound_budget
 from resilience._validate import (
     MAX_BYTES,
     MAX_CONCURRENT,
@@ -34,7 +35,7 @@ from resilience._validate import (
     show,
 )
 from resilience.httpx import ResilientTransport
-from resilience.integrations._common import Options, inbound_budget
+from resilience.integrations._options import Options
 from resilience.testing import FakeClock
 
 

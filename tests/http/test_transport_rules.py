@@ -10,22 +10,22 @@ import httpx
 import pytest
 
 from resilience import CircuitBreaker, ConfigError, Retry
-from resilience._http._core import (
+from resilience._http._core import TransportCore
+from resilience._http._hosts import HostBreakers
+from resilience._http._overrides import parse_overrides
+from resilience._http._rules import (
     DEFAULT_RETRY_STATUSES,
     IDEMPOTENT_METHODS,
-    HostBreakers,
-    Stop,
+    ErrorKinds,
     attempt_timeouts,
     authority,
     budget_cut,
-    decide,
     is_not_sent,
     is_retryable_error,
-    parse_overrides,
     parse_retry_after,
 )
 from resilience.httpx import AsyncResilientTransport, ResilientTransport
-from resilience.testing import FakeClock
+from resilience.testing import FakeClock, set_testing
 
 # 2015-10-21 07:28:00 UTC as a Unix time: "now" for the HTTP-date cases.
 NOW = 1445412480.0
@@ -218,50 +218,6 @@ def test_authority_is_scheme_host_port_without_secrets(url: str, expected: str) 
     assert authority(httpx.URL(url)) == expected
 
 
-def _decide(**changes: object) -> float | str:
-    settings: dict[str, object] = {
-        "retryable": True,
-        "attempt": 1,
-        "max_attempts": 3,
-        "backoff": lambda attempt: 0.5 * attempt,
-        "retry_after": None,
-        "max_retry_after": 60.0,
-        "deadline_left": None,
-    }
-    settings.update(changes)
-    return decide(**settings)  # type: ignore[arg-type]  # test helper over the keywords
-
-
-def test_decide_waits_the_backoff() -> None:
-    """Without Retry-After the wait is the backoff for the attempts made so far."""
-    assert _decide(attempt=2) == 1.0
-
-
-def test_decide_takes_the_larger_of_backoff_and_retry_after() -> None:
-    """Retry-After lengthens the wait but never shortens the backoff."""
-    assert _decide(retry_after=5.0) == 5.0
-    assert _decide(retry_after=0.1) == 0.5
-
-
-def test_decide_caps_retry_after() -> None:
-    """A Retry-After beyond max_retry_after is capped to it."""
-    assert _decide(retry_after=3600.0, max_retry_after=60.0) == 60.0
-    assert _decide(retry_after=math.inf, max_retry_after=2.0) == 2.0
-
-
-def test_decide_stops_when_not_retryable_or_exhausted() -> None:
-    """No retry for a non-retryable outcome or once the attempts are used up."""
-    assert _decide(retryable=False) == Stop.NOT_RETRYABLE
-    assert _decide(attempt=3) == Stop.EXHAUSTED
-
-
-def test_decide_never_waits_across_the_deadline() -> None:
-    """A wait that would reach the deadline is not taken."""
-    assert _decide(retry_after=5.0, deadline_left=4.0) == Stop.DEADLINE
-    assert _decide(deadline_left=0.5) == Stop.DEADLINE
-    assert _decide(deadline_left=0.6) == 0.5
-
-
 def test_overrides_parse_the_documented_keys() -> None:
     """retry=False, attempts and idempotent are read from the extension."""
     assert parse_overrides({"retry": False}).no_retry
@@ -380,3 +336,53 @@ def test_durations_accept_timedelta() -> None:
     """max_retry_after takes a timedelta like every duration."""
     transport = ResilientTransport(max_retry_after=timedelta(seconds=5), clock=FakeClock())
     assert transport._core.max_retry_after == 5.0
+
+
+def test_idempotency_key_function_needing_arguments_is_refused() -> None:
+    """idempotency_keys is called with nothing; one that needs an argument fails at once."""
+    with pytest.raises(ConfigError, match=r"^idempotency_keys must take no arguments, got "):
+        ResilientTransport(idempotency_keys=lambda request: "k")  # type: ignore[arg-type,misc]
+
+
+class Refused(Exception):
+    """Another client library's "connection refused"."""
+
+
+class Dropped(Exception):
+    """Another client library's "connection dropped after sending"."""
+
+
+def test_core_classifies_errors_by_the_kinds_it_is_given() -> None:
+    """A core built with another client's ErrorKinds applies the HTTP rules to its errors."""
+    kinds = ErrorKinds(
+        not_sent=(Refused,),
+        maybe_sent=(Dropped,),
+        never_retried=(),
+        caller_errors=(),
+        transport=(Refused, Dropped),
+        timeout=(),
+        timeout_phases=(),
+    )
+    core = TransportCore(
+        policy=None,
+        idempotency_keys=False,
+        max_retry_after=60.0,
+        buffer_limit=0,
+        deadline_header=None,
+        max_hosts=8,
+        retry_statuses=DEFAULT_RETRY_STATUSES,
+        clock=FakeClock(),
+        wall_clock=lambda: 0.0,
+        errors=kinds,
+    )
+
+    def first_verdict(method: str, exc: Exception) -> float | None:
+        call = core.begin(httpx.Request(method, "https://other-client.test/x"))
+        core.before_attempt(call)
+        return core.after_error(call, exc)
+
+    with set_testing(True):
+        assert first_verdict("POST", Refused()) == 0.0  # nothing sent: any method again
+        assert first_verdict("POST", Dropped()) is None  # maybe sent: a POST is not repeated
+        assert first_verdict("GET", Dropped()) == 0.0
+        assert first_verdict("GET", httpx.ConnectError("x")) is None  # not this client's

@@ -543,3 +543,53 @@ def test_keyboard_interrupt_in_a_sync_call_leaves_no_permit_behind(clock: FakeCl
 
 def _refuse_sync() -> None:
     raise ConnectionError("refused")
+
+
+# ---------------------------------------------------------------- one call, one outcome
+
+
+def test_policy_around_a_function_its_breaker_decorates_counts_once(clock: FakeClock) -> None:
+    """Policy(breaker=b) over a function b decorates: each attempt is one breaker call."""
+    breaker = CircuitBreaker(_name(), consecutive_failures=4, clock=clock)
+    policy = Policy(
+        retry=Retry(on=ConnectionError, attempts=3, backoff=backoff.none()), breaker=breaker
+    )
+
+    @breaker
+    def charge() -> None:
+        raise ConnectionError("refused")
+
+    with pytest.raises(ConnectionError):
+        policy(charge)()
+    m = breaker.metrics()
+    assert (m.calls, m.failures, m.state) == (3, 3, CircuitState.CLOSED)
+    assert policy.call(breaker(len), "abc") == 3
+    assert breaker.metrics().calls == 4
+
+
+async def test_async_policy_around_a_decorated_function_counts_once(clock: FakeClock) -> None:
+    """The async twin: one attempt, one permit, one outcome."""
+    breaker = CircuitBreaker(_name(), consecutive_failures=2, clock=clock)
+
+    @breaker
+    async def charge() -> None:
+        raise ConnectionError("refused")
+
+    with pytest.raises(ConnectionError):
+        await Policy(breaker=breaker, attempt_timeout=5.0)(charge)()
+    m = breaker.metrics()
+    assert (m.calls, m.consecutive_failures, m.state) == (1, 1, CircuitState.CLOSED)
+
+
+async def test_timed_out_attempt_of_a_decorated_function_is_one_failure() -> None:
+    """attempt_timeout over a function the breaker decorates: the timeout is one failure."""
+    breaker = CircuitBreaker(_name(), consecutive_failures=2)
+
+    @breaker
+    async def hang() -> None:
+        await _forever()
+
+    with pytest.raises(DeadlineExceeded):
+        await Policy(breaker=breaker, attempt_timeout=0.01)(hang)()
+    m = breaker.metrics()
+    assert (m.calls, m.failures, m.state) == (1, 1, CircuitState.CLOSED)

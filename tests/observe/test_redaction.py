@@ -307,7 +307,7 @@ def test_names_built_from_urls_lose_their_secrets_everywhere() -> None:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     from resilience import CircuitBreaker, CircuitOpenError, Retry, backoff, events
-    from resilience.integrations._common import status_payload
+    from resilience.integrations._status import status_payload
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -460,7 +460,7 @@ def test_missing_extra_names_the_install_command(
     """Without FastAPI or Starlette, importing the module says which extra to install."""
     monkeypatch.setitem(sys.modules, missing, None)
     monkeypatch.delitem(sys.modules, "resilience.integrations.fastapi")
-    with pytest.raises(ImportError, match=r"pip install 'resilience\[fastapi\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'resilience-mesh\[fastapi\]'"):
         importlib.import_module("resilience.integrations.fastapi")
 
 

@@ -361,7 +361,7 @@ def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch
     """Without Flask, importing the module says which extra to install."""
     monkeypatch.setitem(sys.modules, "flask", None)
     monkeypatch.delitem(sys.modules, "resilience.integrations.flask")
-    with pytest.raises(ImportError, match=r"pip install 'resilience\[flask\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'resilience-mesh\[flask\]'"):
         importlib.import_module("resilience.integrations.flask")
 
 

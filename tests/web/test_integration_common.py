@@ -13,29 +13,30 @@ import httpx
 import pytest
 
 from resilience import BulkheadFull, CircuitBreaker, CircuitOpenError, ConfigError, DeadlineExceeded
-from resilience.integrations._common import (
+from resilience._propagation import (
     DEADLINE_HEADERS,
-    DEFAULT_BODY_BUFFER,
-    DEFAULT_BODY_TIMEOUT,
     LONGEST_WAIT,
-    ConcurrencyLimiter,
-    DeadlineHeaders,
-    Options,
-    ShedRequest,
-    asgi_header_budget,
-    content_length,
-    environ_budget,
-    error_response,
     inbound_budget,
     parse_grpc_timeout,
     parse_milliseconds,
-    request_budget,
+)
+from resilience.integrations._answers import (
+    ShedRequest,
+    error_response,
     retry_after_header,
     shed_response,
-    status_body,
-    status_payload,
     upstream_status,
 )
+from resilience.integrations._inbound import (
+    DeadlineHeaders,
+    asgi_header_budget,
+    content_length,
+    environ_budget,
+    request_budget,
+)
+from resilience.integrations._options import DEFAULT_BODY_BUFFER, DEFAULT_BODY_TIMEOUT, Options
+from resilience.integrations._shedding import ConcurrencyLimiter
+from resilience.integrations._status import status_body, status_payload
 
 
 @pytest.mark.parametrize(
@@ -247,7 +248,7 @@ def test_status_payload_lists_breakers_sorted_with_plain_values() -> None:
 def test_metric_values_become_json_ready() -> None:
     """Enums become their value and non-finite floats null, so the payload is valid JSON."""
     from resilience import CircuitState
-    from resilience.integrations._common import _metrics_dict, _plain
+    from resilience.integrations._status import _metrics_dict, _plain
 
     assert _plain(CircuitState.HALF_OPEN) == "half_open"
     assert _plain(float("nan")) is None

@@ -27,8 +27,8 @@ from starlette.routing import Route
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from resilience import CircuitBreaker, ConfigError
-from resilience.integrations import _common
-from resilience.integrations._common import STATUS_COST_SHARE, StatusCache
+from resilience.integrations import _status
+from resilience.integrations._status import STATUS_COST_SHARE, StatusCache
 from resilience.integrations.fastapi import ResilienceMiddleware, add_resilience
 from resilience.integrations.flask import Resilience
 from resilience.testing import FakeClock
@@ -203,7 +203,7 @@ def slow_build(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Even
     started = threading.Event()
     release = threading.Event()
     threads: list[str] = []
-    real = _common.status_payload
+    real = _status.status_payload
 
     def payload() -> dict[str, list[dict[str, object]]]:
         threads.append(threading.current_thread().name)
@@ -211,7 +211,7 @@ def slow_build(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Even
         release.wait(10)
         return real()
 
-    monkeypatch.setattr(_common, "status_payload", payload)
+    monkeypatch.setattr(_status, "status_payload", payload)
     yield release, threads
     release.set()
 
