@@ -33,6 +33,7 @@ from . import (
     case_messaging,
     case_policy,
     case_retry,
+    case_upstream,
 )
 from ._harness import (
     Case,
@@ -59,6 +60,7 @@ CASES: list[Case] = [
     *case_idempotency.CASES,
     *case_defaults.CASES,
     *case_messaging.CASES,
+    *case_upstream.CASES,
 ]
 
 

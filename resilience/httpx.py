@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -43,6 +43,7 @@ from ._http._core import (
     inject_trace_context,
 )
 from ._http._hosts import DEFAULT_MAX_HOSTS, BreakerMap
+from ._http._routing import check_upstreams, upstream_map
 from ._http._rules import DEFAULT_RETRY_STATUSES, deadline_passed
 from ._http._streams import (
     LATE_HEAD,
@@ -54,7 +55,8 @@ from ._http._streams import (
 )
 from ._observe._telemetry import http_attempt
 from ._upstream._config import Upstream
-from ._upstream._resolve import dns
+from ._upstream._resolve import arefresh, dns, refresh
+from ._upstream._view import UpstreamMap
 
 if TYPE_CHECKING:
     from ._policy import Policy
@@ -98,6 +100,11 @@ class ResilientTransport(BaseTransport):
             is active; with under 1 ms left, `DeadlineExceeded` is raised before sending.
         max_hosts: per-host breakers kept; the least recently used one is dropped.
         retry_statuses: statuses retried for idempotent requests.
+        upstreams: logical hosts served by several endpoints (`Upstream`): a request whose
+            URL host is an upstream's name goes to one of its endpoints (path, query and
+            ``Host`` header kept), each endpoint with its own breaker cloned from the
+            policy's (or the default one); a retry goes to another endpoint whenever there
+            is one. See ``docs/upstreams.md``.
         clock: monotonic clock; sleep: blocking sleep (default `time.sleep`, looked up at
             each wait); wall_clock: `time.time`, used to read HTTP-date `Retry-After`
             values. Inject fakes in tests.
@@ -120,6 +127,7 @@ class ResilientTransport(BaseTransport):
         deadline_header: str | None = None,
         max_hosts: int = DEFAULT_MAX_HOSTS,
         retry_statuses: frozenset[int] | set[int] | tuple[int, ...] = DEFAULT_RETRY_STATUSES,
+        upstreams: Iterable[Upstream] = (),
         clock: _validate.Clock = time.monotonic,
         sleep: Callable[[float], object] | None = None,
         wall_clock: _validate.Clock = time.time,
@@ -134,6 +142,7 @@ class ResilientTransport(BaseTransport):
             retry_statuses=retry_statuses,
             clock=clock,
             wall_clock=wall_clock,
+            upstreams=check_upstreams(upstreams),
         )
         self._sleep: Callable[[float], object] = (
             _blocking_sleep if sleep is None else check_sleep(sleep)
@@ -149,6 +158,11 @@ class ResilientTransport(BaseTransport):
     def breakers(self) -> BreakerMap:
         """Each authority (``scheme://host:port``) seen so far and its live breaker."""
         return BreakerMap(self._core.hosts)
+
+    @property
+    def upstreams(self) -> UpstreamMap:
+        """Each upstream by name, live: ``.endpoints`` with url, healthy, in_flight..."""
+        return upstream_map(self._core.routes)
 
     def handle_request(self, request: Request) -> Response:
         """Send *request* through the inner transport, retrying as the rules allow."""
@@ -176,7 +190,10 @@ class ResilientTransport(BaseTransport):
         inner = self._inner
         request = call.request
         limit = core.buffer_limit
+        route = call.route
         while True:
+            if route is not None:
+                refresh(route.pool)  # re-reads the resolver when the set is older than refresh
             core.before_attempt(call)
             failure: Exception | None = None
             with http_attempt(request, call.attempt - 1) as attempt:
@@ -267,6 +284,7 @@ class AsyncResilientTransport(AsyncBaseTransport):
         deadline_header: str | None = None,
         max_hosts: int = DEFAULT_MAX_HOSTS,
         retry_statuses: frozenset[int] | set[int] | tuple[int, ...] = DEFAULT_RETRY_STATUSES,
+        upstreams: Iterable[Upstream] = (),
         clock: _validate.Clock = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] | None = None,
         wall_clock: _validate.Clock = time.time,
@@ -281,6 +299,8 @@ class AsyncResilientTransport(AsyncBaseTransport):
             retry_statuses=retry_statuses,
             clock=clock,
             wall_clock=wall_clock,
+            upstreams=check_upstreams(upstreams),
+            is_async=True,
         )
         self._sleep: Callable[[float], Awaitable[object]] = (
             _async_sleep if sleep is None else check_sleep(sleep)
@@ -298,6 +318,11 @@ class AsyncResilientTransport(AsyncBaseTransport):
     def breakers(self) -> BreakerMap:
         """Each authority (``scheme://host:port``) seen so far and its live breaker."""
         return BreakerMap(self._core.hosts)
+
+    @property
+    def upstreams(self) -> UpstreamMap:
+        """Each upstream by name, live: ``.endpoints`` with url, healthy, in_flight..."""
+        return upstream_map(self._core.routes)
 
     async def handle_async_request(self, request: Request) -> Response:
         """Send *request* through the inner transport, retrying as the rules allow."""
@@ -325,7 +350,10 @@ class AsyncResilientTransport(AsyncBaseTransport):
         inner = self._inner
         request = call.request
         limit = core.buffer_limit
+        route = call.route
         while True:
+            if route is not None:
+                await arefresh(route.pool)  # re-reads the resolver when the set is stale
             core.before_attempt(call)
             failure: Exception | None = None
             with http_attempt(request, call.attempt - 1) as attempt:

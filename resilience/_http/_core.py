@@ -37,6 +37,7 @@ from ..backoff import TenacityWait
 from ._compat import ByteStream, Request
 from ._hosts import DEFAULT_BREAKER_NAME, DEFAULT_HOST_BREAKER, HostBreakers
 from ._overrides import EXTENSION, parse_overrides
+from ._routing import Route, Routes
 from ._rules import (
     HTTPX_ERRORS,
     IDEMPOTENCY_HEADER,
@@ -118,6 +119,7 @@ class Call:
         "permit",
         "request",
         "retry",
+        "route",
         "scope",
         "started",
         "state",
@@ -128,6 +130,8 @@ class Call:
         self.base_extensions = request.extensions
         self.attempt = 0
         self.breaker: CircuitBreaker | None = None
+        # Set when the request's host is an upstream's name: its endpoints are picked per attempt.
+        self.route: Route | None = None
         # The deadline active for the attempt (read again by the drivers while the answer
         # arrives), and the timeout parts it shortened below the transport's own.
         self.expiry: Expiry | None = None
@@ -165,6 +169,7 @@ class TransportCore:
         "policy_timeout",
         "retry",
         "retry_statuses",
+        "routes",
         "wall_clock",
     )
 
@@ -181,6 +186,8 @@ class TransportCore:
         clock: _validate.Clock,
         wall_clock: _validate.Clock,
         errors: ErrorKinds = HTTPX_ERRORS,
+        upstreams: tuple[object, ...] = (),
+        is_async: bool = False,
     ) -> None:
         self.errors = errors
         if idempotency_keys is True:
@@ -253,6 +260,15 @@ class TransportCore:
             if policy is None or template is not None
             else None
         )
+        # Endpoints always have a breaker: the policy's template, else the transport's
+        # default per-host one (also when the policy has no breaker).
+        if template is None:
+            factory = partial(CircuitBreaker, clock=self.clock, **DEFAULT_HOST_BREAKER)
+        self.routes: Routes | None = (
+            Routes(upstreams, base=base, breaker=factory, clock=self.clock, is_async=is_async)
+            if upstreams
+            else None
+        )
 
     # ------------------------------------------------------------------ per request
 
@@ -299,6 +315,11 @@ class TransportCore:
         scope = self.policy_timeout
         if scope is not None and (call.scope is None or scope < call.scope):
             call.scope = scope
+        routes = self.routes
+        if routes is not None:
+            call.route = routes.route(request)
+            if call.route is not None:
+                return call  # each attempt takes its endpoint's breaker
         if self.hosts is not None:
             call.breaker = self.hosts.get(request.url)
         return call
@@ -349,6 +370,19 @@ class TransportCore:
             if call.attempt > 1:
                 extensions[RESEND_COUNT_EXTENSION] = call.attempt - 1
             request.extensions = extensions
+        route = call.route
+        if route is not None:
+            try:
+                endpoint, permit = route.pick(request)
+            except Exception as exc:
+                if call.attempt > 1:
+                    exc.add_note(f"resilience.httpx: rejected before attempt {call.attempt}")
+                raise
+            # Sent despite its breaker (ejection cap, panic mode): nothing to record in it.
+            call.breaker = endpoint.breaker if permit is not None else None
+            call.permit = permit or 0
+            call.started = route.started
+            return
         breaker = call.breaker
         if breaker is not None:
             try:
@@ -364,6 +398,8 @@ class TransportCore:
         breaker = call.breaker
         if breaker is not None:
             breaker.release(call.permit)
+        if call.route is not None:
+            call.route.release(call.request)
 
     def after_error(self, call: Call, exc: Exception) -> float | None:
         """Record a failed attempt; return the wait before the next one, or None to stop.
@@ -379,15 +415,18 @@ class TransportCore:
         """
         kinds = self.errors
         breaker = call.breaker
+        counted = (
+            isinstance(exc, kinds.transport)
+            and not isinstance(exc, kinds.caller_errors)
+            and not budget_cut(exc, call.cut, kinds)
+        )
         if breaker is not None:
-            if (
-                isinstance(exc, kinds.transport)
-                and not isinstance(exc, kinds.caller_errors)
-                and not budget_cut(exc, call.cut, kinds)
-            ):
+            if counted:
                 breaker.record_exception(call.permit, exc, breaker.clock() - call.started)
             else:
                 breaker.release(call.permit)
+        if call.route is not None:
+            call.route.end(call.request, ok=not counted)
         if isinstance(exc, kinds.timeout):
             expiry = current_deadline()
             if expiry is not None and expiry.remaining() <= _DEADLINE_SLACK:
@@ -420,6 +459,8 @@ class TransportCore:
                 breaker.record_failure(call.permit, duration)
             else:
                 breaker.record_success(call.permit, duration)
+        if call.route is not None:
+            call.route.end(call.request, ok=status < 500)
         if call.retry is None or status not in self.retry_statuses:
             return None
         retry_after = None

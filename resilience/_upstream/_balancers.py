@@ -185,7 +185,11 @@ class Balancer(abc.ABC):
 
 
 class _PowerOfTwo(Balancer):
-    """Draw two different endpoints, keep the one `_better` prefers."""
+    """Draw two different endpoints, keep the one `_better` prefers.
+
+    The subclasses inline the common case (equal weights, nothing excluded): a pick runs
+    on every attempt, and a method call per comparison would double its cost.
+    """
 
     __slots__ = ()
 
@@ -193,28 +197,21 @@ class _PowerOfTwo(Balancer):
     def _better(self, a: Endpoint, b: Endpoint, now: float) -> Endpoint:
         """The less loaded of *a* and *b* (*a* on a tie: the draw already was random)."""
 
-    def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
-        """The better of two endpoints drawn at random (in proportion to their weights)."""
-        table = self._table
+    def _pick_general(
+        self, table: _Table, now: float, exclude: Collection[Endpoint]
+    ) -> Endpoint | None:
+        """Weighted draws, or draws that avoid *exclude* while others are left."""
         members = table.members
-        count = len(members)
-        if count <= 1:
-            return members[0] if count else None
+        if len(members) <= 1:
+            return members[0] if members else None
         if exclude:
             first = self._draw_allowed(table, exclude)
             if first is None:
-                return self.pick(now)  # nothing else in rotation: an excluded one it is
+                return self._pick_general(table, now, ())  # only excluded ones are left
             second = self._draw_allowed(table, (*exclude, first))
-            return first if second is None else self._better(first, second, now)
-        if not table.weighted:
-            rand = self._random
-            i = min(int(rand() * count), count - 1)
-            j = min(int(rand() * (count - 1)), count - 2)
-            if j >= i:
-                j += 1  # uniform over the others
-            return self._better(members[i], members[j], now)
-        first = self._draw(table)
-        second = self._draw_allowed(table, (first,))
+        else:
+            first = self._draw(table)
+            second = self._draw_allowed(table, (first,))
         return first if second is None else self._better(first, second, now)
 
 
@@ -223,6 +220,24 @@ class LeastRequest(_PowerOfTwo):
 
     name: ClassVar[str] = "least_request"
     __slots__ = ()
+
+    def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
+        """Of two endpoints drawn at random, the one with fewer requests in flight."""
+        table = self._table
+        members = table.members
+        count = len(members)
+        if exclude or table.weighted or count < 2:
+            return self._pick_general(table, now, exclude)
+        rand = self._random
+        i = int(rand() * count)
+        j = int(rand() * (count - 1))
+        if i == count:  # a random() of 1.0 from a sloppy source, or a rounding up
+            i -= 1
+        if j >= i:
+            j = j + 1 if j + 1 < count else i - 1  # uniform over the others
+        a = members[i]
+        b = members[j]
+        return b if b.in_flight < a.in_flight else a
 
     def _better(self, a: Endpoint, b: Endpoint, now: float) -> Endpoint:
         if a.weight == b.weight:
@@ -235,6 +250,24 @@ class PeakEwma(_PowerOfTwo):
 
     name: ClassVar[str] = "peak_ewma"
     __slots__ = ()
+
+    def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
+        """Of two endpoints drawn at random, the one with the lower latency x load."""
+        table = self._table
+        members = table.members
+        count = len(members)
+        if exclude or table.weighted or count < 2:
+            return self._pick_general(table, now, exclude)
+        rand = self._random
+        i = int(rand() * count)
+        j = int(rand() * (count - 1))
+        if i == count:
+            i -= 1
+        if j >= i:
+            j = j + 1 if j + 1 < count else i - 1
+        a = members[i]
+        b = members[j]
+        return b if b.load(now) < a.load(now) else a
 
     def _better(self, a: Endpoint, b: Endpoint, now: float) -> Endpoint:
         return b if b.load(now) / b.weight < a.load(now) / a.weight else a

@@ -21,7 +21,7 @@ import math
 import threading
 import weakref
 from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from .. import _validate
 from .._breaker._breaker import CircuitState
@@ -53,15 +53,10 @@ _EJECTING: Final = frozenset({CircuitState.OPEN.value, CircuitState.FORCED_OPEN.
 _RETURNING: Final = frozenset({CircuitState.CLOSED.value, CircuitState.DISABLED.value})
 
 
-class Lease(NamedTuple):
-    """An endpoint chosen for one attempt, and the breaker permit taken for it.
-
-    *permit* is None when the endpoint is sent to despite its breaker (kept in the rotation
-    by the ejection cap or panic mode): then nothing is recorded in the breaker.
-    """
-
-    endpoint: Endpoint
-    permit: int | None
+Lease: TypeAlias = tuple[Endpoint, int | None]
+"""An endpoint chosen for one attempt, and the breaker permit taken for it (a plain tuple:
+one is made per attempt). The permit is None when the endpoint is sent to despite its
+breaker (kept in the rotation by the ejection cap or panic mode): nothing is recorded then."""
 
 
 def parse_endpoints(raw: object) -> tuple[tuple[Address, ...], int]:
@@ -129,10 +124,10 @@ class Pool:
         >>> pool = Pool(Upstream("doc-pool", endpoints=["http://10.0.0.1:80"]),
         ...             breaker=lambda url: CircuitBreaker(f"doc-pool:{url}", clock=clock),
         ...             clock=clock, random=random.Random(1).random)
-        >>> lease = pool.pick()
-        >>> lease.endpoint.url, lease.endpoint.in_flight
+        >>> endpoint, permit = pool.pick(clock())
+        >>> endpoint.url, endpoint.in_flight
         ('http://10.0.0.1:80', 1)
-        >>> pool.finish(lease, 0.01)
+        >>> pool.finish(endpoint, permit, 0.01, clock())
     """
 
     __slots__ = (
@@ -140,7 +135,6 @@ class Pool:
         "_balancer",
         "_breaker",
         "_by_url",
-        "_clock",
         "_decay",
         "_dirty",
         "_ejected",
@@ -153,7 +147,9 @@ class Pool:
         "_refresh",
         "_refreshed_at",
         "_refreshing",
+        "clock",
         "name",
+        "resolver",
         "upstream",
     )
 
@@ -168,8 +164,9 @@ class Pool:
     ) -> None:
         self.upstream = upstream
         self.name = upstream.name
+        self.resolver = upstream.resolver
         self._breaker = breaker
-        self._clock = clock
+        self.clock = clock
         self._decay = decay
         self._balancer = make_balancer(upstream.balancer, random)
         self._lock = threading.Lock()
@@ -195,11 +192,6 @@ class Pool:
         return self._endpoints
 
     @property
-    def clock(self) -> _validate.Clock:
-        """The transport's clock (the pool's time is in its seconds)."""
-        return self._clock
-
-    @property
     def balancer(self) -> str:
         """The balancer's name."""
         return self._balancer.name
@@ -211,66 +203,94 @@ class Pool:
 
     def rotation(self) -> tuple[tuple[Endpoint, ...], frozenset[Endpoint], bool]:
         """The rotation as of now: (members, forced members, panic mode)."""
-        self._current(self._clock())
+        self._current(self.clock())
         return self._balancer.members, self._forced, self._panic
 
     # ------------------------------------------------------------------ per attempt
 
-    def pick(self, exclude: Collection[Endpoint] = ()) -> Lease:
-        """Choose an endpoint for one attempt and take its breaker permit.
+    def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Lease:
+        """Choose an endpoint for one attempt at *now* and take its breaker permit.
 
         Endpoints in *exclude* (already tried by this request) are avoided whenever another
         is in the rotation. Raises `CircuitOpenError` when no endpoint can take the attempt
         (every one ejected, or its probe slots taken), and `LookupError` when the upstream
         has no endpoints at all (its resolver never answered).
         """
-        now = self._clock()
         if self._dirty or now >= self._next_check:
             self._rebuild(now)
+        endpoint = self._balancer.pick(now, exclude)
+        if endpoint is None:
+            return self._pick_again(now, exclude, None, None)
+        if endpoint.forced:
+            endpoint.start()
+            return endpoint, None
+        breaker = endpoint.breaker
+        assert breaker is not None
+        try:
+            permit = breaker.acquire()
+        except CircuitOpenError as exc:
+            return self._pick_again(now, exclude, endpoint, exc)
+        if not endpoint.closed:
+            self._dirty = True  # a probe slot taken: the rotation may change
+        with endpoint.lock:  # endpoint.start(), inlined: this runs on every attempt
+            endpoint.in_flight += 1
+        return endpoint, permit
+
+    def _pick_again(
+        self,
+        now: float,
+        exclude: Collection[Endpoint],
+        refused: Endpoint | None,
+        last: CircuitOpenError | None,
+    ) -> Lease:
+        """The slow path of `pick`: an endpoint's breaker refused (it moved since the rotation
+        was decided, or its probe slots are taken), or nothing was left to pick."""
         balancer = self._balancer
         soft = exclude
-        refused: tuple[Endpoint, ...] = ()
-        last: CircuitOpenError | None = None
+        refusals: tuple[Endpoint, ...] = () if refused is None else (refused,)
+        if refused is not None:
+            self._dirty = True
         for _ in range(len(self._endpoints) + 2):
-            endpoint = balancer.pick(now, (*soft, *refused) if refused else soft)
+            if refused is None and not refusals and not soft:
+                break  # the first pick found nothing, with nothing excluded
+            endpoint = balancer.pick(now, (*soft, *refusals))
+            refused = None
             if endpoint is None:
                 break
-            if endpoint in refused:
+            if endpoint in refusals:
                 if soft:
                     soft = ()  # the tried endpoints are all that is left: try them again
                     continue
                 break
-            if endpoint in self._forced:
+            if endpoint.forced:
                 endpoint.start()
-                return Lease(endpoint, None)
+                return endpoint, None
             breaker = endpoint.breaker
             assert breaker is not None
             try:
                 permit = breaker.acquire()
             except CircuitOpenError as exc:
-                # Its breaker moved since the rotation was decided, or a probe slot is taken.
                 self._dirty = True
-                refused = (*refused, endpoint)
+                refusals = (*refusals, endpoint)
                 last = exc
                 continue
-            if breaker.state is not _CLOSED:
-                self._dirty = True  # a probe slot taken: the rotation may change
+            if not endpoint.closed:
+                self._dirty = True
             endpoint.start()
-            return Lease(endpoint, permit)
+            return endpoint, permit
         raise self._nothing_to_pick(now, last)
 
-    def finish(self, lease: Lease, rtt: float, *, ok: bool = True) -> None:
-        """The attempt of *lease* ended after *rtt* seconds (*ok*: not a failure)."""
-        endpoint = lease.endpoint
-        endpoint.finish(rtt, self._clock(), ok=ok)
-        if lease.permit is not None:
-            breaker = endpoint.breaker
-            if breaker is not None and breaker.state is not _CLOSED:
-                self._dirty = True  # a probe ended: its slot may be free again
+    def finish(
+        self, endpoint: Endpoint, permit: int | None, rtt: float, now: float, ok: bool = True
+    ) -> None:
+        """The attempt on *endpoint* ended at *now* after *rtt* seconds (*ok*: no failure)."""
+        endpoint.finish(rtt, now, ok)
+        if permit is not None and not endpoint.closed:
+            self._dirty = True  # a probe ended: its slot may be free again
 
-    def release(self, lease: Lease) -> None:
-        """The attempt of *lease* was cancelled: count it out, learn nothing from it."""
-        lease.endpoint.release()
+    def release(self, endpoint: Endpoint) -> None:
+        """The attempt on *endpoint* was cancelled: count it out, learn nothing from it."""
+        endpoint.release()
         self._dirty = True
 
     def _nothing_to_pick(self, now: float, last: CircuitOpenError | None) -> Exception:
@@ -321,6 +341,9 @@ class Pool:
                 return
             self._forced = frozenset(endpoints[i] for i in verdict.forced)
             self._ejected = tuple(endpoints[i] for i in verdict.ejected)
+            for i, endpoint in enumerate(endpoints):
+                endpoint.forced = i in verdict.forced
+                endpoint.closed = health[i].state == "closed"
             self._panic = verdict.panic
             self._next_check = next_check
             self._balancer.rebuild([endpoints[i] for i in verdict.members])
@@ -352,7 +375,7 @@ class Pool:
         self._dirty = True
         new = event.new_state
         if new in _EJECTING:
-            now = self._clock()
+            now = self.clock()
             if endpoint.ejected_at is None:
                 endpoint.ejected_at = now
             endpoint.ejections += 1
@@ -368,7 +391,7 @@ class Pool:
                 )
             )
         elif new in _RETURNING and endpoint.ejected_at is not None:
-            out_for = max(0.0, self._clock() - endpoint.ejected_at)
+            out_for = max(0.0, self.clock() - endpoint.ejected_at)
             endpoint.ejected_at = None
             endpoint.ejections = 0
             emit(EndpointReturned(name=self.name, endpoint=endpoint.url, ejected_for=out_for))

@@ -107,12 +107,12 @@ def dns(host: str, port: int, *, scheme: str = "http") -> DnsResolver:
 
 def refresh(pool: Pool) -> None:
     """Re-read *pool*'s resolver if a read is due (the sync transport, before a pick)."""
-    clock = pool.clock
-    now = clock()
+    resolver = pool.resolver
+    if resolver is None:
+        return  # a fixed list of endpoints
+    now = pool.clock()
     if not pool.claim_refresh(now):
         return
-    resolver = pool.upstream.resolver
-    assert resolver is not None
     try:
         raw = resolver()
         if inspect.isawaitable(raw):
@@ -139,11 +139,12 @@ async def arefresh(pool: Pool) -> None:
     An ``async def`` resolver (or one with an ``aresolve`` method, like `dns`) is awaited;
     a plain function runs in a worker thread, so it cannot block the event loop.
     """
+    resolver = pool.resolver
+    if resolver is None:
+        return
     now = pool.clock()
     if not pool.claim_refresh(now):
         return
-    resolver = pool.upstream.resolver
-    assert resolver is not None
     try:
         aresolve = getattr(resolver, "aresolve", None)
         if aresolve is not None:

@@ -10,6 +10,7 @@ import pytest
 
 from resilience import CircuitBreaker, CircuitOpenError, CircuitState, events
 from resilience._upstream._config import Upstream
+from resilience._upstream._endpoints import Endpoint
 from resilience._upstream._pool import Lease, Pool, parse_endpoints
 from resilience.testing import FakeClock
 
@@ -48,20 +49,24 @@ def make_pool(
     return Pool(upstream, breaker=breaker, clock=clock, random=random.Random(seed).random)
 
 
+def pick(pool: Pool, exclude: tuple[Endpoint, ...] = ()) -> Lease:
+    return pool.pick(pool.clock(), exclude)
+
+
 def fail(pool: Pool, lease: Lease) -> None:
-    breaker = lease.endpoint.breaker
-    assert breaker is not None
-    if lease.permit is not None:
-        breaker.record_failure(lease.permit)
-    pool.finish(lease, 0.001, ok=False)
+    endpoint, permit = lease
+    assert endpoint.breaker is not None
+    if permit is not None:
+        endpoint.breaker.record_failure(permit)
+    pool.finish(endpoint, permit, 0.001, pool.clock(), ok=False)
 
 
 def succeed(pool: Pool, lease: Lease, rtt: float = 0.01) -> None:
-    breaker = lease.endpoint.breaker
-    assert breaker is not None
-    if lease.permit is not None:
-        breaker.record_success(lease.permit)
-    pool.finish(lease, rtt, ok=True)
+    endpoint, permit = lease
+    assert endpoint.breaker is not None
+    if permit is not None:
+        endpoint.breaker.record_success(permit)
+    pool.finish(endpoint, permit, rtt, pool.clock(), ok=True)
 
 
 def eject(pool: Pool, url: str) -> None:
@@ -71,14 +76,14 @@ def eject(pool: Pool, url: str) -> None:
     for _ in range(2):
         permit = endpoint.breaker.acquire()
         endpoint.start()
-        fail(pool, Lease(endpoint, permit))
+        fail(pool, (endpoint, permit))
 
 
-def picks(pool: Pool, n: int, exclude: tuple[object, ...] = ()) -> Counter[str]:
+def picks(pool: Pool, n: int, exclude: tuple[Endpoint, ...] = ()) -> Counter[str]:
     counts: Counter[str] = Counter()
     for _ in range(n):
-        lease = pool.pick(exclude)  # type: ignore[arg-type]
-        counts[lease.endpoint.url] += 1
+        lease = pick(pool, exclude)
+        counts[lease[0].url] += 1
         succeed(pool, lease)
     return counts
 
@@ -93,11 +98,11 @@ def test_each_endpoint_gets_its_own_breaker(clock: FakeClock) -> None:
 def test_pick_takes_a_permit_and_counts_in_flight(clock: FakeClock) -> None:
     """A lease carries the breaker's permit and counts the attempt in flight until finished."""
     pool = make_pool(clock)
-    lease = pool.pick()
-    assert lease.permit is not None
-    assert lease.endpoint.in_flight == 1
+    lease = pick(pool)
+    assert lease[1] is not None
+    assert lease[0].in_flight == 1
     succeed(pool, lease)
-    assert lease.endpoint.in_flight == 0
+    assert lease[0].in_flight == 0
 
 
 def test_open_breaker_ejects_and_emits(clock: FakeClock, seen: list[events.Event]) -> None:
@@ -122,10 +127,10 @@ def test_probe_success_returns_the_endpoint(clock: FakeClock, seen: list[events.
     pool = make_pool(clock, balancer="round_robin")
     eject(pool, URLS[0])
     clock.advance(10)
-    leases = [pool.pick() for _ in range(3)]
-    probe = next(lease for lease in leases if lease.endpoint.url == URLS[0])
-    assert probe.endpoint.breaker is not None
-    assert probe.endpoint.breaker.state is CircuitState.HALF_OPEN
+    leases = [pick(pool) for _ in range(3)]
+    probe = next(lease for lease in leases if lease[0].url == URLS[0])
+    assert probe[0].breaker is not None
+    assert probe[0].breaker.state is CircuitState.HALF_OPEN
     # While the probe runs, the endpoint is out (its only slot is taken).
     assert URLS[0] not in picks(pool, 30)
     succeed(pool, probe)
@@ -142,8 +147,8 @@ def test_failed_probe_ejects_again_and_counts(clock: FakeClock, seen: list[event
     eject(pool, URLS[2])
     clock.advance(10)
     for _ in range(3):
-        lease = pool.pick()
-        if lease.endpoint.url == URLS[2]:
+        lease = pick(pool)
+        if lease[0].url == URLS[2]:
             fail(pool, lease)
         else:
             succeed(pool, lease)
@@ -162,9 +167,9 @@ def test_ejection_cap_keeps_endpoints_in_without_permit(
     eject(pool, urls[1])
     forced = Counter[str]()
     for _ in range(400):
-        lease = pool.pick()
-        if lease.permit is None:
-            forced[lease.endpoint.url] += 1
+        lease = pick(pool)
+        if lease[1] is None:
+            forced[lease[0].url] += 1
         succeed(pool, lease)
     assert set(forced) == {urls[1]}
     assert urls[0] not in picks(pool, 100)
@@ -190,7 +195,7 @@ def test_nothing_left_raises_circuit_open(clock: FakeClock) -> None:
     eject(pool, URLS[0])
     clock.advance(4)
     with pytest.raises(CircuitOpenError) as caught:
-        pool.pick()
+        pick(pool)
     assert caught.value.breaker == f"pool:{URLS[0]}"
     assert caught.value.retry_after == pytest.approx(6.0)
 
@@ -237,7 +242,7 @@ def test_resolver_sets_endpoints_and_keeps_state(
     assert pool.claim_refresh(clock())
     pool.resolved(URLS[:2], clock())
     first = pool.endpoints[0]
-    lease = pool.pick()
+    lease = pick(pool)
     assert not pool.claim_refresh(clock())  # fresh
     clock.advance(5)
     assert pool.claim_refresh(clock())
@@ -246,8 +251,8 @@ def test_resolver_sets_endpoints_and_keeps_state(
     assert [e.url for e in pool.endpoints] == [URLS[0], URLS[2]]
     assert pool.endpoints[0] is first
     # The attempt on a removed endpoint still finishes on its own state.
-    pool.finish(lease, 0.01)
-    assert lease.endpoint.in_flight == 0
+    pool.finish(*lease, 0.01, clock())
+    assert lease[0].in_flight == 0
     assert seen[-1] == events.UpstreamEndpointsChanged(name="svc", added=1, removed=1, endpoints=2)
 
 
@@ -261,10 +266,10 @@ def test_endpoint_back_while_in_flight_is_the_same(clock: FakeClock) -> None:
         random=random.Random(1).random,
     )
     pool.resolved(URLS[:1], clock())
-    lease = pool.pick()
+    lease = pick(pool)
     pool.resolved(URLS[1:], clock())
     pool.resolved(URLS, clock())
-    assert pool.endpoints[0] is lease.endpoint
+    assert pool.endpoints[0] is lease[0]
     assert pool.endpoints[0].in_flight == 1
 
 
@@ -305,7 +310,7 @@ def test_failed_first_read_lets_the_next_request_read(clock: FakeClock) -> None:
     assert pool.claim_refresh(clock())
     pool.resolve_failed(OSError(), clock())
     with pytest.raises(LookupError, match="no endpoints"):
-        pool.pick()
+        pick(pool)
     assert pool.claim_refresh(clock())
 
 
@@ -359,10 +364,10 @@ def test_dropped_pool_frees_its_breakers(clock: FakeClock) -> None:
 def test_release_counts_out_without_learning(clock: FakeClock) -> None:
     """release() ends a cancelled attempt: in-flight back to 0, latency untouched."""
     pool = make_pool(clock)
-    lease = pool.pick()
-    pool.release(lease)
-    assert lease.endpoint.in_flight == 0
-    assert lease.endpoint.cost(clock()) == 0.0
+    lease = pick(pool)
+    pool.release(lease[0])
+    assert lease[0].in_flight == 0
+    assert lease[0].cost(clock()) == 0.0
 
 
 def pool_with(clock: FakeClock, factory: Callable[[str], CircuitBreaker]) -> Pool:
