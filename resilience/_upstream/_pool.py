@@ -44,7 +44,7 @@ from ._rotation import Health, rotation
 if TYPE_CHECKING:
     from .._breaker._breaker import CircuitBreaker
 
-__all__ = ["Lease", "Pool", "parse_endpoints"]
+__all__ = ["Lease", "Pool", "live_pools", "parse_endpoints"]
 
 _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
@@ -83,6 +83,20 @@ def parse_endpoints(raw: object) -> tuple[tuple[Address, ...], int]:
         if len(found) < MAX_ENDPOINTS:
             found.setdefault(parsed.url, parsed)
     return tuple(found.values()), bad
+
+
+_live: weakref.WeakSet[Pool] = weakref.WeakSet()
+_live_lock: Final = threading.Lock()
+
+
+def live_pools() -> list[Pool]:
+    """Every pool of every live transport, sorted by upstream name (for status pages).
+
+    Held weakly: a dropped transport's upstreams leave the list.
+    """
+    with _live_lock:
+        pools = list(_live)
+    return sorted(pools, key=lambda pool: pool.name)
 
 
 class _Watch:
@@ -183,6 +197,8 @@ class Pool:
         self._refreshing = False
         if upstream.addresses:
             self._apply(upstream.addresses)
+        with _live_lock:
+            _live.add(self)
 
     # ------------------------------------------------------------------ reading
 

@@ -10,13 +10,14 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._breaker._breaker import CircuitState
+from ._pool import live_pools
 
 if TYPE_CHECKING:
     from .._breaker._breaker import CircuitBreaker
     from ._endpoints import Endpoint
     from ._pool import Pool
 
-__all__ = ["EndpointView", "UpstreamMap", "UpstreamView"]
+__all__ = ["EndpointView", "UpstreamMap", "UpstreamView", "all_upstreams"]
 
 
 class EndpointView:
@@ -192,3 +193,15 @@ class UpstreamMap(Mapping[str, UpstreamView]):
 
     def __repr__(self) -> str:
         return f"UpstreamMap({list(self._pools)!r})"
+
+
+def all_upstreams() -> list[UpstreamView]:
+    """A live view of every upstream of every live transport, by name (status pages).
+
+    Two transports with an upstream of the same name are both listed.
+
+    Example:
+        >>> all(isinstance(view, UpstreamView) for view in all_upstreams())
+        True
+    """
+    return [UpstreamView(pool) for pool in live_pools()]

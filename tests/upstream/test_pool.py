@@ -383,3 +383,17 @@ def test_forced_open_endpoint_is_ejected(clock: FakeClock) -> None:
     assert URLS[0] not in picks(pool, 60)
     breaker.reset()
     assert URLS[0] in picks(pool, 60)
+
+
+def test_live_pools_lists_every_upstream_weakly(clock: FakeClock) -> None:
+    """all_upstreams() shows each live pool (for status pages) and forgets dropped ones."""
+    import gc
+
+    from resilience._upstream._view import all_upstreams
+
+    pool = make_pool(clock, prefix="listed")
+    assert any(view.name == "svc" and view.endpoints for view in all_upstreams())
+    names_before = [v.name for v in all_upstreams()]
+    del pool
+    gc.collect()
+    assert len([v.name for v in all_upstreams()]) == len(names_before) - 1
