@@ -3,7 +3,7 @@ routing costs per request.
 
 Three endpoints in a child process (``bench._upstreamserver``): healthy ones answer in
 5 ms; one is 10x slower; in the second scenario another fails half its requests with a 503.
-Eight concurrent callers send GETs through `AsyncResilientTransport` with each balancer,
+Four concurrent callers send GETs through `AsyncResilientTransport` with each balancer,
 through a naive client that picks an endpoint at random with no retries and no ejection,
 and (first scenario) through a pool of the two healthy endpoints alone: the reference the
 slowed pool should come close to. Figures: caller-visible errors (an exception or a 5xx),
@@ -34,7 +34,7 @@ from ._servers import ROOT, _wait_for_port
 BASE = 0.005
 SLOW = 10 * BASE
 FAIL = 0.5
-CONCURRENCY = 8
+CONCURRENCY = 4
 BALANCERS = ("peak_ewma", "least_request", "round_robin", "random")
 
 P99 = "upstream: p99 latency, 3 endpoints"

@@ -192,7 +192,7 @@ class ResilientTransport(BaseTransport):
         limit = core.buffer_limit
         route = call.route
         while True:
-            if route is not None:
+            if route is not None and route.pool.resolver is not None:
                 refresh(route.pool)  # re-reads the resolver when the set is older than refresh
             core.before_attempt(call)
             failure: Exception | None = None
@@ -352,7 +352,7 @@ class AsyncResilientTransport(AsyncBaseTransport):
         limit = core.buffer_limit
         route = call.route
         while True:
-            if route is not None:
+            if route is not None and route.pool.resolver is not None:
                 await arefresh(route.pool)  # re-reads the resolver when the set is stale
             core.before_attempt(call)
             failure: Exception | None = None

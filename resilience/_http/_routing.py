@@ -78,9 +78,10 @@ class Route:
         endpoint = self.endpoint
         if endpoint is not None:
             self.endpoint = None
-            pool = self.pool
-            now = pool.clock()
-            pool.finish(endpoint, self.permit, now - self.started, now, ok)
+            now = self.pool.clock()
+            endpoint.finish(now - self.started, now, ok)
+            if self.permit is not None and not endpoint.closed:
+                self.pool.probe_ended()
         request.url = self.logical
 
     def release(self, request: Request) -> None:

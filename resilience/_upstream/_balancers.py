@@ -46,6 +46,7 @@ MAX_CYCLE: Final = 4096
 """Longest weighted round-robin cycle; weights are scaled down to fit (each keeps >= 1)."""
 
 _TRIES: Final = 8
+_exp: Final = math.exp
 """Draws that may land on an excluded endpoint before a pick scans for an allowed one."""
 
 
@@ -267,7 +268,18 @@ class PeakEwma(_PowerOfTwo):
             j = j + 1 if j + 1 < count else i - 1
         a = members[i]
         b = members[j]
-        return b if b.load(now) < a.load(now) else a
+        # Endpoint.load, inlined for both (this runs on every attempt).
+        cost_a = a.ewma
+        cost_b = b.ewma
+        if cost_a == 0.0 or cost_b == 0.0:
+            return b if b.load(now) < a.load(now) else a
+        age_a = now - a.stamp
+        age_b = now - b.stamp
+        if age_a > 0.0:
+            cost_a *= _exp(-age_a / a.decay)
+        if age_b > 0.0:
+            cost_b *= _exp(-age_b / b.decay)
+        return b if cost_b * (b.in_flight + 1) < cost_a * (a.in_flight + 1) else a
 
     def _better(self, a: Endpoint, b: Endpoint, now: float) -> Endpoint:
         return b if b.load(now) / b.weight < a.load(now) / a.weight else a

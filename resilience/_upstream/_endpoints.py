@@ -78,17 +78,17 @@ class Endpoint:
 
     __slots__ = (
         "__weakref__",
-        "_cost",
-        "_stamp",
         "address",
         "breaker",
         "closed",
         "decay",
         "ejected_at",
         "ejections",
+        "ewma",
         "forced",
         "in_flight",
         "lock",
+        "stamp",
         "url",
         "weight",
     )
@@ -107,8 +107,8 @@ class Endpoint:
         self.breaker = breaker
         self.decay = decay
         self.in_flight = 0
-        self._cost = 0.0
-        self._stamp = 0.0
+        self.ewma = 0.0
+        self.stamp = 0.0
         self.lock = threading.Lock()
         # When the breaker last left CLOSED (None while it is closed), and how many times in a
         # row it opened since it was last closed: ejection order and the events' numbers.
@@ -147,10 +147,16 @@ class Endpoint:
         """
         with self.lock:
             self.in_flight -= 1
-            cost = self._cost
-            if ok or rtt > cost:
-                self._cost = peak_ewma(cost, self._stamp, rtt, now, self.decay)
-                self._stamp = now
+            cost = self.ewma
+            if rtt >= cost:
+                self.ewma = rtt  # `peak_ewma`, inlined: this runs after every attempt
+                self.stamp = now
+            elif ok:
+                elapsed = now - self.stamp
+                if elapsed > 0.0:
+                    weight = _exp(-elapsed / self.decay)
+                    self.ewma = cost * weight + rtt * (1.0 - weight)
+                    self.stamp = now
 
     def release(self) -> None:
         """An attempt counted by `start` ended with nothing to learn (cancelled)."""
@@ -159,7 +165,7 @@ class Endpoint:
 
     def cost(self, now: float) -> float:
         """The latency estimate at *now*, in seconds (0.0 before the first answer)."""
-        return decayed(self._cost, self._stamp, now, self.decay)
+        return decayed(self.ewma, self.stamp, now, self.decay)
 
     def load(self, now: float) -> float:
         """Peak EWMA x (requests in flight + 1): what the ``peak_ewma`` balancer compares.
@@ -168,10 +174,10 @@ class Endpoint:
         `PENALTY` per request while busy.
         """
         pending = self.in_flight
-        cost = self._cost
+        cost = self.ewma
         if cost == 0.0:
             return PENALTY + pending if pending > 0 else 0.0
-        elapsed = now - self._stamp  # `decayed`, inlined: this runs twice per pick
+        elapsed = now - self.stamp  # `decayed`, inlined: this runs twice per pick
         if elapsed > 0.0:
             cost *= _exp(-elapsed / self.decay)
         return cost * (pending + 1)

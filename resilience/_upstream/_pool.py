@@ -304,6 +304,10 @@ class Pool:
         if permit is not None and not endpoint.closed:
             self._dirty = True  # a probe ended: its slot may be free again
 
+    def probe_ended(self) -> None:
+        """An attempt holding a probe slot ended: the rotation may change."""
+        self._dirty = True
+
     def release(self, endpoint: Endpoint) -> None:
         """The attempt on *endpoint* was cancelled: count it out, learn nothing from it."""
         endpoint.release()
