@@ -379,9 +379,11 @@ class TransportCore:
                     exc.add_note(f"resilience.httpx: rejected before attempt {call.attempt}")
                 raise
             # Sent despite its breaker (ejection cap, panic mode): nothing to record in it.
-            call.breaker = endpoint.breaker if permit is not None else None
+            breaker = endpoint.breaker if permit is not None else None
+            call.breaker = breaker
             call.permit = permit or 0
-            call.started = route.started
+            if breaker is not None:
+                call.started = breaker.clock()  # the breaker's own clock, for slow calls
             return
         breaker = call.breaker
         if breaker is not None:

@@ -480,3 +480,25 @@ def test_async_cancelled_attempt_is_counted_out() -> None:
         assert request.url == "http://svc/z"
 
     asyncio.run(main())
+
+
+def test_slow_calls_are_timed_on_the_breakers_clock() -> None:
+    """An endpoint breaker with its own clock times attempts on that clock (slow calls)."""
+    breaker_clock = FakeClock()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        breaker_clock.advance(2.0)  # the attempt takes 2 s on the breaker's clock
+        return httpx.Response(200)
+
+    policy = Policy(
+        breaker=CircuitBreaker(
+            "slowclock", slow_call_duration=1.0, minimum_calls=1, clock=breaker_clock
+        )
+    )
+    transport = ResilientTransport(
+        httpx.MockTransport(answer), upstreams=[Upstream("svc", endpoints=[A])], policy=policy
+    )
+    with httpx.Client(transport=transport) as http:
+        http.get("http://svc/")
+    (endpoint,) = transport.upstreams["svc"].endpoints
+    assert endpoint.breaker.state is CircuitState.OPEN  # the one call was slow
