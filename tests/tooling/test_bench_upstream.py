@@ -40,5 +40,9 @@ def test_overhead_rows_are_differences() -> None:
     calls = {r.library: r.value for r in rows if r.case == case_upstream.CALL}
     costs = {r.library: r.value for r in rows if r.case == case_upstream.OVERHEAD}
     assert set(costs) == {f"resilience (upstream, {b})" for b in case_upstream.BALANCERS}
+    plain = calls["resilience (plain host)"]
+    assert plain is not None
     for library, cost in costs.items():
-        assert cost == pytest.approx(calls[library] - calls["resilience (plain host)"])
+        routed = calls[library]
+        assert routed is not None
+        assert cost == pytest.approx(routed - plain)
