@@ -6,9 +6,14 @@
     python -m bench --markdown       # the tables docs/performance.md holds, on stdout
     python -m bench --update-docs    # write them into docs/performance.md
     python -m bench --only breaker   # cases whose key contains "breaker"
+    python -m bench --save base.json # also write the run's JSON document to a file
+    python -m bench --compare base.json   # also print each row's ratio to a saved run
     python -m bench --profile breaker-sync   # cProfile of our side of one happy path
 
-Exit status 1 when any contender raised an unexpected error (a "not built yet" is no error).
+Exit status 1 when any contender raised an unexpected error (an unsupported feature is none).
+A comparison never changes the exit status: on a shared machine figures move by 10-30 %, so
+``--compare`` flags a row WORSE only beyond ``--tolerance`` (20 % unless given) and leaves the
+verdict to a reader (rerun before believing a single flag).
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from . import (
@@ -29,6 +33,7 @@ from . import (
     case_faults,
     case_httpx,
     case_idempotency,
+    case_import,
     case_memory,
     case_messaging,
     case_policy,
@@ -36,14 +41,18 @@ from . import (
     case_upstream,
 )
 from ._harness import (
+    NOISE,
     Case,
     Row,
     Settings,
+    compare,
     environment,
     log,
-    ratio,
+    render_comparison,
     render_markdown,
     render_text,
+    rows_from_document,
+    run_document,
     summary,
 )
 from ._profile import TARGETS
@@ -56,12 +65,25 @@ CASES: list[Case] = [
     *case_concurrency.CASES,
     *case_httpx.CASES,
     *case_memory.CASES,
+    *case_import.CASES,
     *case_faults.CASES,
     *case_idempotency.CASES,
     *case_defaults.CASES,
     *case_messaging.CASES,
     *case_upstream.CASES,
 ]
+
+
+def _share(text: str) -> float:
+    """A --tolerance: a share >= 0 (0.2 is 20 %)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0.0 or value == float("inf"):
+        msg = f"must be a share >= 0 such as 0.2 (20 per cent), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -76,6 +98,25 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only", action="append", default=[], metavar="KEY", help="cases whose key contains KEY"
+    )
+    parser.add_argument(
+        "--save", metavar="FILE", type=Path, help="also write the run as JSON into FILE"
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="FILE",
+        type=Path,
+        help="also print each row's ratio to the same row of a saved run (--save or --json)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=_share,
+        default=NOISE,
+        metavar="SHARE",
+        help=(
+            f"--compare flags changes beyond this share "
+            f"(default {NOISE:g}: {NOISE * 100:.0f} per cent)"
+        ),
     )
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--seed", type=int, default=20261129, help="seed for order and faults")
@@ -112,9 +153,19 @@ def update_docs(path: Path, report: str) -> None:
     path.write_text(f"{head}{START}\n{report}\n{END}{tail}")
 
 
+def load_saved(path: Path) -> list[Row]:
+    """The rows of a saved run; a missing or unreadable file stops before anything runs."""
+    try:
+        return rows_from_document(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        msg = f"--compare {path}: {exc}"
+        raise SystemExit(msg) from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected cases and print the table; returns the exit status."""
     args = parse(argv)
+    saved = load_saved(args.compare) if args.compare is not None else None
     if args.list:
         for case in CASES:
             print(f"{case.key:16} {case.title}")
@@ -137,14 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment()
     env["load average"] = f"{load_before} at the start, {env['load average']} at the end"
     mode = "quick" if settings.quick else "full"
+    document = run_document(mode, elapsed, env, rows)
+    if args.save is not None:
+        args.save.write_text(json.dumps(document, indent=2) + "\n")
+        log(f"[bench] saved the run to {args.save}")
     if args.json:
-        document = {
-            "mode": mode,
-            "elapsed_seconds": round(elapsed, 1),
-            "environment": env,
-            "rows": [{**asdict(row), "ratio_to_ours": ratio(row, rows)} for row in rows],
-            "summary": summary(rows),
-        }
         json.dump(document, sys.stdout, indent=2)
         print()
     elif args.update_docs or args.markdown:
@@ -163,6 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nSpeed, ours against the fastest peer:")
         for line in summary(rows):
             print(f"- {line}")
+    if saved is not None:
+        # Beside a JSON or markdown document on stdout, the comparison goes to stderr.
+        out = sys.stdout if not (args.json or args.markdown) else sys.stderr
+        print(f"\nAgainst the saved run {args.compare}:\n", file=out)
+        print(render_comparison(compare(rows, saved), args.tolerance), file=out)
     errors = [row for row in rows if row.error]
     for row in errors:
         log(f"[bench] ERROR {row.case} / {row.variant} / {row.library}: {row.note}")

@@ -1,16 +1,15 @@
 """Timing, result rows and rendering shared by every case.
 
 A case builds *contenders* (a bare baseline, our side, each peer), times them interleaved in
-shuffled rounds inside one process, and returns one `Row` per contender. Our side is imported
-lazily through `ours()`: while its module has not landed, the row says ``n/a: not built yet``
-instead of failing the run.
+shuffled rounds inside one process, and returns one `Row` per contender. A contender that
+cannot run says why in its row (``n/a`` for a peer without the feature, else an error) instead
+of failing the run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import importlib
 import importlib.metadata
 import inspect
 import os
@@ -22,7 +21,7 @@ import sys
 import time
 import timeit
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 Better = Literal["lower", "higher"]
@@ -43,26 +42,8 @@ PEERS = (
 )
 
 
-class NotBuilt(Exception):
-    """Our side of a case cannot run yet: the module it needs has not landed."""
-
-
 class Unsupported(Exception):
     """A peer has no equivalent for this case (e.g. pybreaker has no asyncio support)."""
-
-
-def ours(module: str, name: str) -> Any:
-    """Return `name` from our `module`, or raise NotBuilt while it does not exist yet.
-
-    Example:
-        >>> ours("resilience._errors", "ConfigError").__name__
-        'ConfigError'
-    """
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        msg = f"{module}.{name} not built yet"
-        raise NotBuilt(msg) from exc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,7 +93,7 @@ class Contender:
     """Something to measure: `build()` returns the callable (sync, or async for async cases).
 
     `build` may be a coroutine function (async cases build inside the running loop) and may
-    raise NotBuilt for our side.
+    raise Unsupported for a peer without the feature.
     """
 
     library: str
@@ -143,11 +124,9 @@ def median(samples: Sequence[float]) -> float:
 def failed_row(
     case: str, variant: str, contender: Contender, unit: str, better: Better, exc: BaseException
 ) -> Row:
-    """The row for a contender that could not run: n/a while not built, else an error."""
+    """The row for a contender that could not run: n/a when unsupported, else an error."""
     error = False
-    if isinstance(exc, NotBuilt):
-        note = "n/a: not built yet"
-    elif isinstance(exc, Unsupported):
+    if isinstance(exc, Unsupported):
         note = f"n/a: {exc}"
     else:
         note = f"error: {type(exc).__name__}: {str(exc)[:80]}"
@@ -471,11 +450,12 @@ def render_markdown(rows: Sequence[Row]) -> str:
     return "\n".join(out).rstrip()
 
 
-def render_text(rows: Sequence[Row]) -> str:
-    """An aligned plain-text table per case."""
-    table = [_cells(row, rows, bold=False) for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(HEADERS)]
-    right = {2, 3}
+def _aligned(
+    headers: Sequence[str], groups: Sequence[tuple[str, list[list[str]]]], right: set[int]
+) -> str:
+    """Plain-text tables, one per (heading, lines) group, columns aligned across all."""
+    table = [cells for _, lines in groups for cells in lines]
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
@@ -483,11 +463,123 @@ def render_text(rows: Sequence[Row]) -> str:
         ).rstrip()
 
     out = []
-    for _, case_rows in _groups(rows):
-        out += [_heading(case_rows), line(HEADERS), line(["-" * w for w in widths])]
-        out += [line(_cells(r, rows, bold=False)) for r in case_rows]
+    for heading, lines in groups:
+        out += [heading, line(headers), line(["-" * w for w in widths])]
+        out += [line(cells) for cells in lines]
         out.append("")
     return "\n".join(out).rstrip()
+
+
+def render_text(rows: Sequence[Row]) -> str:
+    """An aligned plain-text table per case."""
+    groups = [
+        (_heading(case_rows), [_cells(r, rows, bold=False) for r in case_rows])
+        for _, case_rows in _groups(rows)
+    ]
+    return _aligned(HEADERS, groups, right={2, 3})
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison with a saved run (--save, --compare)
+
+NOISE = 0.20  # default --tolerance: absolute figures move 10-30 % between runs on 2 cores
+
+
+def run_document(
+    mode: str, elapsed: float, env: dict[str, str], rows: Sequence[Row]
+) -> dict[str, Any]:
+    """The JSON document of a run: what --json prints and --save writes."""
+    return {
+        "mode": mode,
+        "elapsed_seconds": round(elapsed, 1),
+        "environment": env,
+        "rows": [{**asdict(row), "ratio_to_ours": ratio(row, rows)} for row in rows],
+        "summary": summary(rows),
+    }
+
+
+def rows_from_document(document: Any) -> list[Row]:
+    """The rows of a saved run (a --save file or --json output); ValueError if it is none.
+
+    Example:
+        >>> rows_from_document({"rows": [{"case": "c", "variant": "v", "library": "l",
+        ...     "role": "us", "value": 2.0, "unit": "ns/call", "better": "lower",
+        ...     "ratio_to_ours": 1.0}]})[0].value
+        2.0
+    """
+    names = {field.name for field in fields(Row)}
+    try:
+        return [Row(**{k: v for k, v in item.items() if k in names}) for item in document["rows"]]
+    except (KeyError, TypeError, AttributeError) as exc:
+        msg = f"not a saved bench run (python -m bench --save FILE writes one): {exc!r}"
+        raise ValueError(msg) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A row of this run beside the same row (case, library, variant) of a saved run."""
+
+    row: Row
+    base: Row | None
+
+    @property
+    def factor(self) -> float | None:
+        """This run's value divided by the saved one; None unless both have a value."""
+        if self.base is None or self.row.value is None or not self.base.value:
+            return None
+        return self.row.value / self.base.value
+
+    def verdict(self, tolerance: float) -> str:
+        """WORSE or better beyond *tolerance* (a share, 0.2 = 20 %), given which way is better.
+
+        Example:
+            >>> now = Row(case="c", variant="v", library="l", role="us", value=130.0,
+            ...           unit="ns/call", better="lower")
+            >>> base = Row(case="c", variant="v", library="l", role="us", value=100.0,
+            ...            unit="ns/call", better="lower")
+            >>> Change(now, base).verdict(0.2), Change(now, base).verdict(0.5)
+            ('WORSE', '')
+        """
+        factor = self.factor
+        if factor is None:
+            return "new" if self.base is None else "n/a"
+        up, down = factor > 1.0 + tolerance, factor < 1.0 / (1.0 + tolerance)
+        if self.row.better == "higher":
+            up, down = down, up
+        return "WORSE" if up else "better" if down else ""
+
+
+def compare(rows: Sequence[Row], saved: Sequence[Row]) -> list[Change]:
+    """Each row of this run with its saved twin, matched by case, library and variant."""
+    by_key = {(r.case, r.library, r.variant): r for r in saved}
+    return [Change(row, by_key.get((row.case, row.library, row.variant))) for row in rows]
+
+
+COMPARE_HEADERS = ["variant", "library", "saved", "now", "now ÷ saved", ""]
+
+
+def render_comparison(changes: Sequence[Change], tolerance: float = NOISE) -> str:
+    """An aligned table per case: the saved figure, this run's, their ratio and a verdict."""
+    groups: dict[str, list[Change]] = {}
+    for change in changes:
+        groups.setdefault(change.row.case, []).append(change)
+    tables = []
+    for case_changes in groups.values():
+        lines = []
+        for change in case_changes:
+            factor = change.factor
+            lines.append(
+                [
+                    change.row.variant,
+                    change.row.library,
+                    format_value(None if change.base is None else change.base.value),
+                    format_value(change.row.value),
+                    "—" if factor is None else f"{factor:.2f}x",
+                    change.verdict(tolerance),
+                ]
+            )
+        tables.append((_heading([c.row for c in case_changes]), lines))
+    return _aligned(COMPARE_HEADERS, tables, right={2, 3, 4})
 
 
 SPEED_UNITS = frozenset({"ns/call", "req/s", "µs/request"})

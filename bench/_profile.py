@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 
-from ._harness import CHUNK, NotBuilt, ours
+from resilience.httpx import AsyncResilientTransport, ResilientTransport
+
+from ._harness import CHUNK
 from .case_breaker import HOUR, aboom, anoop, atripped, boom, noop, our_breaker, tripped
 from .case_httpx import _amock_get, _answer, _mock_get
 from .case_policy import our_policy
@@ -64,8 +66,8 @@ TARGETS: dict[str, tuple[Callable[[], Any], bool, bool]] = {
 
 def _transport(is_async: bool) -> Any:
     """client.get through our transport on an in-memory inner transport (no network)."""
-    name = "AsyncResilientTransport" if is_async else "ResilientTransport"
-    transport = ours("resilience.httpx", name)(inner=httpx.MockTransport(_answer))
+    ours = AsyncResilientTransport if is_async else ResilientTransport
+    transport = ours(inner=httpx.MockTransport(_answer))
     wrap = _amock_get if is_async else _mock_get
     return wrap(transport)
 
@@ -97,13 +99,9 @@ def profile(target: str) -> int:
         return 2
     build, is_async, failing = TARGETS[target]
     calls = TRANSPORT_CALLS if target.startswith("transport") else CALLS
-    try:
-        if is_async:
-            return asyncio.run(_profile_async(target, build, failing, calls))
-        fn = build()
-    except NotBuilt as exc:
-        print(f"{target}: n/a ({exc})")
-        return 0
+    if is_async:
+        return asyncio.run(_profile_async(target, build, failing, calls))
+    fn = build()
     seconds = timeit.timeit(lambda: _sync_loop(fn, calls, failing), number=1)
     print(f"{target}: {seconds * 1e9 / calls:,.0f} ns/call without the profiler")
     profiler = cProfile.Profile()

@@ -13,6 +13,8 @@ import circuitbreaker
 import purgatory
 import pybreaker
 
+from resilience import CircuitBreaker
+
 from ._harness import (
     Case,
     Contender,
@@ -21,7 +23,6 @@ from ._harness import (
     Unsupported,
     bench_async,
     bench_sync,
-    ours,
 )
 
 CLOSED = "breaker closed"
@@ -80,9 +81,9 @@ def no_asyncio() -> Any:
 # Closed
 
 
-def our_breaker(name: str, **options: Any) -> Any:
-    """A fresh breaker of ours (n/a while resilience._breaker._breaker has not landed)."""
-    return ours("resilience._breaker._breaker", "CircuitBreaker")(name, **options)
+def our_breaker(name: str, **options: Any) -> CircuitBreaker:
+    """A fresh breaker of ours."""
+    return CircuitBreaker(name, **options)
 
 
 def closed_sync() -> list[Contender]:

@@ -15,8 +15,10 @@ from typing import Any
 import httpx
 import httpx_retries
 
+from resilience.httpx import AsyncResilientTransport, ResilientTransport
+
 from ._faultserver import GET_BODY, FaultServer
-from ._harness import Case, Contender, Row, Settings, failed_row, ours
+from ._harness import Case, Contender, Row, Settings, failed_row
 
 CLOSE = 0.10
 CUT = 0.10
@@ -25,10 +27,6 @@ POST_TITLE = "faults: POSTs that succeed (same faults)"
 EFFECT_TITLE = "faults: times a POST's side effect ran, worst POST"
 OK_UNIT = "% ok"
 EFFECT_UNIT = "runs (max per POST)"
-
-
-def _ours(name: str, **options: Any) -> Any:
-    return ours("resilience.httpx", name)(**options)
 
 
 def _retries(**options: Any) -> Any:
@@ -46,13 +44,13 @@ def get_contenders(is_async: bool) -> list[Contender]:
     if is_async:
         return [
             Contender("httpx (bare)", "baseline", httpx.AsyncHTTPTransport),
-            Contender("resilience", "us", lambda: _ours("AsyncResilientTransport")),
+            Contender("resilience", "us", AsyncResilientTransport),
             Contender("httpx-retries", "peer", lambda: _aretries(total=2), "3 attempts like ours"),
             Contender("httpx-retries (defaults)", "peer", _aretries, "11 attempts, no backoff"),
         ]
     return [
         Contender("httpx (bare)", "baseline", httpx.HTTPTransport),
-        Contender("resilience", "us", lambda: _ours("ResilientTransport")),
+        Contender("resilience", "us", ResilientTransport),
         Contender("httpx-retries", "peer", lambda: _retries(total=2), "3 attempts like ours"),
         Contender("httpx-retries (defaults)", "peer", _retries, "11 attempts, no backoff"),
     ]
@@ -60,16 +58,16 @@ def get_contenders(is_async: bool) -> list[Contender]:
 
 def post_contenders(is_async: bool) -> list[Contender]:
     """Clients for the POST run, including a blind POST retry for contrast."""
-    ours_name = "AsyncResilientTransport" if is_async else "ResilientTransport"
+    ours = AsyncResilientTransport if is_async else ResilientTransport
     make = _aretries if is_async else _retries
     bare = httpx.AsyncHTTPTransport if is_async else httpx.HTTPTransport
     return [
         Contender("httpx (bare)", "baseline", bare),
-        Contender("resilience", "us", lambda: _ours(ours_name), "no key: POST not retried"),
+        Contender("resilience", "us", ours, "no key: POST not retried"),
         Contender(
             "resilience (idempotency_keys=True)",
             "us",
-            lambda: _ours(ours_name, idempotency_keys=True),
+            lambda: ours(idempotency_keys=True),
             "a key per POST; the server dedupes",
         ),
         Contender("httpx-retries (defaults)", "peer", make, "POST never retried"),

@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import httpx_retries
 
+from resilience.httpx import AsyncResilientTransport, ResilientTransport
+
 from ._harness import (
     Case,
     Contender,
@@ -29,7 +31,6 @@ from ._harness import (
     bench_sync,
     failed_row,
     median,
-    ours,
 )
 from ._servers import AppServer
 
@@ -46,7 +47,7 @@ def sync_contenders() -> list[Contender]:
     """Transports for httpx.Client."""
     return [
         Contender("httpx (bare)", "baseline", httpx.HTTPTransport),
-        Contender("resilience", "us", lambda: ours("resilience.httpx", "ResilientTransport")()),
+        Contender("resilience", "us", ResilientTransport),
         Contender("httpx-retries", "peer", lambda: httpx_retries.RetryTransport()),
     ]
 
@@ -55,9 +56,7 @@ def async_contenders() -> list[Contender]:
     """Transports for httpx.AsyncClient."""
     return [
         Contender("httpx (bare)", "baseline", httpx.AsyncHTTPTransport),
-        Contender(
-            "resilience", "us", lambda: ours("resilience.httpx", "AsyncResilientTransport")()
-        ),
+        Contender("resilience", "us", AsyncResilientTransport),
         Contender(
             "httpx-retries",
             "peer",
@@ -198,13 +197,13 @@ def _amock_get(transport: Any) -> Callable[[], Any]:
 def mock_contenders(is_async: bool) -> list[Contender]:
     """Clients whose innermost transport answers from memory."""
     wrap = _amock_get if is_async else _mock_get
-    name = "AsyncResilientTransport" if is_async else "ResilientTransport"
+    ours = AsyncResilientTransport if is_async else ResilientTransport
     return [
         Contender("httpx (bare)", "baseline", lambda: wrap(httpx.MockTransport(_answer))),
         Contender(
             "resilience",
             "us",
-            lambda: wrap(ours("resilience.httpx", name)(inner=httpx.MockTransport(_answer))),
+            lambda: wrap(ours(inner=httpx.MockTransport(_answer))),
         ),
         Contender(
             "httpx-retries",

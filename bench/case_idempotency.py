@@ -27,7 +27,14 @@ from typing import Any
 
 import httpx
 
-from ._harness import Case, Contender, Row, Settings, Unsupported, failed_row, ours
+from resilience import Policy, Retry
+from resilience.backoff import exponential
+from resilience.httpx import ResilientTransport
+from resilience.idempotency import Idempotency
+from resilience.integrations.fastapi import add_resilience
+from resilience.stores import MemoryStore, RedisStore
+
+from ._harness import Case, Contender, Row, Settings, Unsupported, failed_row
 from ._idemserver import IdemServer, fiu_available, read_effects
 
 OVERHEAD_TITLE = "idempotency: server overhead per keyed POST (ASGI, in process)"
@@ -64,16 +71,13 @@ class Campaign:
 
 
 def _client(posts: int) -> httpx.Client:
-    policy = ours("resilience", "Policy")
-    retry = ours("resilience", "Retry")
-    backoff = ours("resilience.backoff", "exponential")
-    transport = ours("resilience.httpx", "ResilientTransport")(
+    transport = ResilientTransport(
         idempotency_keys=True,
-        policy=policy(
-            retry=retry(
+        policy=Policy(
+            retry=Retry(
                 on=httpx.TransportError,
                 attempts=6,
-                backoff=backoff(initial=0.01, maximum=0.2, jitter=True),
+                backoff=exponential(initial=0.01, maximum=0.2, jitter=True),
             )
         ),
         # 409: the same key still runs on the server (its response was lost mid-way).
@@ -151,7 +155,6 @@ def _asgi_app(idempotency: Any) -> Any:
 
     routes = [Route(f"/other/{i}", other, methods=["POST"]) for i in range(8)]
     app = Starlette(routes=[*routes, Route("/orders/{id}", order, methods=["POST"])])
-    add_resilience = ours("resilience.integrations.fastapi", "add_resilience")
     if idempotency is None:
         add_resilience(app)
     else:
@@ -235,10 +238,8 @@ def run_overhead(settings: Settings) -> list[Row]:
     """µs per keyed POST with and without idempotency (MemoryStore), in one event loop."""
     contender = Contender("resilience (MemoryStore)", "us", lambda: None)
     try:
-        idempotency = ours("resilience.idempotency", "Idempotency")
-        store = ours("resilience.stores", "MemoryStore")()
         without = _keyed_post(_asgi_app(None))
-        with_ = _keyed_post(_asgi_app(idempotency(store=store)))
+        with_ = _keyed_post(_asgi_app(Idempotency(store=MemoryStore())))
         number = settings.scale(2_000, 500)
         rounds = settings.scale(15, 5)
         plain, keyed, overhead = asyncio.run(
@@ -276,10 +277,8 @@ def run_round_trips(settings: Settings) -> list[Row]:
     try:
         import redis
 
-        redis_store = ours("resilience.stores", "RedisStore")
-        idempotency = ours("resilience.idempotency", "Idempotency")
         prefix = f"bench-idem:{uuid.uuid4().hex[:10]}:"
-        store = redis_store(redis.Redis(port=REDIS_PORT), prefix=prefix, timeout=1.0)
+        store = RedisStore(redis.Redis(port=REDIS_PORT), prefix=prefix, timeout=1.0)
         try:
             store._client.ping()
         except (redis.RedisError, OSError) as exc:
@@ -295,7 +294,7 @@ def run_round_trips(settings: Settings) -> list[Row]:
             return execute(*args, **kwargs)
 
         try:
-            fn = _keyed_post(_asgi_app(idempotency(store=store)))
+            fn = _keyed_post(_asgi_app(Idempotency(store=store)))
             requests = settings.scale(1_000, 200)
 
             async def drive() -> float:

@@ -18,7 +18,9 @@ import circuitbreaker
 import purgatory
 import pybreaker
 
-from ._harness import Case, Contender, Row, Settings, failed_row, measure, ours
+from resilience.testing import FakeClock
+
+from ._harness import Case, Contender, Row, Settings, failed_row, measure
 from .case_breaker import our_breaker
 
 PER_BREAKER = "memory per breaker (10,000 breakers)"
@@ -146,7 +148,7 @@ def after_calls(
 
 
 def _our_wrap(name: str, **options: Any) -> Callable[[Callable[[], None]], Callable[[], None]]:
-    fake = ours("resilience.testing", "FakeClock")()
+    fake = FakeClock()
     breaker = our_breaker(name, clock=fake, **options)
 
     def wrap(fn: Callable[[], None]) -> Callable[[], None]:

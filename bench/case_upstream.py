@@ -28,7 +28,10 @@ from typing import Any
 
 import httpx
 
-from ._harness import Case, Contender, Row, Settings, bench_sync, failed_row, ours
+from resilience import CircuitBreaker, Policy, Retry, backoff
+from resilience.httpx import AsyncResilientTransport, ResilientTransport, Upstream
+
+from ._harness import Case, Contender, Row, Settings, bench_sync, failed_row
 from ._servers import ROOT, _wait_for_port
 
 BASE = 0.005
@@ -76,14 +79,10 @@ def endpoints(specs: Sequence[tuple[float, float]], seed: int) -> Iterator[list[
             proc.stdout.close()
 
 
-def _policy(name: str) -> Any:
-    resilience = __import__("resilience")
-    backoff = resilience.backoff
-    return resilience.Policy(
-        retry=resilience.Retry(
-            on=httpx.TransportError, attempts=3, backoff=backoff.exponential(0.005, 0.05)
-        ),
-        breaker=resilience.CircuitBreaker(
+def _policy(name: str) -> Policy:
+    return Policy(
+        retry=Retry(on=httpx.TransportError, attempts=3, backoff=backoff.exponential(0.005, 0.05)),
+        breaker=CircuitBreaker(
             name,
             failure_rate=0.5,
             minimum_calls=10,
@@ -135,10 +134,8 @@ async def _drive(make: Callable[[], Any], count: int) -> tuple[list[float], int]
 
 def _ours(urls: Sequence[str], balancer: str) -> Callable[[], Any]:
     def build() -> Any:
-        transport = ours("resilience.httpx", "AsyncResilientTransport")
-        upstream = ours("resilience.httpx", "Upstream")
-        return transport(
-            upstreams=[upstream("svc", endpoints=list(urls), balancer=balancer)],
+        return AsyncResilientTransport(
+            upstreams=[Upstream("svc", endpoints=list(urls), balancer=balancer)],
             policy=_policy(f"bench-upstream-{balancer}"),
         )
 
@@ -228,16 +225,12 @@ def _call(make_transport: Callable[[], Any], url: str) -> Callable[[], Callable[
 
 def _overhead(settings: Settings) -> list[Row]:
     def transport(**options: Any) -> Any:
-        return ours("resilience.httpx", "ResilientTransport")(Instant(), **options)
+        return ResilientTransport(Instant(), **options)
 
     urls = ["http://10.0.0.1:8001", "http://10.0.0.2:8002", "http://10.0.0.3:8003"]
 
     def routed(balancer: str) -> Callable[[], Any]:
-        return lambda: transport(
-            upstreams=[
-                ours("resilience.httpx", "Upstream")("svc", endpoints=urls, balancer=balancer)
-            ]
-        )
+        return lambda: transport(upstreams=[Upstream("svc", endpoints=urls, balancer=balancer)])
 
     contenders = [
         Contender(

@@ -26,17 +26,19 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from . import backoff
-    from ._breaker._breaker import CircuitBreaker, CircuitState
+    from ._breaker._breaker import BreakerConfig, BreakerMetrics, CircuitBreaker, CircuitState
     from ._bulkhead import Bulkhead, bulkhead
     from ._deadline import deadline, remaining
-    from ._fallback import fallback
+    from ._fallback import Fallback, fallback
     from ._idempotency._backend import IdempotencyConflict
     from ._policy import Policy
     from ._retry._budget import RetryBudget
     from ._retry._retry import Retry, retry
-    from ._timeout import timeout
+    from ._timeout import Timeout, timeout
 
 __all__ = [
+    "BreakerConfig",
+    "BreakerMetrics",
     "Bulkhead",
     "BulkheadFull",
     "CircuitBreaker",
@@ -44,11 +46,13 @@ __all__ = [
     "CircuitState",
     "ConfigError",
     "DeadlineExceeded",
+    "Fallback",
     "IdempotencyConflict",
     "Policy",
     "ResilienceError",
     "Retry",
     "RetryBudget",
+    "Timeout",
     "__version__",
     "backoff",
     "bulkhead",
@@ -59,8 +63,11 @@ __all__ = [
     "timeout",
 ]
 
-# Where each public name lives; imported on first use so `import resilience` stays cheap.
+# Where each public name lives; imported on first use so `import resilience` stays cheap
+# (a breaker loads neither the retry engine nor asyncio).
 _LAZY = {
+    "BreakerConfig": "._breaker._breaker",
+    "BreakerMetrics": "._breaker._breaker",
     "CircuitBreaker": "._breaker._breaker",
     "CircuitState": "._breaker._breaker",
     "RetryBudget": "._retry._budget",
@@ -68,16 +75,26 @@ _LAZY = {
     "bulkhead": "._bulkhead",
     "deadline": "._deadline",
     "remaining": "._deadline",
+    "Fallback": "._fallback",
     "fallback": "._fallback",
     "IdempotencyConflict": "._idempotency._backend",
     "Policy": "._policy",
     "Retry": "._retry._retry",
     "retry": "._retry._retry",
+    "Timeout": "._timeout",
     "timeout": "._timeout",
 }
+# Loaded names, kept out of globals(): doctest collects the examples of names it finds in
+# this module's namespace, and which lazy names are loaded depends on what ran before, so
+# they would be collected twice or not at all. Their examples run in their own modules.
+_loaded: dict[str, Any] = {}
 
 
 def __getattr__(name: str) -> Any:
+    try:
+        return _loaded[name]
+    except KeyError:
+        pass
     if name == "backoff":
         return importlib.import_module(".backoff", __name__)
     module = _LAZY.get(name)
@@ -85,7 +102,7 @@ def __getattr__(name: str) -> Any:
         msg = f"module 'resilience' has no attribute {name!r}"
         raise AttributeError(msg)
     value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
+    _loaded[name] = value
     return value
 
 

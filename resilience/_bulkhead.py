@@ -25,6 +25,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from ._deadline import _exceeded, remaining
 from ._errors import BulkheadFull
 from ._observe._events import BulkheadRejected, emit
+from ._public import public
 from ._validate import MAX_CONCURRENT, Duration, duration, required_integer
 from ._validate import name as check_name
 from ._wrapping import wrap_async_generator, wrap_generator, wraps
@@ -498,3 +499,6 @@ def bulkhead(
         ...     return page.upper()
     """
     return Bulkhead(max_concurrent, max_waiting=max_waiting, wait_timeout=wait_timeout, name=name)
+
+
+public("resilience", Bulkhead, bulkhead)

@@ -406,6 +406,10 @@ async def _drive(
         await asyncio.gather(*tasks)
 
 
+def _verdict(response: httpx.Response) -> tuple[str, str]:
+    return (OK if response.status_code == 200 else FAILED), str(response.status_code)
+
+
 def _resilient_client(base_url: str) -> tuple[httpx.AsyncClient, Any]:
     from . import backoff
     from ._policy import Policy
@@ -490,28 +494,14 @@ async def _run(out: Callable[[str], None], style: Style) -> int:
                 return DEADLINE, "DeadlineExceeded"
             except httpx.HTTPError as exc:
                 return FAILED, type(exc).__name__
-            return (
-                (OK, "200")
-                if response.status_code == 200
-                else (
-                    FAILED,
-                    str(response.status_code),
-                )
-            )
+            return _verdict(response)
 
         async def send_bare() -> tuple[str, str]:
             try:
                 response = await bare_client.get("/price")
             except httpx.HTTPError as exc:
                 return FAILED, type(exc).__name__
-            return (
-                (OK, "200")
-                if response.status_code == 200
-                else (
-                    FAILED,
-                    str(response.status_code),
-                )
-            )
+            return _verdict(response)
 
         def breaker_state() -> str:
             breakers = list(transport.breakers.values())

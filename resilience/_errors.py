@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._observe._redact import redact_name
+from ._public import public
 
 __all__ = [
     "BulkheadFull",
@@ -96,5 +97,15 @@ class ConfigError(ResilienceError, ValueError):
         >>> CircuitBreaker("x", failure_rate=1.5)
         Traceback (most recent call last):
         ...
-        resilience._errors.ConfigError: failure_rate must be in (0, 1], got 1.5
+        resilience.ConfigError: failure_rate must be in (0, 1], got 1.5
     """
+
+
+public(
+    "resilience",
+    ResilienceError,
+    CircuitOpenError,
+    BulkheadFull,
+    DeadlineExceeded,
+    ConfigError,
+)

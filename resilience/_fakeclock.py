@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from ._public import public
 from ._validate import required_duration
 
 
@@ -46,3 +47,6 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now!r})"
+
+
+public("resilience.testing", FakeClock)

@@ -12,6 +12,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from ._errors import ConfigError
 from ._observe._events import FallbackUsed, emit, error_name
+from ._public import public
 from ._validate import ExceptionFilter, exception_filter
 from ._validate import name as check_name
 from ._wrapping import CANNOT_REPLACE, decorate, is_generator, refuse_generator
@@ -152,3 +153,6 @@ def fallback(
         'unavailable (ConnectionRefusedError)'
     """
     return Fallback(value_or_callable, on=on, name=name)
+
+
+public("resilience", Fallback, fallback)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from ._bulkhead import Bulkhead
 from ._errors import ConfigError
 from ._fallback import Fallback
+from ._public import public
 from ._timeout import Timeout
 from ._validate import Clock, Duration, duration
 from ._validate import clock as check_clock
@@ -244,3 +245,6 @@ class Policy:
             if value is not None:
                 parts.append(f"{name}={value!r}")
         return f"Policy({', '.join(parts)})"
+
+
+public("resilience", Policy)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import TracebackType
 
+from ._public import public
 from ._validate import integer
 
 __all__ = ["is_testing", "max_attempts", "set_testing", "settings", "wait"]
@@ -120,3 +121,6 @@ def set_testing(testing: bool, *, attempts: int | None = None, cap: bool = True)
     else:
         _settings = None
     return _Scope(previous)
+
+
+public("resilience.testing", is_testing, set_testing)

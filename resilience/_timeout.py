@@ -14,9 +14,10 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import Token
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import ParamSpec, TypeVar, cast
 
-from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry, enter_scope
+from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry, _timed_coroutine, enter_scope
+from ._public import public
 from ._validate import NO_TIMEOUT_HINT, Clock, Duration, required_duration
 from ._validate import clock as check_clock
 from ._wrapping import wrap_async_generator, wrap_generator, wraps
@@ -70,14 +71,7 @@ class Timeout:
                 Callable[P, R], wrap_generator(fn, lambda: _TimedIteration(seconds, clock, fn))
             )
         if inspect.iscoroutinefunction(fn):
-            afn = fn
-
-            @wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with enter_scope(seconds, clock, "the call"):
-                    return await afn(*args, **kwargs)
-
-            return cast(Callable[P, R], async_wrapper)
+            return cast(Callable[P, R], wraps(fn)(_timed_coroutine(fn, seconds, clock)))
         # The hot path, inlined: no earlier outer deadline, so this one is set around the call.
         get = _CURRENT.get
         set_ = _CURRENT.set
@@ -227,3 +221,6 @@ def timeout(seconds: Duration, *, clock: Clock = time.monotonic) -> Timeout:
         True
     """
     return Timeout(seconds, clock=clock)
+
+
+public("resilience", Timeout, timeout)

@@ -40,7 +40,7 @@ from ._observe._events import (
     add_listener,
     remove_listener,
 )
-from ._observe._telemetry import set_meter_provider, set_tracer_provider
+from ._observe._otel_gate import set_meter_provider, set_tracer_provider
 
 __all__ = [
     "BulkheadRejected",

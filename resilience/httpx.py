@@ -53,7 +53,7 @@ from ._http._streams import (
     read_body,
     sized_body,
 )
-from ._observe._telemetry import http_attempt
+from ._observe._otel_gate import http_attempt
 from ._upstream._config import Upstream
 from ._upstream._resolve import arefresh, dns, refresh
 from ._upstream._view import UpstreamMap

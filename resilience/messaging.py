@@ -51,6 +51,7 @@ from ._messaging._settings import (
     DEFAULT_TTL,
     Consumer,
 )
+from ._public import public
 
 __all__ = [
     "ATTEMPTS",
@@ -74,3 +75,17 @@ __all__ = [
     "MissingMessageId",
     "Subscription",
 ]
+
+public(
+    "resilience.messaging",
+    BrokerPort,
+    Consumer,
+    ConsumerPaused,
+    ConsumerResumed,
+    ConsumerTrouble,
+    MessageDeadLettered,
+    MessageDuplicate,
+    MessageRedelivered,
+    MissingMessageId,
+    Subscription,
+)

@@ -3,6 +3,7 @@
 - `FakeClock`: a clock that moves only when the test says so; pass it as ``clock=``.
 - `set_testing` / `is_testing`: test mode, where every retry wait is zero and attempts can
   be capped, process-wide (also honoured by the httpx transports).
+- `capture_events`: every event the library emits inside a ``with`` block, in a list.
 - The pytest plugin (installed with the package) provides the fixtures ``fake_clock`` and
   ``no_waits``.
 
@@ -17,7 +18,44 @@ Example:
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from ._fakeclock import FakeClock
+from ._observe._events import Event, add_listener, remove_listener
 from ._testmode import is_testing, set_testing
 
-__all__ = ["FakeClock", "is_testing", "set_testing"]
+__all__ = ["FakeClock", "capture_events", "is_testing", "set_testing"]
+
+
+@contextmanager
+def capture_events() -> Iterator[list[Event]]:
+    """Collect every event the library emits inside the block, from any thread, in order.
+
+    The list fills while the block runs and keeps its events after it; events are the
+    frozen dataclasses of `resilience.events`. Like structlog's ``capture_logs``, it is a
+    process-wide listener for the block's duration: events from other threads count too.
+
+    Example:
+        >>> from resilience import CircuitBreaker, events
+        >>> from resilience.testing import capture_events
+        >>> with capture_events() as captured:
+        ...     CircuitBreaker("doc-capture").force_open()
+        >>> [(type(e).__name__, e.new_state) for e in captured]
+        [('CircuitStateChanged', 'forced_open')]
+        >>> isinstance(captured[0], events.CircuitStateChanged)
+        True
+    """
+    captured: list[Event] = []
+    lock = threading.Lock()
+
+    def listener(event: Event) -> None:
+        with lock:  # list.append is atomic under the GIL, but not in free-threaded builds
+            captured.append(event)
+
+    add_listener(listener)
+    try:
+        yield captured
+    finally:
+        remove_listener(listener)

@@ -7,13 +7,21 @@ from collections.abc import Iterator
 import pytest
 
 from resilience._deadline import _CURRENT, current_deadline
-from resilience.testing import FakeClock
+from resilience.events import Event
+from resilience.testing import FakeClock, capture_events
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     """A fake clock: time moves only through clock.advance()."""
     return FakeClock()
+
+
+@pytest.fixture
+def events() -> Iterator[list[Event]]:
+    """Every event the library emits during the test, in order."""
+    with capture_events() as captured:
+        yield captured
 
 
 @pytest.fixture(autouse=True)

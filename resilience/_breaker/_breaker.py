@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, TypeVar, cast
 from .. import _validate
 from .._errors import CircuitOpenError, ConfigError
 from .._observe._events import CallRejected, CircuitStateChanged, Event, Listener, emit, wanted
+from .._public import public
 from .._wrapping import wrap_async_generator, wrap_generator, wraps
 from ..backoff import Backoff
 from . import _registry
@@ -38,7 +39,7 @@ from ._windows import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow
 if TYPE_CHECKING:
     from ..stores import BreakerBinding, BreakerStore
 
-__all__ = ["BreakerMetrics", "CircuitBreaker", "CircuitState"]
+__all__ = ["BreakerConfig", "BreakerMetrics", "CircuitBreaker", "CircuitState"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -159,7 +160,14 @@ class BreakerMetrics(Mapping[str, Any]):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerConfig:
-    """The validated settings of a `CircuitBreaker` (see its docstring for each one)."""
+    """The validated settings of a `CircuitBreaker` (see its docstring for each one).
+
+    Example:
+        >>> from resilience import CircuitBreaker
+        >>> config = CircuitBreaker("doc-config", failure_rate=0.25, window=20).config
+        >>> config.failure_rate, config.window, config.open_duration
+        (0.25, 20, 30.0)
+    """
 
     failure_rate: float = DEFAULT_FAILURE_RATE
     consecutive_failures: int | None = None
@@ -1334,3 +1342,6 @@ class _AsyncIteration(_IterationBase):
         tb: TracebackType | None,
     ) -> None:
         self._pause()
+
+
+public("resilience", BreakerConfig, BreakerMetrics, CircuitBreaker, CircuitState)

@@ -11,6 +11,8 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
+from .._observe import _gauges
+
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
 
@@ -24,6 +26,7 @@ def register(breaker: CircuitBreaker) -> None:
     """List *breaker* under its name, replacing any breaker listed under that name."""
     with _lock:
         _breakers[breaker.name] = breaker
+    _gauges.breaker_added()
 
 
 def unregister(breaker: CircuitBreaker) -> None:

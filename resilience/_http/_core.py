@@ -27,7 +27,7 @@ from .._breaker._breaker import CircuitBreaker
 from .._deadline import check_deadline, current_deadline
 from .._errors import ConfigError, DeadlineExceeded
 from .._observe._events import DeadlineExceededEvent, emit, error_name
-from .._observe._telemetry import inject_context
+from .._observe._otel_gate import inject_context
 from .._policy import Policy
 from .._retry._decision import DEFAULT_ATTEMPTS, MAX_RETRY_AFTER, decide
 from .._retry._report import announce
@@ -342,7 +342,7 @@ class TransportCore:
     def before_attempt(self, call: Call) -> None:
         """Check the deadline, set this attempt's timeouts and headers, take a breaker permit.
 
-        The driver then opens the attempt's span (`_telemetry.http_attempt`) and injects the
+        The driver then opens the attempt's span (`_otel_gate.http_attempt`) and injects the
         trace context inside it, so ``traceparent`` names the attempt.
         """
         call.attempt += 1

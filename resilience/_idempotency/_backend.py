@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
 from .._errors import ConfigError, ResilienceError
+from .._public import public
 
 __all__ = [
     "Busy",
@@ -188,3 +189,9 @@ def backend_for(store: object) -> IdempotencyBackend:
         f"object with claim/complete/release and their async twins, got {store!r}"
     )
     raise ConfigError(msg)
+
+
+public("resilience", IdempotencyConflict)
+
+
+public("resilience.idempotency", StoreUnavailable)

@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from .. import _validate
 from .._errors import ConfigError
+from .._public import public
 from ._backend import (
     Busy,
     Claimed,
@@ -218,3 +219,6 @@ def _async_wrapper(fn: Callable[..., Any], runner: _Runner) -> Callable[..., Any
         return value
 
     return wrapper
+
+
+public("resilience.idempotency", idempotent)

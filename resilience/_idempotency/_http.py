@@ -23,6 +23,7 @@ from typing import Final
 
 from .. import _validate
 from .._errors import ConfigError
+from .._public import public
 from ._backend import Busy, ClaimResult, Done, IdempotencyBackend, StoreUnavailable, backend_for
 from ._memory import MemoryStore
 
@@ -360,3 +361,6 @@ class Recorder:
             return None
         # The layout of encode_response, built as the response went by.
         return f"{self._head}\n".encode("latin-1") + b"".join(self._chunks)
+
+
+public("resilience.idempotency", Idempotency)

@@ -9,6 +9,7 @@ import time
 from typing import Final, TypeAlias
 
 from .. import _validate
+from .._public import public
 from ._backend import Busy, Claimed, ClaimResult, Done
 
 __all__ = ["DEFAULT_MAXSIZE", "MemoryStore"]
@@ -135,3 +136,6 @@ class MemoryStore:
                 records.move_to_end(key)
             else:
                 del records[key]
+
+
+public("resilience.stores", MemoryStore)

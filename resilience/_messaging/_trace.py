@@ -15,7 +15,8 @@ from typing import Any, Final
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, StatusCode
 
-from .._observe._telemetry import ERROR_TYPE, _tracer, error_type
+from .._observe._labels import ERROR_TYPE, error_type
+from .._observe._otel import tracer as _tracer
 from ._headers import trace_context
 
 __all__ = ["consumer_span", "producer_span"]

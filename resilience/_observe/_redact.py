@@ -1,10 +1,11 @@
-"""Remove credentials from URLs, names and headers before they reach a log, an event, a
-span, a metric or a status page.
+"""Remove credentials from URLs and names before they reach a log, an event, a span, a
+metric or a status page.
 
 Every place the library emits or shows data goes through here: the ``url.full`` span
 attribute (`redact_url`), and every name given in code or made from a URL (breaker, retry,
 bulkhead and fallback names) in logs, span events, metric labels and the status endpoints
-(`redact_name`). No event carries a header, an argument, a body or an exception message.
+(`redact_name`). No event, log line or span carries a header, an argument, a body or an
+exception message at all, so headers need no redaction rule.
 
 URLs keep their shape (scheme, host, port, path, parameter names) so they stay useful for
 debugging; only the secret parts are replaced: the userinfo becomes ``REDACTED:REDACTED``
@@ -19,9 +20,7 @@ and with its separators removed, it contains a secret word anywhere (`SECRET_WOR
 (``author``, ``keyword``, ``monkey``, ``design``): redacting a harmless value costs little,
 leaking a credential costs a lot. A few short words are secret only as a whole word of the
 name (``sid`` in ``connect.sid``, not in ``inside``), and a few names only as a whole
-(``code``, the OAuth authorization code). Headers that carry a secret word but never a
-credential (`PUBLIC_HEADERS`: ``Idempotency-Key``, ``Sec-WebSocket-Key``,
-``WWW-Authenticate``...) are kept.
+(``code``, the OAuth authorization code).
 """
 
 from __future__ import annotations
@@ -35,10 +34,8 @@ if TYPE_CHECKING:
     from .._http._compat import URL
 
 __all__ = [
-    "PUBLIC_HEADERS",
     "REDACTED",
     "SECRET_WORDS",
-    "is_secret_header",
     "is_secret_parameter",
     "redact_name",
     "redact_url",
@@ -66,29 +63,15 @@ SECRET_WORDS: Final = (
     "token",  # token, accesstoken, access_token, id_token, pageToken
     "xsrf",
 )
-"""A parameter or header name containing one of these (lower-cased, without separators)
-is secret."""
+"""A parameter name containing one of these (lower-cased, without separators) is secret."""
 
 # Too short to match inside other words ("inside", "status_code"): secret as a whole word.
 _SECRET_WHOLE_WORDS: Final = frozenset({"sid", "sas"})
 # Secret only as the whole name.
 _SECRET_WHOLE_NAMES: Final = frozenset({"code"})
 
-PUBLIC_HEADERS: Final = frozenset(
-    {
-        "access-control-allow-credentials",  # "true": a CORS flag
-        "idempotency-key",  # a random request id, sent on purpose on every retry
-        "proxy-authenticate",  # a challenge, not a credential
-        "sec-websocket-key",  # a nonce
-        "www-authenticate",  # a challenge, not a credential
-        "x-idempotency-key",
-    }
-)
-"""Header names with a secret word that never carry a credential: kept as they are."""
-
 _SECRET_PATTERN: Final = re.compile("|".join(SECRET_WORDS))
 _SEPARATORS: Final = re.compile(r"[^a-z0-9]+")
-_PUBLIC_COMPACT: Final = frozenset(_SEPARATORS.sub("", name) for name in PUBLIC_HEADERS)
 # Splits snake_case, kebab-case, dotted names and camelCase into words.
 _WORD_BOUNDARY: Final = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 # Characters that never appear in a name without a URL or query string in it.
@@ -118,21 +101,6 @@ def is_secret_parameter(name: str) -> bool:
         False
     """
     return _secret_name(unquote_plus(name))
-
-
-@lru_cache(maxsize=1024)
-def is_secret_header(name: str) -> bool:
-    """True if a header called *name* may carry a credential.
-
-    Example:
-        >>> is_secret_header("Authorization"), is_secret_header("X-Api-Key")
-        (True, True)
-        >>> is_secret_header("Content-Type"), is_secret_header("Idempotency-Key")
-        (False, False)
-    """
-    if _SEPARATORS.sub("", name.lower()) in _PUBLIC_COMPACT:
-        return False
-    return _secret_name(name)
 
 
 _PAIR_SEPARATORS: Final = re.compile(r"([&;])")

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Final
 
+from .._public import public
 from .._validate import (
     MAX_PER_SECOND,
     MAX_RATIO,
@@ -181,3 +182,6 @@ class RetryBudget:
             f"RetryBudget(ratio={self._ratio!r}, min_per_second={self._min_per_second!r}, "
             f"ttl={self._ttl!r}, available={self.available()})"
         )
+
+
+public("resilience", RetryBudget)

@@ -30,6 +30,7 @@ from .. import _testmode
 from .._deadline import Deadline, current_deadline
 from .._errors import BulkheadFull, CircuitOpenError, ConfigError
 from .._observe._events import error_name
+from .._public import public
 from .._validate import (
     NO_TIMEOUT_HINT,
     Clock,
@@ -581,3 +582,6 @@ def retry(
         sleep=sleep,
         asleep=asleep,
     )
+
+
+public("resilience", Retry, retry)

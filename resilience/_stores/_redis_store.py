@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .. import _validate
 from .._errors import ConfigError
 from .._observe._events import error_name
+from .._public import public
 from .._retry._budget import DEFAULT_MIN_PER_SECOND, DEFAULT_RATIO, DEFAULT_TTL, RetryBudget
 from ._records import (
     EPOCH_SLACK_MS,
@@ -1612,3 +1613,6 @@ class RedisStore:
             binding.dirty = True
             self._dirty = True
             self._wake.set()
+
+
+public("resilience.stores", RedisStore)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from .. import _validate
 from .._errors import ConfigError
+from .._public import public
 
 __all__ = [
     "BALANCERS",
@@ -316,3 +317,6 @@ def _unique(addresses: Iterable[Address]) -> tuple[Address, ...]:
     for item in addresses:
         seen.setdefault(item.url, item)
     return tuple(seen.values())
+
+
+public("resilience.httpx", Upstream)

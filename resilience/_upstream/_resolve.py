@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from .. import _validate
 from .._errors import ConfigError
+from .._public import public
 from ._config import is_async_only
 from ._pool import Pool
 
@@ -162,3 +163,6 @@ async def arefresh(pool: Pool) -> None:
         pool.abandon_refresh()  # cancelled while reading: the next request reads
         raise
     pool.resolved(raw, now)
+
+
+public("resilience.httpx", dns)

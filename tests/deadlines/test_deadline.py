@@ -5,24 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
 from resilience import ConfigError, DeadlineExceeded, deadline, remaining
 from resilience._deadline import Deadline, check_deadline, current_deadline
-from resilience._observe._events import DeadlineExceededEvent, Event, add_listener, remove_listener
+from resilience.events import DeadlineExceededEvent, Event
 from resilience.testing import FakeClock
-
-
-@pytest.fixture
-def events() -> Iterator[list[Event]]:
-    """Every event emitted during the test."""
-    seen: list[Event] = []
-    add_listener(seen.append)
-    yield seen
-    remove_listener(seen.append)
 
 
 async def _forever() -> None:
@@ -53,11 +43,21 @@ def test_timedelta_is_accepted(clock: FakeClock) -> None:
         assert remaining() == 0.25
 
 
-@pytest.mark.parametrize("bad", [-1, float("nan"), "1", None, float("inf")])
+@pytest.mark.parametrize(
+    "bad", [-1, -0.5, float("nan"), "1", None, float("inf"), True, 30 * 86_400 + 1, 10**400]
+)
 def test_invalid_seconds_is_a_config_error(bad: object) -> None:
-    """A negative, non-finite or non-numeric duration fails with ConfigError naming it."""
+    """A negative, non-finite, non-numeric or over-30-days duration fails with ConfigError."""
     with pytest.raises(ConfigError, match="seconds"):
         deadline(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("good", [0, 3, 2.5, 30 * 86_400, timedelta(seconds=4)])
+def test_valid_seconds_become_float(good: float | timedelta) -> None:
+    """Ints, floats and timedeltas up to 30 days are taken, as float seconds."""
+    seconds = deadline(good).seconds
+    assert type(seconds) is float
+    assert seconds == (good.total_seconds() if isinstance(good, timedelta) else good)
 
 
 def test_nested_deadline_keeps_the_earlier_outer(clock: FakeClock) -> None:

@@ -962,7 +962,7 @@ async def test_one_client_span_per_attempt_with_resend_count(mode: str) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import SpanKind
 
-    from resilience._observe._telemetry import set_tracer_provider
+    from resilience.events import set_tracer_provider
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

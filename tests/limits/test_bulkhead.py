@@ -7,22 +7,13 @@ import gc
 import inspect
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 
 from resilience import Bulkhead, BulkheadFull, ConfigError, DeadlineExceeded, bulkhead, deadline
-from resilience._observe._events import BulkheadRejected, Event, add_listener, remove_listener
-
-
-@pytest.fixture
-def events() -> Iterator[list[Event]]:
-    """Every event emitted during the test."""
-    seen: list[Event] = []
-    add_listener(seen.append)
-    yield seen
-    remove_listener(seen.append)
+from resilience.events import BulkheadRejected, Event
 
 
 def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Iterator
 
 import pytest
 
 from resilience import ConfigError, fallback
-from resilience._observe._events import Event, FallbackUsed, add_listener, remove_listener
-
-
-@pytest.fixture
-def events() -> Iterator[list[Event]]:
-    """Every event emitted during the test."""
-    seen: list[Event] = []
-    add_listener(seen.append)
-    yield seen
-    remove_listener(seen.append)
+from resilience.events import Event, FallbackUsed
 
 
 def test_value_replaces_a_matching_error(events: list[Event]) -> None:

@@ -666,7 +666,7 @@ async def test_the_policys_timeout_counts_as_a_failure() -> None:
     port = FakePort()
     sub = subscription(consumer(policy=Policy(attempt_timeout=0.05)), handle, port)
     assert await sub.process(Msg("a")) == "redelivered"
-    assert port.log[0][3]["x-error-type"] == "resilience._errors.DeadlineExceeded"
+    assert port.log[0][3]["x-error-type"] == "resilience.DeadlineExceeded"
 
 
 async def test_a_full_bulkhead_defers_without_a_try() -> None:
@@ -739,7 +739,7 @@ async def test_the_messages_deadline_bounds_the_handler() -> None:
     passed = {"x-deadline": int((WALL - 1.0) * 1000)}
     assert await sub.process(Msg("b", headers=passed)) == "dead_lettered"
     assert len(seen) == 1
-    assert port.log[-1][2]["x-error-type"] == "resilience._errors.DeadlineExceeded"
+    assert port.log[-1][2]["x-error-type"] == "resilience.DeadlineExceeded"
 
 
 async def test_a_sync_handler_runs_in_a_thread_under_the_deadline() -> None:

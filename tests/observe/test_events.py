@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from resilience import CircuitBreaker, events
 from resilience._observe import _events as internal
-from resilience.testing import FakeClock
+from resilience.testing import FakeClock, capture_events
 
 ALL_EVENTS: list[events.Event] = [
     events.CircuitStateChanged(
@@ -50,11 +50,9 @@ def structlog_configured() -> Iterator[None]:
 
 @pytest.fixture
 def listen() -> Iterator[list[events.Event]]:
-    """A process-wide listener collecting events during the test."""
-    seen: list[events.Event] = []
-    events.add_listener(seen.append)
-    yield seen
-    events.remove_listener(seen.append)
+    """Every event emitted during the test (the module name `events` is taken here)."""
+    with capture_events() as captured:
+        yield captured
 
 
 @pytest.mark.parametrize("event", ALL_EVENTS, ids=lambda e: type(e).__name__)
@@ -148,18 +146,56 @@ def test_raising_listener_is_logged_and_never_breaks_the_call(
     ]
 
 
-def test_failing_log_or_telemetry_never_breaks_the_call(
-    monkeypatch: pytest.MonkeyPatch, listen: list[events.Event]
-) -> None:
-    """Errors raised by the logging or telemetry backends stay out of the call."""
+class BrokenSink:
+    """A sink that raises on every event."""
 
-    def boom(*args: Any, **kwargs: Any) -> None:
+    name = "broken"
+
+    def wants(self, level: int) -> bool:
+        return True
+
+    def send(self, event: events.Event) -> None:
         raise RuntimeError("backend bug")
 
-    monkeypatch.setattr(internal, "_log", boom)
-    monkeypatch.setattr(internal, "record_event", boom)
-    internal.emit(ALL_EVENTS[0])
+
+def test_failing_sink_is_logged_and_never_breaks_the_call(
+    caplog: pytest.LogCaptureFixture, listen: list[events.Event]
+) -> None:
+    """A sink that raises is logged by name; listeners and the other sinks still get the event."""
+    broken = BrokenSink()
+    internal.add_sink(broken)
+    internal.add_sink(broken)  # added once only
+    try:
+        with caplog.at_level(logging.DEBUG, logger="resilience"):
+            internal.emit(ALL_EVENTS[0])
+    finally:
+        internal.remove_sink(broken)
     assert listen == [ALL_EVENTS[0]]
+    failures = [
+        r for r in caplog.records if getattr(r, "resilience_event", "") == "listener.failed"
+    ]
+    assert [r.resilience["part"] for r in failures] == ["broken"]  # type: ignore[attr-defined]
+    logged = [
+        r
+        for r in caplog.records
+        if getattr(r, "resilience_event", "") == "circuit_breaker.state_changed"
+    ]
+    assert len(logged) == 1  # the log sink, registered before, still logged the event
+    assert broken not in internal._sinks
+
+
+def test_wanted_asks_listeners_then_sinks(caplog: pytest.LogCaptureFixture) -> None:
+    """An event is wanted when a listener or a sink would take it, and not otherwise."""
+    with caplog.at_level(logging.WARNING, logger="resilience"):
+        assert not internal.wanted(logging.DEBUG)  # quiet log, no SDK, no listener
+        assert internal.wanted(logging.DEBUG, (print,))
+        assert internal.wanted(logging.WARNING)  # the log sink takes warnings now
+        broken = BrokenSink()
+        internal.add_sink(broken)
+        try:
+            assert internal.wanted(logging.DEBUG)
+        finally:
+            internal.remove_sink(broken)
 
 
 def test_faulty_structlog_processor_never_breaks_the_call() -> None:
@@ -269,10 +305,31 @@ def test_listeners_change_while_events_flow() -> None:
     assert all(getattr(x, "__self__", None) is not steady for x in internal._listeners)
 
 
-def test_emit_takes_local_listeners_either_way() -> None:
-    """Local listeners can be passed positionally or as local_listeners=."""
-    first: list[events.Event] = []
-    second: list[events.Event] = []
-    internal.emit(ALL_EVENTS[1], [first.append])
-    internal.emit(ALL_EVENTS[1], local_listeners=[second.append])
-    assert first == second == [ALL_EVENTS[1]]
+def test_capture_events_collects_from_every_thread_and_stops_after() -> None:
+    """capture_events gets each event once, from any thread, and nothing after the block."""
+    before = internal._listeners
+
+    def emit_many() -> None:
+        for _ in range(200):
+            internal.emit(ALL_EVENTS[1])
+
+    with capture_events() as captured:
+        threads = [threading.Thread(target=emit_many) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        internal.emit(ALL_EVENTS[0])
+    internal.emit(ALL_EVENTS[2])
+    assert len(captured) == 4 * 200 + 1
+    assert captured[-1] is ALL_EVENTS[0]
+    assert ALL_EVENTS[2] not in captured
+    assert internal._listeners == before  # the listener left with the block
+
+
+def test_capture_events_leaves_on_error() -> None:
+    """An exception inside the block still removes the listener."""
+    before = internal._listeners
+    with pytest.raises(RuntimeError), capture_events():
+        raise RuntimeError
+    assert internal._listeners == before

@@ -34,7 +34,7 @@ from resilience import (
 )
 from resilience._breaker._registry import all_breakers
 from resilience._observe import _events as internal
-from resilience._observe import _telemetry as telemetry
+from resilience._observe import _labels, _otel, _otel_gate
 from resilience.httpx import ResilientTransport
 
 
@@ -71,11 +71,11 @@ def otel() -> Iterator[Otel]:
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
-    telemetry.set_tracer_provider(tracer_provider)
-    telemetry.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    events.set_tracer_provider(tracer_provider)
+    events.set_meter_provider(MeterProvider(metric_readers=[reader]))
     yield Otel(exporter, reader, tracer_provider)
-    telemetry.set_tracer_provider(None)
-    telemetry.set_meter_provider(None)
+    events.set_tracer_provider(None)
+    events.set_meter_provider(None)
 
 
 def request(method: str = "GET", url: str = "https://api.test/items?page=2") -> httpx.Request:
@@ -87,8 +87,8 @@ def request(method: str = "GET", url: str = "https://api.test/items?page=2") -> 
 
 def test_no_sdk_means_a_shared_do_nothing_attempt() -> None:
     """Without an SDK, http_attempt returns one shared object and starts no span."""
-    first = telemetry.http_attempt(request(), 0)
-    second = telemetry.http_attempt(request(), 3)
+    first = _otel_gate.http_attempt(request(), 0)
+    second = _otel_gate.http_attempt(request(), 3)
     assert first is second
     with first as attempt:
         attempt.response(503)
@@ -107,8 +107,8 @@ def test_no_sdk_passes_incoming_context_through() -> None:
     token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(parent)))
     try:
         headers = httpx.Headers()
-        with telemetry.http_attempt(request(), 0):
-            telemetry.inject_context(headers)
+        with _otel_gate.http_attempt(request(), 0):
+            _otel_gate.inject_context(headers)
     finally:
         otel_context.detach(token)
     assert headers["traceparent"] == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -117,15 +117,15 @@ def test_no_sdk_passes_incoming_context_through() -> None:
 def test_no_context_injects_nothing() -> None:
     """With no SDK and no incoming context, no header is written."""
     headers: dict[str, str] = {}
-    telemetry.inject_context(headers)
+    _otel_gate.inject_context(headers)
     assert headers == {}
 
 
 def test_no_sdk_events_touch_nothing() -> None:
     """Without an SDK, emitting an event adds no span event and builds no instrument."""
     internal.emit(events.RetryScheduled(name="f", attempt=1, wait=0.1, error="E"))
-    assert telemetry._instruments() is None
-    assert telemetry._tracer() is None
+    assert _otel.instruments() is None
+    assert _otel.tracer() is None
 
 
 # ---------------------------------------------------------------------------- HTTP spans
@@ -133,7 +133,7 @@ def test_no_sdk_events_touch_nothing() -> None:
 
 def test_attempt_span_follows_http_conventions(otel: Otel) -> None:
     """One CLIENT span named after the method, with the required HTTP attributes."""
-    with telemetry.http_attempt(request(), 0) as attempt:
+    with _otel_gate.http_attempt(request(), 0) as attempt:
         attempt.response(200)
     (span,) = otel.finished()
     assert span.name == "GET"
@@ -153,7 +153,7 @@ def test_attempt_span_follows_http_conventions(otel: Otel) -> None:
 def test_resend_count_only_on_resends(otel: Otel) -> None:
     """The first attempt has no resend count; the n-th resend has n."""
     for resend in range(3):
-        with telemetry.http_attempt(request(), resend) as attempt:
+        with _otel_gate.http_attempt(request(), resend) as attempt:
             attempt.response(503)
     counts = [(s.attributes or {}).get("http.request.resend_count") for s in otel.finished()]
     assert counts == [None, 1, 2]
@@ -162,7 +162,7 @@ def test_resend_count_only_on_resends(otel: Otel) -> None:
 @pytest.mark.parametrize(("status", "error"), [(404, "404"), (503, "503"), (302, None)])
 def test_error_statuses_mark_the_span(otel: Otel, status: int, error: str | None) -> None:
     """4xx and 5xx set status ERROR and error.type to the code; other codes leave it unset."""
-    with telemetry.http_attempt(request(), 0) as attempt:
+    with _otel_gate.http_attempt(request(), 0) as attempt:
         attempt.response(status)
     (span,) = otel.finished()
     assert (span.attributes or {}).get("error.type") == error
@@ -175,7 +175,7 @@ def test_exception_sets_qualified_error_type(otel: Otel) -> None:
     """An exception leaving the block becomes error.type (fully qualified), no message kept."""
     with (
         pytest.raises(httpx.ConnectError),
-        telemetry.http_attempt(request(url="http://u:pw@h.test/?token=t0k3n"), 1),
+        _otel_gate.http_attempt(request(url="http://u:pw@h.test/?token=t0k3n"), 1),
     ):
         raise httpx.ConnectError("cannot reach http://u:pw@h.test/?token=t0k3n")
     (span,) = otel.finished()
@@ -191,7 +191,7 @@ def test_exception_sets_qualified_error_type(otel: Otel) -> None:
 
 def test_error_reported_explicitly(otel: Otel) -> None:
     """attempt.error(exc) marks the span even when the exception does not leave the block."""
-    with telemetry.http_attempt(request(), 0) as attempt:
+    with _otel_gate.http_attempt(request(), 0) as attempt:
         attempt.error(httpx.ReadTimeout("slow"))
     (span,) = otel.finished()
     assert (span.attributes or {})["error.type"] == "httpx.ReadTimeout"
@@ -199,16 +199,16 @@ def test_error_reported_explicitly(otel: Otel) -> None:
 
 def test_builtin_errors_have_short_names() -> None:
     """Builtin exceptions are named without the builtins module."""
-    assert telemetry.error_type(TimeoutError()) == "TimeoutError"
-    assert telemetry.error_type(httpx.ConnectError("x")) == "httpx.ConnectError"
-    assert telemetry.error_type(DeadlineExceeded()) == "resilience.DeadlineExceeded"
+    assert _labels.error_type(TimeoutError()) == "TimeoutError"
+    assert _labels.error_type(httpx.ConnectError("x")) == "httpx.ConnectError"
+    assert _labels.error_type(DeadlineExceeded()) == "resilience.DeadlineExceeded"
 
 
 async def test_cancellation_is_not_an_error(otel: Otel) -> None:
     """A cancelled attempt ends its span without error status or error.type."""
 
     async def attempt_forever() -> None:
-        with telemetry.http_attempt(request(), 0):
+        with _otel_gate.http_attempt(request(), 0):
             await asyncio.Event().wait()
 
     task = asyncio.create_task(attempt_forever())
@@ -223,7 +223,7 @@ async def test_cancellation_is_not_an_error(otel: Otel) -> None:
 
 def test_unknown_method_is_other(otel: Otel) -> None:
     """A method outside the known set is named HTTP with _OTHER and the original kept."""
-    with telemetry.http_attempt(request("PURGE"), 0) as attempt:
+    with _otel_gate.http_attempt(request("PURGE"), 0) as attempt:
         attempt.response(200)
     (span,) = otel.finished()
     attrs = dict(span.attributes or {})
@@ -235,8 +235,8 @@ def test_unknown_method_is_other(otel: Otel) -> None:
 def test_span_is_current_and_injected(otel: Otel) -> None:
     """Inside the block the attempt's span is current, so traceparent names it."""
     headers = httpx.Headers()
-    with telemetry.http_attempt(request(), 0):
-        telemetry.inject_context(headers)
+    with _otel_gate.http_attempt(request(), 0):
+        _otel_gate.inject_context(headers)
         current = trace.get_current_span()
     assert not trace.get_current_span().get_span_context().is_valid
     (span,) = otel.finished()
@@ -250,7 +250,7 @@ def test_attempts_are_siblings_under_the_caller(otel: Otel) -> None:
     tracer = otel.tracer_provider.get_tracer("app")
     with tracer.start_as_current_span("caller"):
         for resend in range(2):
-            with telemetry.http_attempt(request(), resend) as attempt:
+            with _otel_gate.http_attempt(request(), resend) as attempt:
                 attempt.response(503)
     attempts = [s for s in otel.finished() if s.name == "GET"]
     caller = next(s for s in otel.finished() if s.name == "caller")
@@ -263,9 +263,9 @@ def test_attempts_are_siblings_under_the_caller(otel: Otel) -> None:
 
 def test_duration_metric_uses_semconv_buckets(otel: Otel) -> None:
     """http.client.request.duration is recorded per attempt in seconds with the advised buckets."""
-    with telemetry.http_attempt(request(), 0) as attempt:
+    with _otel_gate.http_attempt(request(), 0) as attempt:
         attempt.response(200)
-    with telemetry.http_attempt(request("POST"), 1) as attempt:
+    with _otel_gate.http_attempt(request("POST"), 1) as attempt:
         attempt.response(503)
     points = otel.points("http.client.request.duration")
     by_method = {attrs["http.request.method"]: (attrs, point) for attrs, point in points}
@@ -276,7 +276,7 @@ def test_duration_metric_uses_semconv_buckets(otel: Otel) -> None:
         "server.port": 443,
         "http.response.status_code": 200,
     }
-    assert tuple(point.explicit_bounds) == telemetry.HTTP_DURATION_BUCKETS
+    assert tuple(point.explicit_bounds) == _otel.HTTP_DURATION_BUCKETS
     assert point.count == 1
     assert 0 <= point.sum < 5
     assert by_method["POST"][0]["error.type"] == "503"
@@ -285,7 +285,7 @@ def test_duration_metric_uses_semconv_buckets(otel: Otel) -> None:
 
 def test_span_and_metric_have_the_same_duration(otel: Otel) -> None:
     """The span lasts exactly what the metric recorded."""
-    with telemetry.http_attempt(request(), 0) as attempt:
+    with _otel_gate.http_attempt(request(), 0) as attempt:
         attempt.response(200)
     (span,) = otel.finished()
     ((_, point),) = otel.points("http.client.request.duration")
@@ -305,7 +305,7 @@ def test_no_duplicate_when_contrib_httpx_is_active(
 
     patched.__wrapped__ = original  # type: ignore[attr-defined]  # what wrapt leaves behind
     monkeypatch.setattr(httpx.HTTPTransport, "handle_request", patched)
-    with telemetry.http_attempt(request(), 0) as attempt:
+    with _otel_gate.http_attempt(request(), 0) as attempt:
         attempt.response(200)
     assert otel.finished() == []
     assert otel.points("http.client.request.duration") == []
@@ -313,11 +313,11 @@ def test_no_duplicate_when_contrib_httpx_is_active(
 
 def test_providers_go_back_to_the_globals(otel: Otel) -> None:
     """set_*_provider(None) returns to the (here unconfigured) global providers."""
-    assert telemetry.get_tracer_provider() is otel.tracer_provider
-    telemetry.set_tracer_provider(None)
-    telemetry.set_meter_provider(None)
-    assert telemetry.get_tracer_provider() is trace.get_tracer_provider()
-    assert telemetry.http_attempt(request(), 0) is telemetry.http_attempt(request(), 0)
+    assert _otel.get_tracer_provider() is otel.tracer_provider
+    events.set_tracer_provider(None)
+    events.set_meter_provider(None)
+    assert _otel.get_tracer_provider() is trace.get_tracer_provider()
+    assert _otel_gate.http_attempt(request(), 0) is _otel_gate.http_attempt(request(), 0)
 
 
 # ---------------------------------------------------------------------------- span events
@@ -475,16 +475,16 @@ def test_retries_exhaustion_and_fallbacks_are_counted(otel: Otel) -> None:
 def test_metric_labels_are_bounded(otel: Otel) -> None:
     """Many different URLs add no metric series beyond one per host."""
     for n in range(50):
-        with telemetry.http_attempt(request(url=f"https://api.test/items/{n}?q={n}"), 0) as a:
+        with _otel_gate.http_attempt(request(url=f"https://api.test/items/{n}?q={n}"), 0) as a:
             a.response(200)
     assert len(otel.points("http.client.request.duration")) == 1
 
 
 def test_instruments_built_once_per_provider(otel: Otel) -> None:
     """Instruments (and the gauge callbacks) are registered once, not per event."""
-    first = telemetry._instruments()
+    first = _otel.instruments()
     internal.emit(events.DeadlineExceededEvent(where="test"))
-    assert telemetry._instruments() is first
+    assert _otel.instruments() is first
 
 
 def test_global_sdk_set_after_import_is_used() -> None:
@@ -493,7 +493,7 @@ def test_global_sdk_set_after_import_is_used() -> None:
         """
         import httpx
         from resilience import CircuitBreaker
-        from resilience._observe import _telemetry
+        from resilience._observe import _otel_gate
         from opentelemetry import metrics, trace
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -508,7 +508,7 @@ def test_global_sdk_set_after_import_is_used() -> None:
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
-        with _telemetry.http_attempt(httpx.Request("GET", "http://h.test/"), 0) as a:
+        with _otel_gate.http_attempt(httpx.Request("GET", "http://h.test/"), 0) as a:
             a.response(200)
         names = {
             m.name
@@ -528,6 +528,41 @@ def test_global_sdk_set_after_import_is_used() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ok\n"
     assert done.stderr == ""
+
+
+def test_gauges_start_when_a_breaker_is_built_after_opentelemetry_arrives() -> None:
+    """Breakers built before OpenTelemetry was imported are reported once a later one is built."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from resilience import CircuitBreaker
+
+        early = CircuitBreaker("early")
+        assert "opentelemetry" not in sys.modules
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        late = CircuitBreaker("late")  # no event: building it is enough
+        names = {
+            dict(point.attributes)["resilience.circuit_breaker.name"]
+            for rm in reader.get_metrics_data().resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == "resilience.circuit_breaker.state"
+            for point in m.data.data_points
+        }
+        assert names == {"early", "late"}, names
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok\n"
 
 
 # ---------------------------------------------------------------------------- cardinality
@@ -550,7 +585,7 @@ def _series(data: Any, name: str, key: str) -> dict[str, float]:
 
 def test_metric_series_stay_bounded_however_many_hosts_are_called(otel: Otel) -> None:
     """Past MAX_LABEL_VALUES hosts, new hosts share one '_other' series; no count is lost."""
-    hosts = telemetry.MAX_LABEL_VALUES + 150
+    hosts = _labels.MAX_LABEL_VALUES + 150
     seen: set[str] = set()
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -570,31 +605,31 @@ def test_metric_series_stay_bounded_however_many_hosts_are_called(otel: Otel) ->
     assert data is not None
 
     durations = _series(data, "http.client.request.duration", "server.address")
-    assert len(durations) == telemetry.MAX_LABEL_VALUES + 1
-    assert durations[telemetry.OVERFLOW_LABEL] == 2 * 150
+    assert len(durations) == _labels.MAX_LABEL_VALUES + 1
+    assert durations[_labels.OVERFLOW_LABEL] == 2 * 150
     assert sum(durations.values()) == 2 * hosts
     assert durations["h0.test"] == 2
 
     retries = _series(data, "resilience.retries", "resilience.retry.name")
-    assert len(retries) == telemetry.MAX_LABEL_VALUES + 1
-    assert retries[telemetry.OVERFLOW_LABEL] == 150
+    assert len(retries) == _labels.MAX_LABEL_VALUES + 1
+    assert retries[_labels.OVERFLOW_LABEL] == 150
     assert sum(retries.values()) == hosts
 
     # The gauges: every live breaker (the transport's and any other) is counted once.
     states = _series(data, "resilience.circuit_breaker.state", "resilience.circuit_breaker.name")
-    assert len(states) == telemetry.MAX_LABEL_VALUES + 1
+    assert len(states) == _labels.MAX_LABEL_VALUES + 1
     assert sum(states.values()) == len(live)  # one state at 1 per breaker
-    assert states[telemetry.OVERFLOW_LABEL] == len(live) - telemetry.MAX_LABEL_VALUES
+    assert states[_labels.OVERFLOW_LABEL] == len(live) - _labels.MAX_LABEL_VALUES
     calls = _series(
         data, "resilience.circuit_breaker.window.calls", "resilience.circuit_breaker.name"
     )
-    assert len(calls) == telemetry.MAX_LABEL_VALUES + 1
+    assert len(calls) == _labels.MAX_LABEL_VALUES + 1
     assert sum(calls.values()) == sum(snapshot.calls for snapshot in live)
     rates = _series(
         data, "resilience.circuit_breaker.failure_rate", "resilience.circuit_breaker.name"
     )
-    assert len(rates) == telemetry.MAX_LABEL_VALUES + 1
-    assert 0.0 <= rates[telemetry.OVERFLOW_LABEL] <= 1.0
+    assert len(rates) == _labels.MAX_LABEL_VALUES + 1
+    assert 0.0 <= rates[_labels.OVERFLOW_LABEL] <= 1.0
 
     for resource in data.resource_metrics:
         for scope in resource.scope_metrics:
@@ -603,15 +638,15 @@ def test_metric_series_stay_bounded_however_many_hosts_are_called(otel: Otel) ->
                     attrs = dict(point.attributes or {})
                     # The SDK never had to merge series itself.
                     assert "otel.metric.overflow" not in attrs, metric.name
-                    if attrs.get("server.address") == telemetry.OVERFLOW_LABEL:
+                    if attrs.get("server.address") == _labels.OVERFLOW_LABEL:
                         assert "server.port" not in attrs
 
 
 def test_gauge_series_follow_the_live_breakers() -> None:
     """A breaker keeps its gauge series while it lives; a slot freed by one gone is reused."""
-    cap = telemetry._GaugeCap(limit=2)
+    cap = _labels.GaugeCap(limit=2)
     assert cap.admit(["a", "b", "c"]) == {"a", "b"}
     assert cap.admit(["c", "b", "a"]) == {"a", "b"}  # admitted names keep their series
     assert cap.admit(["c", "b"]) == {"b", "c"}  # "a" is gone: "c" takes its slot
-    labels = telemetry._LabelCap(limit=1)
+    labels = _labels.LabelCap(limit=1)
     assert [labels("x"), labels("y"), labels("x")] == ["x", "_other", "x"]

@@ -25,7 +25,6 @@ from resilience import (
 )
 from resilience._http._compat import with_origin
 from resilience._http._hosts import DEFAULT_HOST_BREAKER
-from resilience._observe import _telemetry as telemetry
 from resilience.httpx import AsyncResilientTransport, ResilientTransport, Upstream, dns
 from resilience.testing import FakeClock
 
@@ -401,7 +400,7 @@ def test_spans_show_the_endpoint() -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry.set_tracer_provider(provider)
+    events.set_tracer_provider(provider)
     try:
 
         def answer(request: httpx.Request) -> httpx.Response:
@@ -412,7 +411,7 @@ def test_spans_show_the_endpoint() -> None:
             for _ in range(2):
                 http.get("http://svc/p")
     finally:
-        telemetry.set_tracer_provider(None)
+        events.set_tracer_provider(None)
     spans = exporter.get_finished_spans()
     addresses = [(s.attributes or {}).get("server.address") for s in spans]
     ports = {(s.attributes or {}).get("server.port") for s in spans}
