@@ -18,13 +18,19 @@ from ._config import Address
 if TYPE_CHECKING:
     from .._breaker._breaker import CircuitBreaker
 
-__all__ = ["DEFAULT_DECAY", "PENALTY", "Endpoint", "decayed", "peak_ewma"]
+__all__ = ["DEFAULT_DECAY", "PENALTY", "WARMUP", "Endpoint", "decayed", "peak_ewma"]
 
 _exp: Final = math.exp
 
 DEFAULT_DECAY: Final = 10.0
 """Seconds for the latency estimate to fall to 1/e of itself with no new sample
 (Finagle's and Linkerd's default decay time)."""
+
+WARMUP: Final = 5
+"""Answers that set the estimate directly before the peak rule applies: the first answers
+of a new endpoint carry its connection's setup (TCP, TLS) and the server's cold start, and
+held as a peak with a 10 s decay they would hide a fast endpoint behind a slow one for tens
+of seconds."""
 
 PENALTY: Final = 1e9
 """The load of an endpoint with requests in flight and no latency measured yet: it is
@@ -88,6 +94,7 @@ class Endpoint:
         "forced",
         "in_flight",
         "lock",
+        "samples",
         "stamp",
         "url",
         "weight",
@@ -109,6 +116,7 @@ class Endpoint:
         self.in_flight = 0
         self.ewma = 0.0
         self.stamp = 0.0
+        self.samples = 0
         self.lock = threading.Lock()
         # When the breaker last left CLOSED (None while it is closed), and how many times in a
         # row it opened since it was last closed: ejection order and the events' numbers.
@@ -148,9 +156,13 @@ class Endpoint:
         with self.lock:
             self.in_flight -= 1
             cost = self.ewma
-            if rtt >= cost:
-                self.ewma = rtt  # `peak_ewma`, inlined: this runs after every attempt
+            if rtt >= cost or (ok and self.samples < WARMUP):
+                # `peak_ewma`, inlined (this runs after every attempt); while warming up,
+                # the latest answer is the estimate.
+                self.ewma = rtt
                 self.stamp = now
+                if ok:
+                    self.samples += 1
             elif ok:
                 elapsed = now - self.stamp
                 if elapsed > 0.0:

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from resilience._upstream._config import address
-from resilience._upstream._endpoints import PENALTY, Endpoint, decayed, peak_ewma
+from resilience._upstream._endpoints import PENALTY, WARMUP, Endpoint, decayed, peak_ewma
 
 
 def endpoint(decay: float = 10.0) -> Endpoint:
@@ -96,3 +96,19 @@ def test_in_flight_survives_threads() -> None:
     for t in threads:
         t.join(10)
     assert e.in_flight == 0
+
+
+def test_first_answers_set_the_estimate_directly() -> None:
+    """A cold start's slow first answer is forgotten once warm-up answers come in; after
+    warm-up, a slow answer is held as the peak again."""
+    e = endpoint()
+    samples = [0.2] + [0.01] * WARMUP
+    for i, rtt in enumerate(samples):
+        e.start()
+        e.finish(rtt, now=float(i) * 0.001, ok=True)
+    assert e.cost(0.01) == pytest.approx(0.01, rel=0.01)
+    e.start()
+    e.finish(0.3, now=0.02, ok=True)
+    e.start()
+    e.finish(0.01, now=0.021, ok=True)
+    assert e.cost(0.021) == pytest.approx(0.3, rel=0.01)
