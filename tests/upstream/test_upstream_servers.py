@@ -263,3 +263,20 @@ def test_panic_mode(panic_threshold: int) -> None:
     else:
         assert panic is False
         assert bad_later == 0
+
+
+def test_real_servers_see_the_logical_host_and_the_path() -> None:
+    """Over real sockets: the endpoint gets the Host header and the path and query as sent."""
+    with fleet(2) as running:
+        transport = ResilientTransport(
+            upstreams=[Upstream("orders.internal", endpoints=running.urls)],
+            policy=policy("hostpath"),
+        )
+        with httpx.Client(transport=transport, timeout=5.0) as http:
+            responses = [http.get("http://orders.internal:8080/v1/items?id=7") for _ in range(6)]
+    assert {r.headers["x-backend"] for r in responses} <= {"b0", "b1"}
+    assert all(r.request.url == "http://orders.internal:8080/v1/items?id=7" for r in responses)
+    seen = running.backends[0].hosts + running.backends[1].hosts
+    assert seen == ["orders.internal:8080"] * 6
+    targets = running.backends[0].targets + running.backends[1].targets
+    assert targets == ["/v1/items?id=7"] * 6
