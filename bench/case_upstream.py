@@ -3,10 +3,10 @@ routing costs per request.
 
 Three endpoints in a child process (``bench._upstreamserver``): healthy ones answer in
 5 ms; one is 10x slower; in the second scenario another fails half its requests with a 503.
-Four concurrent callers send GETs through `AsyncResilientTransport` with each balancer,
-through a naive client that picks an endpoint at random with no retries and no ejection,
-and (first scenario) through a pool of the two healthy endpoints alone: the reference the
-slowed pool should come close to. Figures: caller-visible errors (an exception or a 5xx),
+Concurrent callers (2 and 8 in the first scenario, 4 in the second) send GETs through
+`AsyncResilientTransport` with each balancer, through a naive client that picks an
+endpoint at random with no retries and no ejection, and (first scenario) through a pool of
+the two healthy endpoints alone: the reference the slowed pool should come close to. Figures: caller-visible errors (an exception or a 5xx),
 p50 and p99 latency.
 
 The routing cost is timed with no network at all (an inner transport that answers at
@@ -37,7 +37,8 @@ from ._servers import ROOT, _wait_for_port
 BASE = 0.005
 SLOW = 10 * BASE
 FAIL = 0.5
-CONCURRENCY = 4
+CALLERS = 4
+"""Concurrent callers in the mixed scenario; the slowed one runs with 2 and with 8."""
 BALANCERS = ("peak_ewma", "least_request", "round_robin", "random")
 
 P99 = "upstream: p99 latency, 3 endpoints"
@@ -105,8 +106,10 @@ class Naive:
         return self.rng.choice(self.urls) + path
 
 
-async def _drive(make: Callable[[], Any], count: int) -> tuple[list[float], int]:
-    """Send *count* GETs from CONCURRENCY workers; (latencies in seconds, errors)."""
+async def _drive(
+    make: Callable[[], Any], count: int, callers: int = CALLERS
+) -> tuple[list[float], int]:
+    """Send *count* GETs from *callers* concurrent workers; (latencies in seconds, errors)."""
     built = make()
     naive = built if isinstance(built, Naive) else None
     transport = built.transport if naive is not None else built
@@ -127,8 +130,8 @@ async def _drive(make: Callable[[], Any], count: int) -> tuple[list[float], int]
                 latencies.append(time.perf_counter() - start)
                 errors += failed
 
-        share = count // CONCURRENCY
-        await asyncio.gather(*(worker(share) for _ in range(CONCURRENCY)))
+        share = count // callers
+        await asyncio.gather(*(worker(share) for _ in range(callers)))
     return latencies, errors
 
 
@@ -171,14 +174,19 @@ def _quantile(values: Sequence[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def _scenario(scenario: str, specs: Sequence[tuple[float, float]], settings: Settings) -> list[Row]:
-    count = settings.scale(2400, 400)
-    variant = f"{scenario}, {count} GETs x {CONCURRENCY} callers"
+def _scenario(
+    scenario: str,
+    specs: Sequence[tuple[float, float]],
+    settings: Settings,
+    callers: int,
+    count: int,
+) -> list[Row]:
+    variant = f"{scenario}, {count} GETs, {callers} callers"
     rows: list[Row] = []
     with endpoints(specs, settings.seed) as urls:
         for contender in _contenders(urls, scenario, settings.seed):
             try:
-                latencies, errors = asyncio.run(_drive(contender.build, count))
+                latencies, errors = asyncio.run(_drive(contender.build, count, callers))
             except Exception as exc:
                 for title, unit in ((ERRORS, "%"), (P50, "ms"), (P99, "ms")):
                     rows.append(failed_row(title, variant, contender, unit, "lower", exc))
@@ -267,8 +275,13 @@ def _overhead(settings: Settings) -> list[Row]:
 
 def run(settings: Settings) -> list[Row]:
     """Both latency scenarios, then the routing cost."""
-    rows = _scenario(SLOWED, [(BASE, 0.0), (BASE, 0.0), (SLOW, 0.0)], settings)
-    rows += _scenario(MIXED, [(BASE, 0.0), (SLOW, 0.0), (BASE, FAIL)], settings)
+    slowed = [(BASE, 0.0), (BASE, 0.0), (SLOW, 0.0)]
+    rows = _scenario(SLOWED, slowed, settings, 2, settings.scale(1200, 300))
+    # Busier callers: peak-EWMA x in-flight then sends the fast endpoints' overflow (and
+    # their latency tails, held as peaks) to the slow one too.
+    rows += _scenario(SLOWED, slowed, settings, 8, settings.scale(2400, 400))
+    mixed = [(BASE, 0.0), (SLOW, 0.0), (BASE, FAIL)]
+    rows += _scenario(MIXED, mixed, settings, CALLERS, settings.scale(2400, 400))
     rows += _overhead(settings)
     order = {ERRORS: 0, P50: 1, P99: 2, CALL: 3, OVERHEAD: 4}
     return sorted(rows, key=lambda r: order[r.case])
