@@ -6,8 +6,8 @@ Three endpoints in a child process (``bench._upstreamserver``): healthy ones ans
 Concurrent callers (2 and 8 in the first scenario, 4 in the second) send GETs through
 `AsyncResilientTransport` with each balancer, through a naive client that picks an
 endpoint at random with no retries and no ejection, and (first scenario) through a pool of
-the two healthy endpoints alone: the reference the slowed pool should come close to. Figures: caller-visible errors (an exception or a 5xx),
-p50 and p99 latency.
+the two healthy endpoints alone: the reference the slowed pool should come close to.
+Figures: caller-visible errors (an exception or a 5xx), p50 and p99 latency.
 
 The routing cost is timed with no network at all (an inner transport that answers at
 once): a request to an upstream's logical host against the same transport sending to a
