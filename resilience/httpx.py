@@ -27,8 +27,10 @@ from ._http._core import TransportCore
 from ._http._rules import HTTPX_ERRORS
 from ._http._streams import AsyncDeadlineStream, DeadlineStream
 from ._http._twins import AsyncTwin, Kit, SyncTwin
+from ._upstream._config import Upstream
+from ._upstream._resolve import dns
 
-__all__ = ["AsyncResilientTransport", "ResilientTransport"]
+__all__ = ["AsyncResilientTransport", "ResilientTransport", "Upstream", "dns"]
 
 _KIT = Kit(
     name="httpx",
@@ -73,6 +75,11 @@ class ResilientTransport(SyncTwin[BaseTransport], BaseTransport):
             is active; with under 1 ms left, `DeadlineExceeded` is raised before sending.
         max_hosts: per-host breakers kept; the least recently used one is dropped.
         retry_statuses: statuses retried for idempotent requests.
+        upstreams: logical hosts served by several endpoints (`Upstream`): a request whose
+            URL host is an upstream's name goes to one of its endpoints (path, query and
+            ``Host`` header kept), each endpoint with its own breaker cloned from the
+            policy's (or the default one); a retry goes to another endpoint whenever there
+            is one. See ``docs/upstreams.md``.
         clock: monotonic clock; sleep: blocking sleep (default `time.sleep`, looked up at
             each wait); wall_clock: `time.time`, used to read HTTP-date `Retry-After`
             values. Inject fakes in tests.

@@ -32,6 +32,7 @@ from .._errors import CircuitOpenError, ConfigError
 from .._observe._events import CallRejected, CircuitStateChanged, Event, Listener, emit, wanted
 from .._public import public
 from .._wrapping import wrap_async_generator, wrap_generator, wraps
+from ..backoff import Backoff
 from . import _registry
 from ._windows import FAILURE, SLOW, SUCCESS, CountWindow, TimeWindow
 
@@ -73,6 +74,26 @@ _FIRST_PROBE_PERMIT: Final = -2
 _NO_REMOTE: Final = (0, 0, 0, 0)
 
 _log = logging.getLogger("resilience")
+
+OpenDuration = Backoff | Callable[[int], float]
+"""A strategy for ``open_duration``: a `resilience.backoff` strategy, or a function taking
+the number of consecutive openings (1 for the first) and returning seconds."""
+
+
+def _open_strategy(value: object) -> tuple[float, OpenDuration | None]:
+    """``open_duration`` as (longest seconds OPEN, strategy or None).
+
+    A number or timedelta is a fixed duration. A strategy grows the OPEN time with each
+    consecutive opening (Envoy's ejection time, ``base_ejection_time`` x times ejected); its
+    longest value is its ``maximum`` (exponential) or ``seconds`` (constant), else
+    `resilience._validate.MAX_DURATION`, so the stores' TTLs have a bound to work from.
+    """
+    if isinstance(value, Backoff):
+        longest = getattr(value, "maximum", getattr(value, "seconds", _validate.MAX_DURATION))
+        return float(longest), value
+    if callable(value) and not isinstance(value, type):
+        return _validate.MAX_DURATION, value
+    return _validate.required_duration("open_duration", value), None
 
 
 class CircuitState(enum.StrEnum):
@@ -158,6 +179,7 @@ class BreakerConfig:
     slow_call_duration: float | None = None
     slow_call_rate: float = DEFAULT_SLOW_CALL_RATE
     open_duration: float = DEFAULT_OPEN_DURATION
+    open_backoff: OpenDuration | None = None
     half_open_calls: int = DEFAULT_HALF_OPEN_CALLS
     failure_on: object = Exception
     ignore: tuple[type[BaseException], ...] = ()
@@ -180,6 +202,7 @@ class BreakerConfig:
     ) -> BreakerConfig:
         """Check every setting; raise `ConfigError` naming the first bad one."""
         _validate.exception_filter("failure_on", failure_on)
+        longest_open, open_backoff = _open_strategy(open_duration)
         return cls(
             failure_rate=_validate.rate("failure_rate", failure_rate),
             consecutive_failures=_validate.integer(
@@ -200,7 +223,8 @@ class BreakerConfig:
                 "slow_call_duration", slow_call_duration, allow_none=True
             ),
             slow_call_rate=_validate.rate("slow_call_rate", slow_call_rate),
-            open_duration=_validate.required_duration("open_duration", open_duration),
+            open_duration=longest_open,
+            open_backoff=open_backoff,
             half_open_calls=_validate.required_integer("half_open_calls", half_open_calls),
             failure_on=failure_on,
             ignore=_validate.exception_types("ignore", ignore) if ignore != () else (),
@@ -220,7 +244,10 @@ class CircuitBreaker:
         minimum_calls: no rate decision before the window holds this many calls.
         slow_call_duration: calls taking at least this long count as slow.
         slow_call_rate: open when slow calls / calls reach this, in (0, 1].
-        open_duration: seconds OPEN before probes are let through (HALF_OPEN).
+        open_duration: seconds OPEN before probes are let through (HALF_OPEN); or a
+            strategy called with the number of consecutive openings, so that the OPEN time
+            grows each time (``backoff.exponential(30, 300, jitter=False)``: 30 s, 60 s,
+            120 s...), back to the first step once the breaker closes.
         half_open_calls: probes allowed at once in HALF_OPEN, judged together: by the failure
             rate, or (``consecutive_failures`` alone) reopening if any failed.
         failure_on: exception types, or a predicate ``exc -> bool``: what counts as a failure.
@@ -275,8 +302,11 @@ class CircuitBreaker:
         "_minimum_calls",
         "_name",
         "_next_probe",
+        "_open_backoff",
         "_open_duration",
+        "_open_for",
         "_open_until",
+        "_openings",
         "_probe_failures",
         "_probe_run",
         "_probe_slow",
@@ -305,7 +335,7 @@ class CircuitBreaker:
         minimum_calls: int = DEFAULT_MINIMUM_CALLS,
         slow_call_duration: _validate.Duration | None = None,
         slow_call_rate: float = DEFAULT_SLOW_CALL_RATE,
-        open_duration: _validate.Duration = DEFAULT_OPEN_DURATION,
+        open_duration: _validate.Duration | OpenDuration = DEFAULT_OPEN_DURATION,
         half_open_calls: int = DEFAULT_HALF_OPEN_CALLS,
         failure_on: _validate.ExceptionFilter = Exception,
         ignore: _validate.ExceptionTypes = (),
@@ -351,6 +381,11 @@ class CircuitBreaker:
         )
         self._slow_call_rate = config.slow_call_rate
         self._open_duration = config.open_duration
+        self._open_backoff = config.open_backoff
+        self._openings = 0
+        # This opening's duration (a strategy's current step): also how long a probe may
+        # hold its slot.
+        self._open_for = config.open_duration
         self._half_open_calls = config.half_open_calls
         self._failure_on = _validate.exception_filter("failure_on", config.failure_on)
         self._ignore = config.ignore
@@ -507,7 +542,7 @@ class CircuitBreaker:
         freed = 0
         while probes:
             permit, started = next(iter(probes.items()))
-            if now - started < self._open_duration:
+            if now - started < self._open_for:
                 break
             del probes[permit]
             freed += 1
@@ -523,7 +558,7 @@ class CircuitBreaker:
         if not probes or len(probes) + self._probes_done < self._half_open_calls:
             return 0.0
         oldest = next(iter(probes.values()))
-        return max(0.0, oldest + self._open_duration - now)
+        return max(0.0, oldest + self._open_for - now)
 
     def _reject(self, rejection: CircuitOpenError) -> NoReturn:
         if wanted(CallRejected.level, self._listeners):
@@ -750,6 +785,8 @@ class CircuitBreaker:
         self._probes.clear()
         self._probes_done = 0
         self._probe_failures = self._probe_slow = self._probe_run = 0
+        if new is _CLOSED:
+            self._openings = 0  # a strategy's open_duration starts again from its first step
         if new is _CLOSED or new is _HALF_OPEN:
             self._window.clear()
             self._remote = _NO_REMOTE
@@ -768,8 +805,33 @@ class CircuitBreaker:
         )
 
     def _to_open(self, reason: str) -> CircuitStateChanged:
-        self._open_until = self._clock() + self._open_duration
+        self._openings += 1
+        self._open_until = self._clock() + self._next_open_duration()
         return self._transition(_OPEN, reason)
+
+    def _next_open_duration(self) -> float:
+        """Seconds to stay OPEN this time (lock held): fixed, or the strategy's next step."""
+        strategy = self._open_backoff
+        if strategy is None:
+            return self._open_duration
+        step = self._strategy_step(strategy)
+        self._open_for = step or self._open_duration  # a probe always gets some time
+        return step
+
+    def _strategy_step(self, strategy: OpenDuration) -> float:
+        """The strategy's step for this opening, in [0, open_duration's longest]."""
+        try:
+            if isinstance(strategy, Backoff):
+                seconds = float(strategy.compute(self._openings))
+            else:
+                seconds = float(strategy(self._openings))
+        except Exception:
+            # A broken strategy must not leave the breaker half-way into OPEN.
+            _log.exception("open_duration strategy of breaker %r raised", self._name)
+            seconds = DEFAULT_OPEN_DURATION
+        if not seconds > 0.0:  # NaN and negatives
+            return 0.0
+        return seconds if seconds < self._open_duration else self._open_duration
 
     def _to_half_open(self) -> CircuitStateChanged:
         return self._transition(_HALF_OPEN, "open_duration elapsed")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from opentelemetry import context as otel_context
 
@@ -38,13 +38,15 @@ from ._compat import ByteStream
 from ._hosts import DEFAULT_BREAKER_NAME, DEFAULT_HOST_BREAKER, HostBreakers
 from ._outer import Logical, join_request
 from ._overrides import EXTENSION, parse_overrides
+from ._routing import Route, Routes
 from ._rules import (
     HTTPX_ERRORS,
     IDEMPOTENCY_HEADER,
     KEYED_METHODS,
     ErrorKinds,
     Expiry,
-    UrlParts,
+    RequestLike,
+    as_httpx,
     attempt_timeouts,
     authority,
     budget_cut,
@@ -105,34 +107,6 @@ def inject_trace_context(headers: Any) -> None:
 _current_context: Final = otel_context.get_current
 
 
-class RequestLike(Protocol):
-    """What the core reads of a request: httpx's and httpx2's requests, and the views the
-    requests and aiohttp adapters make of theirs."""
-
-    @property
-    def method(self) -> str:
-        """Upper case."""
-        ...
-
-    @property
-    def url(self) -> UrlParts:
-        """Its scheme, host and port (``str()`` gives the whole URL, for spans)."""
-        ...
-
-    @property
-    def headers(self) -> Any:
-        """A mutable, case-insensitive mapping: the request's own headers."""
-        ...
-
-    @property
-    def stream(self) -> object:
-        """The body, as the client holds it (an in-memory one can be sent again)."""
-        ...
-
-    extensions: Any
-    """A mapping the core reads per-request options from and replaces per attempt."""
-
-
 class Call:
     """The state of one logical request across its attempts (one per `handle_request`)."""
 
@@ -149,6 +123,7 @@ class Call:
         "permit",
         "request",
         "retry",
+        "route",
         "scope",
         "started",
         "state",
@@ -159,6 +134,8 @@ class Call:
         self.base_extensions = request.extensions
         self.attempt = 0
         self.breaker: CircuitBreaker | None = None
+        # Set when the request's host is an upstream's name: its endpoints are picked per attempt.
+        self.route: Route | None = None
         # The deadline active for the attempt (read again by the drivers while the answer
         # arrives), and the timeout parts it shortened below the transport's own.
         self.expiry: Expiry | None = None
@@ -203,6 +180,7 @@ class TransportCore:
         "policy_timeout",
         "retry",
         "retry_statuses",
+        "routes",
         "token",
         "wall_clock",
     )
@@ -220,6 +198,8 @@ class TransportCore:
         clock: _validate.Clock,
         wall_clock: _validate.Clock,
         errors: ErrorKinds = HTTPX_ERRORS,
+        upstreams: tuple[object, ...] = (),
+        is_async: bool = False,
     ) -> None:
         self.errors = errors
         # Names this transport to `._outer` without a context keeping the transport alive.
@@ -294,6 +274,15 @@ class TransportCore:
             if policy is None or template is not None
             else None
         )
+        # Endpoints always have a breaker: the policy's template, else the transport's
+        # default per-host one (also when the policy has no breaker).
+        if template is None:
+            factory = partial(CircuitBreaker, clock=self.clock, **DEFAULT_HOST_BREAKER)
+        self.routes: Routes | None = (
+            Routes(upstreams, base=base, breaker=factory, clock=self.clock, is_async=is_async)
+            if upstreams
+            else None
+        )
 
     # ------------------------------------------------------------------ per request
 
@@ -344,6 +333,11 @@ class TransportCore:
         scope = self.policy_timeout
         if scope is not None and (call.scope is None or scope < call.scope):
             call.scope = scope
+        routes = self.routes
+        if routes is not None:
+            call.route = routes.route(as_httpx(request))
+            if call.route is not None:
+                return call  # each attempt takes its endpoint's breaker
         if self.hosts is not None:
             call.breaker = self.hosts.get(request.url)
         return call
@@ -396,6 +390,21 @@ class TransportCore:
             if call.attempt > 1:
                 extensions[RESEND_COUNT_EXTENSION] = call.attempt - 1
             request.extensions = extensions
+        route = call.route
+        if route is not None:
+            try:
+                endpoint, permit = route.pick(as_httpx(request))
+            except Exception as exc:
+                if call.attempt > 1:
+                    exc.add_note(f"resilience.httpx: rejected before attempt {call.attempt}")
+                raise
+            # Sent despite its breaker (ejection cap, panic mode): nothing to record in it.
+            breaker = endpoint.breaker if permit is not None else None
+            call.breaker = breaker
+            call.permit = permit or 0
+            if breaker is not None:
+                call.started = breaker.clock()  # the breaker's own clock, for slow calls
+            return
         breaker = call.breaker
         if breaker is not None:
             try:
@@ -411,6 +420,8 @@ class TransportCore:
         breaker = call.breaker
         if breaker is not None:
             breaker.release(call.permit)
+        if call.route is not None:
+            call.route.release(as_httpx(call.request))
 
     def after_error(self, call: Call, exc: Exception) -> float | None:
         """Record a failed attempt; return the wait before the next one, or None to stop.
@@ -426,15 +437,18 @@ class TransportCore:
         """
         kinds = self.errors
         breaker = call.breaker
+        counted = (
+            isinstance(exc, kinds.transport)
+            and not isinstance(exc, kinds.caller_errors)
+            and not budget_cut(exc, call.cut, kinds)
+        )
         if breaker is not None:
-            if (
-                isinstance(exc, kinds.transport)
-                and not isinstance(exc, kinds.caller_errors)
-                and not budget_cut(exc, call.cut, kinds)
-            ):
+            if counted:
                 breaker.record_exception(call.permit, exc, breaker.clock() - call.started)
             else:
                 breaker.release(call.permit)
+        if call.route is not None:
+            call.route.end(as_httpx(call.request), ok=not counted)
         if isinstance(exc, kinds.timeout):
             expiry = current_deadline()
             if expiry is not None and expiry.remaining() <= _DEADLINE_SLACK:
@@ -467,6 +481,8 @@ class TransportCore:
                 breaker.record_failure(call.permit, duration)
             else:
                 breaker.record_success(call.permit, duration)
+        if call.route is not None:
+            call.route.end(as_httpx(call.request), ok=status < 500)
         if call.retry is None or status not in self.retry_statuses:
             return None
         retry_after = None

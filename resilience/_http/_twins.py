@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
@@ -20,6 +20,9 @@ from .. import _validate
 from .._deadline import deadline
 from .._errors import ConfigError
 from .._observe._otel_gate import http_attempt
+from .._upstream._config import Upstream
+from .._upstream._resolve import arefresh, refresh
+from .._upstream._view import UpstreamMap
 from ._core import (
     DEFAULT_BUFFER_LIMIT,
     DEFAULT_MAX_RETRY_AFTER,
@@ -31,6 +34,7 @@ from ._core import (
     inject_trace_context,
 )
 from ._hosts import DEFAULT_MAX_HOSTS, BreakerMap
+from ._routing import check_upstreams, upstream_map
 from ._rules import DEFAULT_RETRY_STATUSES, ErrorKinds, deadline_passed
 from ._streams import LATE_HEAD, aread_body, read_body, sized_body
 
@@ -61,6 +65,17 @@ class Kit:
     errors: ErrorKinds
     core: type[TransportCore]
     """`TransportCore`, or a subclass knowing the library's request body classes."""
+
+
+def _routes(kit: Kit, upstreams: Iterable[Upstream]) -> tuple[object, ...]:
+    checked = check_upstreams(upstreams)
+    if checked and kit.name != "httpx":
+        msg = (
+            f"upstreams= is supported by resilience.httpx's transports, got it on "
+            f"resilience.{kit.name}'s; route through resilience.httpx, or pass one URL per host"
+        )
+        raise ConfigError(msg)
+    return checked
 
 
 def _blocking_sleep(seconds: float) -> None:
@@ -116,6 +131,7 @@ class SyncTwin(Generic[InnerT]):
         deadline_header: str | None = None,
         max_hosts: int = DEFAULT_MAX_HOSTS,
         retry_statuses: frozenset[int] | set[int] | tuple[int, ...] = DEFAULT_RETRY_STATUSES,
+        upstreams: Iterable[Upstream] = (),
         clock: _validate.Clock = time.monotonic,
         sleep: Callable[[float], object] | None = None,
         wall_clock: _validate.Clock = time.time,
@@ -132,6 +148,7 @@ class SyncTwin(Generic[InnerT]):
             clock=clock,
             wall_clock=wall_clock,
             errors=kit.errors,
+            upstreams=_routes(kit, upstreams),
         )
         self._sleep: Callable[[float], object] = (
             _blocking_sleep if sleep is None else check_sleep(sleep)
@@ -149,6 +166,11 @@ class SyncTwin(Generic[InnerT]):
     def breakers(self) -> BreakerMap:
         """Each authority (``scheme://host:port``) seen so far and its live breaker."""
         return BreakerMap(self._core.hosts)
+
+    @property
+    def upstreams(self) -> UpstreamMap:
+        """Each upstream by name, live: ``.endpoints`` with url, healthy, in_flight..."""
+        return upstream_map(self._core.routes)
 
     def handle_request(self, request: Any) -> Any:
         """Send *request* through the inner transport, retrying as the rules allow."""
@@ -179,7 +201,10 @@ class SyncTwin(Generic[InnerT]):
         inner: Any = self._inner
         request: Any = call.request
         limit = core.buffer_limit
+        route = call.route
         while True:
+            if route is not None and route.pool.resolver is not None:
+                refresh(route.pool)  # re-reads the resolver when the set is older than refresh
             core.before_attempt(call)
             failure: Exception | None = None
             with http_attempt(request, call.attempt - 1) as attempt:
@@ -264,6 +289,7 @@ class AsyncTwin(Generic[InnerT]):
         deadline_header: str | None = None,
         max_hosts: int = DEFAULT_MAX_HOSTS,
         retry_statuses: frozenset[int] | set[int] | tuple[int, ...] = DEFAULT_RETRY_STATUSES,
+        upstreams: Iterable[Upstream] = (),
         clock: _validate.Clock = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] | None = None,
         wall_clock: _validate.Clock = time.time,
@@ -280,6 +306,8 @@ class AsyncTwin(Generic[InnerT]):
             clock=clock,
             wall_clock=wall_clock,
             errors=kit.errors,
+            upstreams=_routes(kit, upstreams),
+            is_async=True,
         )
         self._sleep: Callable[[float], Awaitable[object]] = (
             _async_sleep if sleep is None else check_sleep(sleep)
@@ -299,6 +327,11 @@ class AsyncTwin(Generic[InnerT]):
     def breakers(self) -> BreakerMap:
         """Each authority (``scheme://host:port``) seen so far and its live breaker."""
         return BreakerMap(self._core.hosts)
+
+    @property
+    def upstreams(self) -> UpstreamMap:
+        """Each upstream by name, live: ``.endpoints`` with url, healthy, in_flight..."""
+        return upstream_map(self._core.routes)
 
     async def handle_async_request(self, request: Any) -> Any:
         """Send *request* through the inner transport, retrying as the rules allow."""
@@ -329,7 +362,10 @@ class AsyncTwin(Generic[InnerT]):
         inner: Any = self._inner
         request: Any = call.request
         limit = core.buffer_limit
+        route = call.route
         while True:
+            if route is not None and route.pool.resolver is not None:
+                await arefresh(route.pool)  # re-reads the resolver when the set is stale
             core.before_attempt(call)
             failure: Exception | None = None
             with http_attempt(request, call.attempt - 1) as attempt:
