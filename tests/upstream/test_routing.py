@@ -501,3 +501,13 @@ def test_slow_calls_are_timed_on_the_breakers_clock() -> None:
         http.get("http://svc/")
     (endpoint,) = transport.upstreams["svc"].endpoints
     assert endpoint.breaker.state is CircuitState.OPEN  # the one call was slow
+
+
+def test_httpx2_transports_refuse_upstreams_with_a_clear_error() -> None:
+    """upstreams= is an httpx-transport feature: httpx2's transports say so at construction."""
+    import resilience.httpx2
+
+    payments = Upstream("payments", endpoints=["http://127.0.0.1:8001"])
+    for kind in (resilience.httpx2.ResilientTransport, resilience.httpx2.AsyncResilientTransport):
+        with pytest.raises(ConfigError, match="upstreams= is supported by resilience.httpx"):
+            kind(upstreams=[payments])
