@@ -509,5 +509,5 @@ def test_httpx2_transports_refuse_upstreams_with_a_clear_error() -> None:
 
     payments = Upstream("payments", endpoints=["http://127.0.0.1:8001"])
     for kind in (resilience.httpx2.ResilientTransport, resilience.httpx2.AsyncResilientTransport):
-        with pytest.raises(ConfigError, match="upstreams= is supported by resilience.httpx"):
+        with pytest.raises(ConfigError, match=r"upstreams= is supported by resilience\.httpx"):
             kind(upstreams=[payments])
