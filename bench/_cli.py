@@ -38,6 +38,7 @@ from . import (
     case_messaging,
     case_policy,
     case_retry,
+    case_upstream,
 )
 from ._harness import (
     NOISE,
@@ -69,6 +70,7 @@ CASES: list[Case] = [
     *case_idempotency.CASES,
     *case_defaults.CASES,
     *case_messaging.CASES,
+    *case_upstream.CASES,
 ]
 
 

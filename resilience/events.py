@@ -1,13 +1,14 @@
 """What the library decided, as small frozen events, and where its telemetry goes.
 
 Every decision (a breaker changing state or rejecting a call, a retry scheduled or given
-up, a retry budget or a bulkhead saying no, a deadline running out, a fallback stepping in)
-is an event: a frozen dataclass with the numbers behind it. Listen to all of them
-process-wide with `add_listener`, or to one breaker's with ``breaker.add_listener``. A
-listener that raises is logged on the stdlib logger ``resilience`` and never breaks the
-call. The same events go to structlog (when the application configured it) and to
-OpenTelemetry; `set_tracer_provider` and `set_meter_provider` point our spans and metrics
-at providers other than the global ones (tests, or several SDKs in one process).
+up, a retry budget or a bulkhead saying no, a deadline running out, a fallback stepping in,
+an upstream's endpoint ejected or returned, its endpoint set changed or unreadable) is an
+event: a frozen dataclass with the numbers behind it. Listen to all of them process-wide
+with `add_listener`, or to one breaker's with ``breaker.add_listener``. A listener that
+raises is logged on the stdlib logger ``resilience`` and never breaks the call. The same
+events go to structlog (when the application configured it) and to OpenTelemetry;
+`set_tracer_provider` and `set_meter_provider` point our spans and metrics at providers
+other than the global ones (tests, or several SDKs in one process).
 
 Example:
     >>> from resilience import CircuitBreaker, events
@@ -26,12 +27,16 @@ from ._observe._events import (
     CallRejected,
     CircuitStateChanged,
     DeadlineExceededEvent,
+    EndpointEjected,
+    EndpointReturned,
     Event,
     FallbackUsed,
     Listener,
     RetryBudgetExhausted,
     RetryExhausted,
     RetryScheduled,
+    UpstreamEndpointsChanged,
+    UpstreamResolveFailed,
     add_listener,
     remove_listener,
 )
@@ -42,12 +47,16 @@ __all__ = [
     "CallRejected",
     "CircuitStateChanged",
     "DeadlineExceededEvent",
+    "EndpointEjected",
+    "EndpointReturned",
     "Event",
     "FallbackUsed",
     "Listener",
     "RetryBudgetExhausted",
     "RetryExhausted",
     "RetryScheduled",
+    "UpstreamEndpointsChanged",
+    "UpstreamResolveFailed",
     "add_listener",
     "remove_listener",
     "set_meter_provider",

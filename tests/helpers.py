@@ -569,3 +569,351 @@ class CuttableProxy(TcpProxy):
     def stop(self) -> None:
         self._flowing.set()
         super().stop()
+
+
+# -- Fake LLM APIs (SDK tests) ---------------------------------------------------------------
+# Endpoints shaped like OpenAI's, Anthropic's and Gemini's, on a real uvicorn, so the SDKs run
+# unchanged against 127.0.0.1 and each attempt they (or our transports) make is recorded.
+
+
+class LLMAttempt:
+    """One request the fake LLM server received."""
+
+    __slots__ = (
+        "api",
+        "at",
+        "body",
+        "headers",
+        "idempotency_key",
+        "method",
+        "path",
+        "retry_count",
+        "stream",
+    )
+
+    def __init__(
+        self,
+        *,
+        api: str,
+        method: str,
+        path: str,
+        idempotency_key: str | None,
+        retry_count: str | None,
+        stream: bool,
+        at: float,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> None:
+        self.api = api
+        self.headers = headers
+        self.body = body
+        self.method = method
+        self.path = path
+        self.idempotency_key = idempotency_key
+        self.retry_count = retry_count
+        self.stream = stream
+        self.at = at
+
+    def __repr__(self) -> str:
+        return (
+            f"LLMAttempt({self.method} {self.path}, key={self.idempotency_key!r}, "
+            f"retry_count={self.retry_count!r}, stream={self.stream})"
+        )
+
+
+class FakeLLM:
+    """An ASGI app answering like OpenAI (``POST /v1/chat/completions``), Anthropic
+    (``POST /v1/messages``) and Gemini (``POST /v1beta/models/<m>:generateContent`` and
+    ``:streamGenerateContent``), scriptable per test.
+
+    `script` queues what the next attempts get, one step each (then ``"ok"``):
+
+    - ``"ok"``: the API's normal answer (server-sent events when the request asks to stream:
+      `chunks` events, the first at once, then one every `chunk_delay` seconds);
+    - ``"429"``, ``"503"``... (any status): the API's error body; ``"429:2"`` adds
+      ``Retry-After: 2``;
+    - ``"cut"``: a 200 that declares its Content-Length, sends half of the body and closes
+      the connection;
+    - ``"sleep:2"``: the normal answer after 2 s (sooner if the client hangs up meanwhile,
+      then no answer).
+
+    With *retry_after_ms*, error answers also carry ``retry-after-ms`` (the header the
+    OpenAI and Anthropic SDKs read first), which keeps the SDKs' own waits short in tests.
+    Every attempt is recorded in `attempts` (its Idempotency-Key and x-stainless-retry-count).
+    Serve it with `serve_llm`.
+    """
+
+    def __init__(
+        self, *, chunks: int = 4, chunk_delay: float = 0.2, retry_after_ms: int | None = None
+    ) -> None:
+        self.chunks = chunks
+        self.chunk_delay = chunk_delay
+        self.retry_after_ms = retry_after_ms
+        self.attempts: list[LLMAttempt] = []
+        self._steps: list[str] = []
+        self._lock = threading.Lock()
+
+    def script(self, *steps: str) -> None:
+        """Queue what the next attempts get, in order (after them: ``"ok"``)."""
+        with self._lock:
+            self._steps.extend(steps)
+
+    def reset(self) -> None:
+        """Forget the attempts and drop what is still scripted."""
+        with self._lock:
+            self._steps.clear()
+            self.attempts.clear()
+
+    def keys(self) -> list[str | None]:
+        """The Idempotency-Key of each attempt so far."""
+        return [attempt.idempotency_key for attempt in self.attempts]
+
+    def _next_step(self) -> str:
+        with self._lock:
+            return self._steps.pop(0) if self._steps else "ok"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        import json
+
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        path = scope["path"]
+        try:
+            payload = json.loads(body) if body else {}
+        except ValueError:
+            payload = {}
+        if path.endswith("/chat/completions"):
+            api = "openai"
+        elif path.endswith("/messages"):
+            api = "anthropic"
+        elif ":generatecontent" in path.lower() or ":streamgeneratecontent" in path.lower():
+            api = "gemini"
+        else:
+            await _send_json(send, 404, {"error": f"no route {path}"})
+            return
+        stream = (
+            ":streamGenerateContent" in path
+            if api == "gemini"
+            else bool(isinstance(payload, dict) and payload.get("stream"))
+        )
+        self.attempts.append(
+            LLMAttempt(
+                api=api,
+                method=scope["method"],
+                path=path,
+                idempotency_key=headers.get("idempotency-key"),
+                retry_count=headers.get("x-stainless-retry-count"),
+                stream=stream,
+                at=time.monotonic(),
+                headers=headers,
+                body=body,
+            )
+        )
+        step = self._next_step()
+        if step.startswith("sleep:"):
+            import asyncio
+
+            try:
+                # receive() returns at once if the client hangs up: then stop waiting.
+                message = await asyncio.wait_for(receive(), float(step[6:]))
+            except TimeoutError:
+                step = "ok"
+            else:
+                if message["type"] == "http.disconnect":
+                    return
+                step = "ok"
+        if step == "ok":
+            if stream:
+                await self._stream(send, api)
+            else:
+                await _send_json(send, 200, _llm_answer(api))
+        elif step == "cut":
+            data = json.dumps(_llm_answer(api)).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(data)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": data[: len(data) // 2]})
+            # Returning with the body unfinished makes uvicorn close the connection.
+            raise _CutConnection
+        else:
+            status, _, retry_after = step.partition(":")
+            extra = [(b"retry-after", retry_after.encode())] if retry_after else []
+            if self.retry_after_ms is not None:
+                extra.append((b"retry-after-ms", str(self.retry_after_ms).encode()))
+            await _send_json(send, int(status), _llm_error(api, int(status)), extra)
+
+    async def _stream(self, send: Any, api: str) -> None:
+        import asyncio
+
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                ],
+            }
+        )
+        events = _llm_events(api, self.chunks)
+        for index, event in enumerate(events):
+            if index and self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+class _CutConnection(Exception):
+    """Raised inside the fake LLM app to make uvicorn drop a connection mid-body."""
+
+
+async def _send_json(
+    send: Any, status: int, payload: object, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    import json
+
+    data = json.dumps(payload).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *(extra or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+def _llm_answer(api: str, text: str = "Hello from the fake model.") -> dict[str, Any]:
+    if api == "openai":
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": "fake-model",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9},
+        }
+    if api == "anthropic":
+        return {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": "fake-model",
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 3, "output_tokens": 6},
+        }
+    return {
+        "candidates": [
+            {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
+        ],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 6},
+    }
+
+
+def _llm_error(api: str, status: int) -> dict[str, Any]:
+    message = f"fake error {status}"
+    if api == "openai":
+        return {"error": {"message": message, "type": "server_error", "code": None}}
+    if api == "anthropic":
+        kind = "rate_limit_error" if status == 429 else "overloaded_error"
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    return {"error": {"code": status, "message": message, "status": "UNAVAILABLE"}}
+
+
+def _llm_events(api: str, chunks: int) -> list[bytes]:
+    """The server-sent events of a streamed answer of *chunks* text pieces."""
+    import json
+
+    def data(payload: object, event: str | None = None) -> bytes:
+        head = f"event: {event}\n" if event else ""
+        return f"{head}data: {json.dumps(payload)}\n\n".encode()
+
+    pieces = [f"piece{i} " for i in range(chunks)]
+    if api == "openai":
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1}
+        base["model"] = "fake-model"
+        events = [
+            data(
+                {**base, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}
+            )
+            for p in pieces
+        ]
+        events[-1] += data(
+            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        )
+        events[-1] += b"data: [DONE]\n\n"
+        return events
+    if api == "anthropic":
+        start = {
+            "type": "message_start",
+            "message": {**_llm_answer(api), "content": [], "stop_reason": None},
+        }
+        block = {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "text", "text": ""},
+        }
+        events = [
+            data(
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": p},
+                },
+                "content_block_delta",
+            )
+            for p in pieces
+        ]
+        events[0] = data(start, "message_start") + data(block, "content_block_start") + events[0]
+        events[-1] += data({"type": "content_block_stop", "index": 0}, "content_block_stop")
+        events[-1] += data(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 6},
+            },
+            "message_delta",
+        )
+        events[-1] += data({"type": "message_stop"}, "message_stop")
+        return events
+    return [
+        data({"candidates": [{"content": {"role": "model", "parts": [{"text": p}]}}]})
+        for p in pieces
+    ]
+
+
+@contextmanager
+def serve_llm(app: FakeLLM | None = None) -> Iterator[tuple[str, FakeLLM]]:
+    """Serve a `FakeLLM` (a new one by default) on 127.0.0.1; yield its URL and the app.
+
+    Its errors log at "critical" only: a cut connection is on purpose, not news.
+    """
+    fake = app if app is not None else FakeLLM()
+    with serve_asgi(fake, log_level="critical") as url:
+        yield url, fake

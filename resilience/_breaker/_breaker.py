@@ -26,6 +26,7 @@ from ._config import (
     DEFAULT_WINDOW,
     UNSET_FAILURE_RATE,
     BreakerConfig,
+    OpenDuration,
 )
 from ._drivers import GUARDING, decorate, guard_iteration, guarded_by
 from ._machine import BreakerMachine
@@ -54,7 +55,10 @@ class CircuitBreaker:
         minimum_calls: no rate decision before the window holds this many calls.
         slow_call_duration: calls taking at least this long count as slow.
         slow_call_rate: open when slow calls / calls reach this, in (0, 1].
-        open_duration: seconds OPEN before probes are let through (HALF_OPEN).
+        open_duration: seconds OPEN before probes are let through (HALF_OPEN); or a
+            strategy called with the number of consecutive openings, so that the OPEN time
+            grows each time (``backoff.exponential(30, 300, jitter=False)``: 30 s, 60 s,
+            120 s...), back to the first step once the breaker closes.
         half_open_calls: probes allowed at once in HALF_OPEN, judged together: by the failure
             rate, or (``consecutive_failures`` alone) reopening if any failed.
         failure_on: exception types, or a predicate ``exc -> bool``: what counts as a failure.
@@ -103,7 +107,7 @@ class CircuitBreaker:
         minimum_calls: int = DEFAULT_MINIMUM_CALLS,
         slow_call_duration: _validate.Duration | None = None,
         slow_call_rate: float = DEFAULT_SLOW_CALL_RATE,
-        open_duration: _validate.Duration = DEFAULT_OPEN_DURATION,
+        open_duration: _validate.Duration | OpenDuration = DEFAULT_OPEN_DURATION,
         half_open_calls: int = DEFAULT_HALF_OPEN_CALLS,
         failure_on: _validate.ExceptionFilter = Exception,
         ignore: _validate.ExceptionTypes = (),

@@ -7,6 +7,7 @@ per-host breakers built alike hold one config between them, not 10,000.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Final
 
 from .. import _validate
+from ..backoff import Backoff
 
 __all__ = [
     "DEFAULT_FAILURE_RATE",
@@ -24,6 +26,7 @@ __all__ = [
     "DEFAULT_WINDOW",
     "UNSET_FAILURE_RATE",
     "BreakerConfig",
+    "OpenDuration",
 ]
 
 DEFAULT_FAILURE_RATE: Final = 0.5
@@ -36,6 +39,28 @@ DEFAULT_HALF_OPEN_CALLS: Final = 1
 # Interned configs (see `BreakerConfig.validated`); bounded, since settings may be built in
 # a loop with ever new values (a fuzzer, a predicate made per call).
 _INTERNED_MAX: Final = 256
+
+_log = logging.getLogger("resilience")
+
+OpenDuration = Backoff | Callable[[int], float]
+"""A strategy for ``open_duration``: a `resilience.backoff` strategy, or a function taking
+the number of consecutive openings (1 for the first) and returning seconds."""
+
+
+def _open_strategy(value: object) -> tuple[float, OpenDuration | None]:
+    """``open_duration`` as (longest seconds OPEN, strategy or None).
+
+    A number or timedelta is a fixed duration. A strategy grows the OPEN time with each
+    consecutive opening (Envoy's ejection time, ``base_ejection_time`` x times ejected); its
+    longest value is its ``maximum`` (exponential) or ``seconds`` (constant), else
+    `resilience._validate.MAX_DURATION`, so the stores' TTLs have a bound to work from.
+    """
+    if isinstance(value, Backoff):
+        longest = getattr(value, "maximum", getattr(value, "seconds", _validate.MAX_DURATION))
+        return float(longest), value
+    if callable(value) and not isinstance(value, type):
+        return _validate.MAX_DURATION, value
+    return _validate.required_duration("open_duration", value), None
 
 
 class _DefaultRate(float):
@@ -77,6 +102,8 @@ class BreakerConfig:
     slow_call_duration: float | None = None
     slow_call_rate: float = DEFAULT_SLOW_CALL_RATE
     open_duration: float = DEFAULT_OPEN_DURATION
+    #: The strategy ``open_duration`` was given as (``open_duration`` is then its longest).
+    open_backoff: OpenDuration | None = None
     half_open_calls: int = DEFAULT_HALF_OPEN_CALLS
     failure_on: object = Exception
     ignore: tuple[type[BaseException], ...] = ()
@@ -111,6 +138,27 @@ class BreakerConfig:
         settings = {name: getattr(self, name) for name in _SETTINGS}
         return (_from_settings, (settings,))
 
+    def open_time(self, openings: int, name: str) -> tuple[float, float]:
+        """(seconds OPEN at the *openings*-th opening in a row, how long a probe may then
+        hold its slot): ``open_duration``, or the strategy's step, within (0, longest]."""
+        strategy = self.open_backoff
+        if strategy is None:
+            return self.open_duration, self.open_duration
+        try:
+            if isinstance(strategy, Backoff):
+                seconds = float(strategy.compute(openings))
+            else:
+                seconds = float(strategy(openings))
+        except Exception:
+            # A broken strategy must not leave the breaker half-way into OPEN.
+            _log.exception("open_duration strategy of breaker %r raised", name)
+            seconds = DEFAULT_OPEN_DURATION
+        if not seconds > 0.0:  # NaN and negatives
+            seconds = 0.0
+        elif seconds > self.open_duration:
+            seconds = self.open_duration
+        return seconds, seconds or self.open_duration  # a probe always gets some time
+
     @property
     def timed(self) -> bool:
         """True when calls are timed (``slow_call_duration`` is set)."""
@@ -138,6 +186,7 @@ class BreakerConfig:
         alike share one config.
         """
         _validate.exception_filter("failure_on", failure_on)
+        longest_open, open_backoff = _open_strategy(open_duration)
         config = cls(
             failure_rate=_validate.rate("failure_rate", failure_rate),
             consecutive_failures=_validate.integer(
@@ -158,7 +207,8 @@ class BreakerConfig:
                 "slow_call_duration", slow_call_duration, allow_none=True
             ),
             slow_call_rate=_validate.rate("slow_call_rate", slow_call_rate),
-            open_duration=_validate.required_duration("open_duration", open_duration),
+            open_duration=longest_open,
+            open_backoff=open_backoff,
             half_open_calls=_validate.required_integer("half_open_calls", half_open_calls),
             failure_on=failure_on,
             ignore=_validate.exception_types("ignore", ignore) if ignore != () else (),

@@ -94,7 +94,9 @@ class BreakerMachine:
         "listeners",
         "lock",
         "name",
+        "open_for",
         "open_until",
+        "openings",
         "remote",
         "state",
         "window",
@@ -114,6 +116,10 @@ class BreakerMachine:
         self.state = CLOSED
         self.gen = 0
         self.open_until = 0.0
+        # Openings in a row (a strategy's step), 0 once closed; this opening's duration, also
+        # how long a probe may hold its slot.
+        self.openings = 0
+        self.open_for = config.open_duration
         # How a success is recorded (FAST_*): lock-free while CLOSED with a count window,
         # and either enough calls for a decision or nothing bad in the window (a success
         # cannot trip the breaker then).
@@ -242,7 +248,7 @@ class BreakerMachine:
         freed = 0
         while in_flight:
             permit, started = next(iter(in_flight.items()))
-            if now - started < self.config.open_duration:
+            if now - started < self.open_for:
                 break
             del in_flight[permit]
             freed += 1
@@ -260,7 +266,7 @@ class BreakerMachine:
         if len(probes.in_flight) + probes.done < self.config.half_open_calls:
             return 0.0
         oldest = next(iter(probes.in_flight.values()))
-        return max(0.0, oldest + self.config.open_duration - now)
+        return max(0.0, oldest + self.open_for - now)
 
     # ---------------------------------------------------------------- outcomes
 
@@ -442,7 +448,9 @@ class BreakerMachine:
         return self._transition_locked(CLOSED, "the probes succeeded")
 
     def _to_open_locked(self, reason: str) -> CircuitStateChanged:
-        self.open_until = self.clock() + self.config.open_duration
+        self.openings += 1
+        seconds, self.open_for = self.config.open_time(self.openings, self.name)
+        self.open_until = self.clock() + seconds
         return self._transition_locked(OPEN, reason)
 
     def _transition_locked(
@@ -463,6 +471,8 @@ class BreakerMachine:
         self.state = new
         self.fast = FAST_TICK if new is CLOSED and self.window.ticks is not None else FAST_NONE
         self.gen += 1
+        if new is CLOSED:
+            self.openings = 0  # a strategy's open_duration starts again from its first step
         if new is CLOSED or new is HALF_OPEN:
             self.window.clear()
             self.remote = NO_COUNTS

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from opentelemetry import context as otel_context
 
@@ -35,15 +35,19 @@ from .._retry._report import announce
 from .._retry._retry import Retry
 from .._retry._shape import check_arity
 from ..backoff import TenacityWait
-from ._compat import ByteStream, Request
+from ._compat import ByteStream
 from ._hosts import DEFAULT_BREAKER_NAME, DEFAULT_HOST_BREAKER, HostBreakers
+from ._outer import Logical, join_request
 from ._overrides import EXTENSION, parse_overrides
+from ._routing import Route, Routes
 from ._rules import (
     HTTPX_ERRORS,
     IDEMPOTENCY_HEADER,
     KEYED_METHODS,
     ErrorKinds,
     Expiry,
+    RequestLike,
+    as_httpx,
     attempt_timeouts,
     authority,
     budget_cut,
@@ -64,6 +68,7 @@ __all__ = [
     "DEFAULT_MAX_RETRY_AFTER",
     "RESEND_COUNT_EXTENSION",
     "Call",
+    "RequestLike",
     "TransportCore",
     "check_inner",
     "check_sleep",
@@ -86,7 +91,6 @@ _TIMEOUT_HEADROOM: Final = 0.01
 """httpx's own timeouts fire this much before the deadline (at most a tenth of what is left),
 so an attempt cut by the deadline ends as an httpx timeout the transport recognises (and
 turns into `DeadlineExceeded`) rather than as a bare cancellation of the task."""
-_NOTE: Final = "resilience.httpx: "
 _MIN_HEADER_BUDGET: Final = 0.001
 """Below one millisecond the deadline header would read ``0``, which means "no deadline"."""
 
@@ -114,21 +118,25 @@ class Call:
         "cut",
         "expiry",
         "idempotent",
+        "logical",
         "max_attempts",
         "must_read",
         "permit",
         "request",
         "retry",
+        "route",
         "scope",
         "started",
         "state",
     )
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: RequestLike) -> None:
         self.request = request
         self.base_extensions = request.extensions
         self.attempt = 0
         self.breaker: CircuitBreaker | None = None
+        # Set when the request's host is an upstream's name: its endpoints are picked per attempt.
+        self.route: Route | None = None
         # The deadline active for the attempt (read again by the drivers while the answer
         # arrives), and the timeout parts it shortened below the transport's own.
         self.expiry: Expiry | None = None
@@ -142,6 +150,8 @@ class Call:
         self.started = 0.0
         # The tenacity state when the retry's backoff is a tenacity wait.
         self.state: RetryCallState | None = None
+        # The call an SDK above us is retrying, when it says so (`._outer`).
+        self.logical: Logical | None = None
 
 
 class TransportCore:
@@ -151,6 +161,11 @@ class TransportCore:
     inner transport, and `after_error` or `after_response`, which say whether to retry and
     after how long.
     """
+
+    in_memory: ClassVar[tuple[type, ...]] = (ByteStream,)
+    """Request bodies held in memory, hence replayable (other clients' cores name theirs)."""
+    note: ClassVar[str] = "resilience.httpx: "
+    """How the notes (PEP 678) this core adds to errors begin: the adapter's module."""
 
     __slots__ = (
         "buffer_limit",
@@ -166,6 +181,8 @@ class TransportCore:
         "policy_timeout",
         "retry",
         "retry_statuses",
+        "routes",
+        "token",
         "wall_clock",
     )
 
@@ -182,8 +199,12 @@ class TransportCore:
         clock: _validate.Clock,
         wall_clock: _validate.Clock,
         errors: ErrorKinds = HTTPX_ERRORS,
+        upstreams: tuple[object, ...] = (),
+        is_async: bool = False,
     ) -> None:
         self.errors = errors
+        # Names this transport to `._outer` without a context keeping the transport alive.
+        self.token = object()
         if idempotency_keys is True:
             self.idempotency_keys: Callable[[], str] | None = new_idempotency_key
         elif idempotency_keys is False:
@@ -254,10 +275,19 @@ class TransportCore:
             if policy is None or template is not None
             else None
         )
+        # Endpoints always have a breaker: the policy's template, else the transport's
+        # default per-host one (also when the policy has no breaker).
+        if template is None:
+            factory = partial(CircuitBreaker, clock=self.clock, **DEFAULT_HOST_BREAKER)
+        self.routes: Routes | None = (
+            Routes(upstreams, base=base, breaker=factory, clock=self.clock, is_async=is_async)
+            if upstreams
+            else None
+        )
 
     # ------------------------------------------------------------------ per request
 
-    def begin(self, request: Request) -> Call:
+    def begin(self, request: RequestLike) -> Call:
         """Plan a request: overrides, retry settings, idempotency, body replay, breaker."""
         call = Call(request)
         headers = request.headers
@@ -275,14 +305,18 @@ class TransportCore:
             attempts = overrides.attempts
             idempotent = overrides.idempotent
 
+        # An SDK's retry of a call joins it: one key, one budget of attempts (`._outer`).
+        logical = call.logical = join_request(self.token, request)
         new_key = self.idempotency_keys
         if new_key is not None and method in KEYED_METHODS and IDEMPOTENCY_HEADER not in headers:
-            headers[IDEMPOTENCY_HEADER] = new_key()
+            headers[IDEMPOTENCY_HEADER] = new_key() if logical is None else logical.key_for(new_key)
         call.idempotent = safe_to_repeat(method, headers, idempotent)
 
         if retry is not None:
             call.retry = retry
             call.max_attempts = attempts if attempts is not None else retry.max_attempts()
+            if logical is not None and logical.sent:
+                call.max_attempts = logical.attempts(call.max_attempts)
             if call.max_attempts > 1:
                 call.must_read, replayable = self._replay_mode(request)
                 if not replayable:
@@ -294,20 +328,25 @@ class TransportCore:
             if timeout is not None:
                 call.scope = timeout
             budget = retry.budget
-            if budget is not None:
-                budget.record_call()
+            if budget is not None and (logical is None or not logical.sent):
+                budget.record_call()  # an SDK's retry is not a new call
 
         scope = self.policy_timeout
         if scope is not None and (call.scope is None or scope < call.scope):
             call.scope = scope
+        routes = self.routes
+        if routes is not None:
+            call.route = routes.route(as_httpx(request))
+            if call.route is not None:
+                return call  # each attempt takes its endpoint's breaker
         if self.hosts is not None:
             call.breaker = self.hosts.get(request.url)
         return call
 
-    def _replay_mode(self, request: Request) -> tuple[bool, bool]:
+    def _replay_mode(self, request: RequestLike) -> tuple[bool, bool]:
         """(must read first, replayable) for the request body."""
         stream = request.stream
-        if isinstance(stream, ByteStream):
+        if isinstance(stream, self.in_memory):
             return False, True
         length = request.headers.get("content-length")
         if (
@@ -326,6 +365,8 @@ class TransportCore:
         trace context inside it, so ``traceparent`` names the attempt.
         """
         call.attempt += 1
+        if call.logical is not None:
+            call.logical.sent += 1
         request = call.request
         expiry = call.expiry = current_deadline()
         left = None if expiry is None else check_deadline("the HTTP request")
@@ -350,13 +391,28 @@ class TransportCore:
             if call.attempt > 1:
                 extensions[RESEND_COUNT_EXTENSION] = call.attempt - 1
             request.extensions = extensions
+        route = call.route
+        if route is not None:
+            try:
+                endpoint, permit = route.pick(as_httpx(request))
+            except Exception as exc:
+                if call.attempt > 1:
+                    exc.add_note(f"resilience.httpx: rejected before attempt {call.attempt}")
+                raise
+            # Sent despite its breaker (ejection cap, panic mode): nothing to record in it.
+            breaker = endpoint.breaker if permit is not None else None
+            call.breaker = breaker
+            call.permit = permit or 0
+            if breaker is not None:
+                call.started = breaker.clock()  # the breaker's own clock, for slow calls
+            return
         breaker = call.breaker
         if breaker is not None:
             try:
                 call.permit = breaker.acquire()
             except Exception as exc:
                 if call.attempt > 1:
-                    exc.add_note(f"resilience.httpx: rejected before attempt {call.attempt}")
+                    exc.add_note(f"{self.note}rejected before attempt {call.attempt}")
                 raise
             call.started = breaker.clock()
 
@@ -365,6 +421,8 @@ class TransportCore:
         breaker = call.breaker
         if breaker is not None:
             breaker.release(call.permit)
+        if call.route is not None:
+            call.route.release(as_httpx(call.request))
 
     def after_error(self, call: Call, exc: Exception) -> float | None:
         """Record a failed attempt; return the wait before the next one, or None to stop.
@@ -380,15 +438,18 @@ class TransportCore:
         """
         kinds = self.errors
         breaker = call.breaker
+        counted = (
+            isinstance(exc, kinds.transport)
+            and not isinstance(exc, kinds.caller_errors)
+            and not budget_cut(exc, call.cut, kinds)
+        )
         if breaker is not None:
-            if (
-                isinstance(exc, kinds.transport)
-                and not isinstance(exc, kinds.caller_errors)
-                and not budget_cut(exc, call.cut, kinds)
-            ):
+            if counted:
                 breaker.record_exception(call.permit, exc, breaker.clock() - call.started)
             else:
                 breaker.release(call.permit)
+        if call.route is not None:
+            call.route.end(as_httpx(call.request), ok=not counted)
         if isinstance(exc, kinds.timeout):
             expiry = current_deadline()
             if expiry is not None and expiry.remaining() <= _DEADLINE_SLACK:
@@ -421,6 +482,8 @@ class TransportCore:
                 breaker.record_failure(call.permit, duration)
             else:
                 breaker.record_success(call.permit, duration)
+        if call.route is not None:
+            call.route.end(as_httpx(call.request), ok=status < 500)
         if call.retry is None or status not in self.retry_statuses:
             return None
         retry_after = None
@@ -456,7 +519,7 @@ class TransportCore:
             budget=retry.budget,
         )
         name = call.breaker.name if call.breaker is not None else authority(call.request.url)
-        wait = announce(verdict, name, call.attempt, error, exc, _NOTE)
+        wait = announce(verdict, name, call.attempt, error, exc, self.note)
         if wait is not None and state is not None:
             state.idle_for += wait
         return wait

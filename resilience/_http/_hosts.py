@@ -75,7 +75,12 @@ class BreakerMap(Mapping[str, "CircuitBreaker"]):
     def _key(items: Mapping[str, CircuitBreaker], key: object) -> object:
         if isinstance(key, URL):
             return authority(key)
-        if not isinstance(key, str) or key in items:
+        if not isinstance(key, str):
+            # httpx2's, yarl's and the adapters' URLs have the parts a breaker is keyed by.
+            if all(hasattr(key, part) for part in ("scheme", "host", "port")):
+                return authority(key)  # type: ignore[arg-type]  # a UrlParts, checked above
+            return key
+        if key in items:
             return key
         if "://" in key:
             try:

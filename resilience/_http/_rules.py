@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from ._compat import (
     CloseError,
@@ -26,6 +26,7 @@ from ._compat import (
     PoolTimeout,
     ReadTimeout,
     RemoteProtocolError,
+    Request,
     TimeoutException,
     TransportError,
     UnsupportedProtocol,
@@ -40,7 +41,9 @@ __all__ = [
     "KEYED_METHODS",
     "ErrorKinds",
     "Expiry",
+    "RequestLike",
     "UrlParts",
+    "as_httpx",
     "attempt_timeouts",
     "authority",
     "budget_cut",
@@ -321,3 +324,36 @@ def deadline_passed(expiry: Expiry | None) -> bool:
         True
     """
     return expiry is not None and expiry.remaining() <= 0.0
+
+
+def as_httpx(request: RequestLike) -> Request:
+    """*request*, which is httpx's own wherever routes exist (only httpx transports route)."""
+    return cast("Request", request)
+
+
+class RequestLike(Protocol):
+    """What the core reads of a request: httpx's and httpx2's requests, and the views the
+    requests and aiohttp adapters make of theirs."""
+
+    @property
+    def method(self) -> str:
+        """Upper case."""
+        ...
+
+    @property
+    def url(self) -> UrlParts:
+        """Its scheme, host and port (``str()`` gives the whole URL, for spans)."""
+        ...
+
+    @property
+    def headers(self) -> Any:
+        """A mutable, case-insensitive mapping: the request's own headers."""
+        ...
+
+    @property
+    def stream(self) -> object:
+        """The body, as the client holds it (an in-memory one can be sent again)."""
+        ...
+
+    extensions: Any
+    """A mapping the core reads per-request options from and replaces per attempt."""

@@ -27,6 +27,8 @@ __all__ = [
     "CallRejected",
     "CircuitStateChanged",
     "DeadlineExceededEvent",
+    "EndpointEjected",
+    "EndpointReturned",
     "Event",
     "FallbackUsed",
     "Listener",
@@ -34,6 +36,8 @@ __all__ = [
     "RetryExhausted",
     "RetryScheduled",
     "Sink",
+    "UpstreamEndpointsChanged",
+    "UpstreamResolveFailed",
     "add_listener",
     "add_sink",
     "configured_structlog",
@@ -293,6 +297,79 @@ class FallbackUsed(Event):
     error: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointEjected(Event):
+    """An upstream's endpoint left the rotation: its breaker opened (``ejections`` counts the
+    openings in a row since it was last closed). ``kept_in`` says the ejection cap or panic
+    mode keeps it in the rotation anyway.
+
+    Example:
+        >>> e = EndpointEjected(name="payments", endpoint="http://10.0.0.6:8001", ejections=2)
+        >>> e.event, e.log_fields()["upstream"], e.kept_in
+        ('upstream.endpoint_ejected', 'payments', False)
+    """
+
+    event: ClassVar[str] = "upstream.endpoint_ejected"
+    level: ClassVar[int] = logging.WARNING
+    name: str
+    endpoint: str
+    ejections: int
+    kept_in: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointReturned(Event):
+    """An upstream's endpoint is back in the rotation: its breaker closed after
+    ``ejected_for`` seconds out.
+
+    Example:
+        >>> EndpointReturned(name="payments", endpoint="http://10.0.0.6:8001",
+        ...                  ejected_for=30.0).event
+        'upstream.endpoint_returned'
+    """
+
+    event: ClassVar[str] = "upstream.endpoint_returned"
+    level: ClassVar[int] = logging.INFO
+    name: str
+    endpoint: str
+    ejected_for: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamEndpointsChanged(Event):
+    """An upstream's resolver returned a different set of endpoints.
+
+    Example:
+        >>> UpstreamEndpointsChanged(name="payments", added=1, removed=0, endpoints=3).event
+        'upstream.endpoints_changed'
+    """
+
+    event: ClassVar[str] = "upstream.endpoints_changed"
+    level: ClassVar[int] = logging.INFO
+    name: str
+    added: int
+    removed: int
+    endpoints: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamResolveFailed(Event):
+    """Reading an upstream's resolver failed (raised, or returned no usable URL); the last
+    set of ``endpoints`` is kept (0: there is none yet).
+
+    Example:
+        >>> UpstreamResolveFailed(name="payments", error="gaierror", endpoints=3).as_dict()
+        {'name': 'payments', 'error': 'gaierror', 'endpoints': 3}
+    """
+
+    event: ClassVar[str] = "upstream.resolve_failed"
+    level: ClassVar[int] = logging.WARNING
+    name: str
+    error: str
+    endpoints: int
+
+
 Listener = Callable[[Event], object]
 """A function called with every event (registry-wide) or a component's events."""
 
@@ -458,6 +535,10 @@ public(
     BulkheadRejected,
     DeadlineExceededEvent,
     FallbackUsed,
+    EndpointEjected,
+    EndpointReturned,
+    UpstreamEndpointsChanged,
+    UpstreamResolveFailed,
     add_listener,
     remove_listener,
 )

@@ -33,6 +33,10 @@ ALL_EVENTS: list[events.Event] = [
     events.BulkheadRejected(name="pool", max_concurrent=4, max_waiting=0),
     events.DeadlineExceededEvent(where="retry wait", seconds=2.0),
     events.FallbackUsed(name="fetch", error="ConnectError"),
+    events.EndpointEjected(name="payments", endpoint="http://10.0.0.5:80", ejections=1),
+    events.EndpointReturned(name="payments", endpoint="http://10.0.0.5:80", ejected_for=30.0),
+    events.UpstreamEndpointsChanged(name="payments", added=1, removed=0, endpoints=3),
+    events.UpstreamResolveFailed(name="payments", error="OSError", endpoints=2),
 ]
 
 

@@ -1,0 +1,171 @@
+"""Routing requests for an upstream's logical host to its endpoints (the transports' side).
+
+`Routes` holds a transport's upstreams (`resilience._upstream._pool.Pool`, one per
+`Upstream`) by logical host. A request whose URL host is an upstream's name gets a `Route`;
+per attempt the route picks an endpoint (never one this request already tried while another
+is in the rotation), points the request's URL at it (path and query kept, the ``Host``
+header untouched, as Envoy does), and afterwards records the attempt's latency and puts the
+logical URL back, so ``response.request.url`` is the URL the caller asked for. The attempt's
+span is opened while the URL names the endpoint, so it shows ``server.address`` and
+``server.port`` of the endpoint that answered.
+
+Reading a resolver is I/O: the drivers do it (`resilience._upstream._resolve.refresh`, or
+``arefresh``) before each attempt, when it is due.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Final
+
+from .. import _validate
+from .._errors import ConfigError
+from .._upstream._config import Upstream, is_async_only
+from .._upstream._endpoints import Endpoint
+from .._upstream._pool import Lease, Pool
+from .._upstream._view import UpstreamMap
+from ._compat import URL, ConnectError, Request, url_host, with_origin
+
+if TYPE_CHECKING:
+    from .._breaker._breaker import CircuitBreaker
+
+__all__ = ["Route", "Routes", "check_upstreams", "upstream_map"]
+
+_SNI: Final = "sni_hostname"
+
+
+class Route:
+    """One request's way through an upstream: the logical URL, the endpoints tried."""
+
+    __slots__ = ("endpoint", "logical", "permit", "pool", "started", "tried")
+
+    def __init__(self, pool: Pool, logical: URL) -> None:
+        self.pool = pool
+        self.logical = logical
+        self.tried: tuple[Endpoint, ...] = ()
+        self.endpoint: Endpoint | None = None
+        self.permit: int | None = None
+        self.started = 0.0
+
+    def pick(self, request: Request) -> Lease:
+        """Choose this attempt's endpoint, take its permit, point *request* at it.
+
+        Raises `CircuitOpenError` when no endpoint can take it, and `httpx.ConnectError`
+        when the upstream has no endpoints at all (its resolver never answered).
+        """
+        pool = self.pool
+        now = pool.clock()
+        try:
+            endpoint, permit = lease = pool.pick(now, self.tried)
+        except LookupError as exc:
+            msg = f"{exc}: its resolver has not returned any endpoint URL"
+            raise ConnectError(msg, request=request) from exc
+        self.endpoint = endpoint
+        self.permit = permit
+        self.started = now
+        self.tried = (*self.tried, endpoint)
+        address = endpoint.address
+        request.url = with_origin(self.logical, address.scheme, address.host, address.port)
+        if address.scheme == "https" and _SNI not in request.extensions:
+            # TLS checks the certificate against the name the caller asked for (the Host
+            # header's), not against the endpoint's address: Envoy's auto_sni.
+            request.extensions = {**request.extensions, _SNI: self.logical.host}
+        return lease
+
+    def end(self, request: Request, *, ok: bool) -> None:
+        """The attempt ended (*ok*: not a failure): learn its latency, restore the URL."""
+        endpoint = self.endpoint
+        if endpoint is not None:
+            self.endpoint = None
+            now = self.pool.clock()
+            endpoint.finish(now - self.started, now, ok)
+            if self.permit is not None and not endpoint.closed:
+                self.pool.probe_ended()
+        request.url = self.logical
+
+    def release(self, request: Request) -> None:
+        """The attempt was cancelled: count it out without learning, restore the URL."""
+        endpoint = self.endpoint
+        if endpoint is not None:
+            self.endpoint = None
+            self.pool.release(endpoint)
+        request.url = self.logical
+
+
+class Routes:
+    """A transport's upstreams by logical host.
+
+    Endpoint breakers come from *breaker* (the transport's per-host breaker factory: the
+    policy breaker's `clone`, or the default breaker), named ``<base>:<endpoint URL>``.
+    """
+
+    __slots__ = ("pools",)
+
+    def __init__(
+        self,
+        upstreams: Iterable[object],
+        *,
+        base: str,
+        breaker: Callable[[str], CircuitBreaker],
+        clock: _validate.Clock,
+        is_async: bool,
+    ) -> None:
+        pools: dict[str, Pool] = {}
+        for upstream in upstreams:
+            if not isinstance(upstream, Upstream):
+                msg = (
+                    "upstreams must be a list of resilience.httpx.Upstream, "
+                    f"got an item {_validate.show(upstream)}"
+                )
+                raise ConfigError(msg)
+            if upstream.name in pools:
+                msg = f"upstreams has two upstreams named {upstream.name!r}; names must differ"
+                raise ConfigError(msg)
+            if not is_async and upstream.resolver is not None and is_async_only(upstream.resolver):
+                msg = (
+                    f"upstream {upstream.name!r} has an async resolver, which "
+                    "ResilientTransport cannot await; use AsyncResilientTransport, or a "
+                    "plain function"
+                )
+                raise ConfigError(msg)
+            pools[upstream.name] = Pool(
+                upstream,
+                breaker=_Namer(base, breaker),
+                clock=clock,
+                random=random.random,
+            )
+        self.pools: Mapping[str, Pool] = pools
+
+    def route(self, request: Request) -> Route | None:
+        """The route for *request*, or None when its host is no upstream's name."""
+        pool = self.pools.get(url_host(request.url))
+        return None if pool is None else Route(pool, request.url)
+
+
+class _Namer:
+    """Builds an endpoint's breaker named ``<base>:<endpoint URL>`` (no cycle to the pool)."""
+
+    __slots__ = ("_base", "_factory")
+
+    def __init__(self, base: str, factory: Callable[[str], CircuitBreaker]) -> None:
+        self._base = base
+        self._factory = factory
+
+    def __call__(self, url: str) -> CircuitBreaker:
+        return self._factory(f"{self._base}:{url}")
+
+
+def check_upstreams(value: object) -> tuple[object, ...]:
+    """A transport's ``upstreams`` argument as a tuple (a list, tuple, or one `Upstream`)."""
+    if isinstance(value, Upstream):
+        return (value,)
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        msg = f"upstreams must be a list of resilience.httpx.Upstream, got {_validate.show(value)}"
+        raise ConfigError(msg)
+    return tuple(value)
+
+
+def upstream_map(routes: Routes | None) -> UpstreamMap:
+    """The live view of a transport's upstreams (empty without any)."""
+    return UpstreamMap({} if routes is None else routes.pools)

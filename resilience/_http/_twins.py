@@ -1,0 +1,434 @@
+"""The sync and async transports, written once for httpx and its fork httpx2.
+
+httpx2 is httpx under another import name: the same API, but classes of its own (an
+`httpx2.Client` asserts that a response stream is an `httpx2.SyncByteStream`; httpx's
+errors are not httpx2's). So the twins' bodies are written here against a `Kit`, the few
+classes a library contributes, and `resilience.httpx` and `resilience.httpx2` each declare
+the public classes with their library's kit and base transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
+
+from .. import _validate
+from .._deadline import deadline
+from .._errors import ConfigError
+from .._observe._otel_gate import http_attempt
+from .._upstream._config import Upstream
+from .._upstream._resolve import arefresh, refresh
+from .._upstream._view import UpstreamMap
+from ._core import (
+    DEFAULT_BUFFER_LIMIT,
+    DEFAULT_MAX_RETRY_AFTER,
+    Call,
+    TransportCore,
+    check_inner,
+    check_sleep,
+    deadline_error,
+    inject_trace_context,
+)
+from ._hosts import DEFAULT_MAX_HOSTS, BreakerMap
+from ._routing import check_upstreams, upstream_map
+from ._rules import DEFAULT_RETRY_STATUSES, ErrorKinds, deadline_passed
+from ._streams import LATE_HEAD, aread_body, read_body, sized_body
+
+if TYPE_CHECKING:
+    from .._policy import Policy
+
+__all__ = ["AsyncTwin", "Kit", "SyncTwin"]
+
+InnerT = TypeVar("InnerT")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Kit:
+    """What one httpx-like library contributes to the transports."""
+
+    name: str
+    """Its import name (``httpx``, ``httpx2``), for messages."""
+    other: str
+    """The import name of the library it is often mistaken for."""
+    Request: type[Any]
+    ByteStream: type[Any]
+    SyncByteStream: type[Any]
+    AsyncByteStream: type[Any]
+    HTTPTransport: Callable[[], Any]
+    AsyncHTTPTransport: Callable[[], Any]
+    DeadlineStream: type[Any]
+    AsyncDeadlineStream: type[Any]
+    errors: ErrorKinds
+    core: type[TransportCore]
+    """`TransportCore`, or a subclass knowing the library's request body classes."""
+
+
+def _routes(kit: Kit, upstreams: Iterable[Upstream]) -> tuple[object, ...]:
+    checked = check_upstreams(upstreams)
+    if checked and kit.name != "httpx":
+        msg = (
+            f"upstreams= is supported by resilience.httpx's transports, got it on "
+            f"resilience.{kit.name}'s; route through resilience.httpx, or pass one URL per host"
+        )
+        raise ConfigError(msg)
+    return checked
+
+
+def _blocking_sleep(seconds: float) -> None:
+    # Looked up per call, so tests that patch time.sleep see our waits too.
+    time.sleep(seconds)
+
+
+async def _async_sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+def _from_library(value: object, name: str) -> bool:
+    return any(
+        (getattr(cls, "__module__", None) or "").partition(".")[0] == name
+        for cls in type(value).__mro__
+    )
+
+
+def _check_inner(kit: Kit, inner: Any, method: str) -> Any:
+    if _from_library(inner, kit.other):
+        msg = (
+            f"inner must be an {kit.name} transport, got {inner!r} from {kit.other}: "
+            f"use resilience.{kit.other}'s transports with {kit.other} clients"
+        )
+        raise ConfigError(msg)
+    return check_inner(inner, method)
+
+
+def _foreign(kit: Kit, request: object, cls: str) -> ConfigError:
+    """The error for a request from another library (the transport was given to its client)."""
+    library = (type(request).__module__ or "?").partition(".")[0]
+    msg = (
+        f"resilience.{kit.name}.{cls} was given to an {library} client (it got a "
+        f"{type(request).__qualname__} from {library}); use resilience.{library}.{cls} "
+        f"with {library} clients"
+    )
+    return ConfigError(msg)
+
+
+class SyncTwin(Generic[InnerT]):
+    """The body of `ResilientTransport`; subclasses set ``_kit`` and the library's base."""
+
+    _kit: ClassVar[Kit]
+
+    def __init__(
+        self,
+        inner: InnerT | None = None,
+        *,
+        policy: Policy | None = None,
+        idempotency_keys: bool | Callable[[], str] = False,
+        max_retry_after: _validate.Duration = DEFAULT_MAX_RETRY_AFTER,
+        buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+        deadline_header: str | None = None,
+        max_hosts: int = DEFAULT_MAX_HOSTS,
+        retry_statuses: frozenset[int] | set[int] | tuple[int, ...] = DEFAULT_RETRY_STATUSES,
+        upstreams: Iterable[Upstream] = (),
+        clock: _validate.Clock = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
+        wall_clock: _validate.Clock = time.time,
+    ) -> None:
+        kit = self._kit
+        self._core = kit.core(
+            policy=policy,
+            idempotency_keys=idempotency_keys,
+            max_retry_after=max_retry_after,
+            buffer_limit=buffer_limit,
+            deadline_header=deadline_header,
+            max_hosts=max_hosts,
+            retry_statuses=retry_statuses,
+            clock=clock,
+            wall_clock=wall_clock,
+            errors=kit.errors,
+            upstreams=_routes(kit, upstreams),
+        )
+        self._sleep: Callable[[float], object] = (
+            _blocking_sleep if sleep is None else check_sleep(sleep)
+        )
+        self._inner: InnerT = (
+            kit.HTTPTransport() if inner is None else _check_inner(kit, inner, "handle_request")
+        )
+
+    @property
+    def inner(self) -> InnerT:
+        """The wrapped transport."""
+        return self._inner
+
+    @property
+    def breakers(self) -> BreakerMap:
+        """Each authority (``scheme://host:port``) seen so far and its live breaker."""
+        return BreakerMap(self._core.hosts)
+
+    @property
+    def upstreams(self) -> UpstreamMap:
+        """Each upstream by name, live: ``.endpoints`` with url, healthy, in_flight..."""
+        return upstream_map(self._core.routes)
+
+    def handle_request(self, request: Any) -> Any:
+        """Send *request* through the inner transport, retrying as the rules allow."""
+        if not isinstance(request, self._kit.Request):
+            raise _foreign(self._kit, request, "ResilientTransport")
+        core = self._core
+        call = core.begin(request)
+        if call.must_read:
+            request.read()
+        bulkhead = core.bulkhead
+        if bulkhead is None:
+            return self._scoped(call)
+        bulkhead.acquire()
+        try:
+            return self._scoped(call)
+        finally:
+            bulkhead.release()
+
+    def _scoped(self, call: Call) -> Any:
+        if call.scope is None:
+            return self._send(call)
+        with deadline(call.scope, clock=self._core.clock):
+            return self._send(call)
+
+    def _send(self, call: Call) -> Any:
+        core = self._core
+        kit = self._kit
+        inner: Any = self._inner
+        request: Any = call.request
+        limit = core.buffer_limit
+        route = call.route
+        while True:
+            if route is not None and route.pool.resolver is not None:
+                refresh(route.pool)  # re-reads the resolver when the set is older than refresh
+            core.before_attempt(call)
+            failure: Exception | None = None
+            with http_attempt(request, call.attempt - 1) as attempt:
+                inject_trace_context(request.headers)
+                try:
+                    response = inner.handle_request(request)
+                    expiry = call.expiry
+                    if deadline_passed(expiry):
+                        response.close()
+                        raise deadline_error(LATE_HEAD)
+                    stream = response.stream
+                    if isinstance(stream, kit.ByteStream) or not isinstance(
+                        stream, kit.SyncByteStream
+                    ):
+                        pass
+                    elif sized_body(response, limit):
+                        # The client reads the body after we return, where a broken
+                        # connection could no longer be retried: read small bodies here.
+                        try:
+                            body = read_body(stream, expiry)
+                        finally:
+                            stream.close()
+                        response.stream = kit.ByteStream(body)
+                    elif expiry is not None:
+                        response.stream = kit.DeadlineStream(stream, expiry)
+                except Exception as exc:
+                    attempt.error(exc)
+                    failure = exc
+                except BaseException:
+                    core.release(call)
+                    raise
+                else:
+                    attempt.response(response.status_code)
+            if failure is not None:
+                wait = core.after_error(call, failure)
+                if wait is None:
+                    raise failure
+                self._sleep(wait)
+                continue
+            wait = core.after_response(call, response, response.status_code, response.headers)
+            if wait is None:
+                return response
+            response.close()
+            self._sleep(wait)
+
+    def close(self) -> None:
+        """Close the inner transport."""
+        inner: Any = self._inner
+        inner.close()
+
+    def __enter__(self) -> Self:
+        inner: Any = self._inner
+        inner.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        inner: Any = self._inner
+        inner.__exit__(exc_type, exc_value, traceback)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(inner={self._inner!r}, policy={self._core.policy!r})"
+
+
+class AsyncTwin(Generic[InnerT]):
+    """The body of `AsyncResilientTransport`; subclasses set ``_kit`` and the library's base."""
+
+    _kit: ClassVar[Kit]
+
+    def __init__(
+        self,
+        inner: InnerT | None = None,
+        *,
+        policy: Policy | None = None,
+        idempotency_keys: bool | Callable[[], str] = False,
+        max_retry_after: _validate.Duration = DEFAULT_MAX_RETRY_AFTER,
+        buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+        deadline_header: str | None = None,
+        max_hosts: int = DEFAULT_MAX_HOSTS,
+        retry_statuses: frozenset[int] | set[int] | tuple[int, ...] = DEFAULT_RETRY_STATUSES,
+        upstreams: Iterable[Upstream] = (),
+        clock: _validate.Clock = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
+        wall_clock: _validate.Clock = time.time,
+    ) -> None:
+        kit = self._kit
+        self._core = kit.core(
+            policy=policy,
+            idempotency_keys=idempotency_keys,
+            max_retry_after=max_retry_after,
+            buffer_limit=buffer_limit,
+            deadline_header=deadline_header,
+            max_hosts=max_hosts,
+            retry_statuses=retry_statuses,
+            clock=clock,
+            wall_clock=wall_clock,
+            errors=kit.errors,
+            upstreams=_routes(kit, upstreams),
+            is_async=True,
+        )
+        self._sleep: Callable[[float], Awaitable[object]] = (
+            _async_sleep if sleep is None else check_sleep(sleep)
+        )
+        self._inner: InnerT = (
+            kit.AsyncHTTPTransport()
+            if inner is None
+            else _check_inner(kit, inner, "handle_async_request")
+        )
+
+    @property
+    def inner(self) -> InnerT:
+        """The wrapped transport."""
+        return self._inner
+
+    @property
+    def breakers(self) -> BreakerMap:
+        """Each authority (``scheme://host:port``) seen so far and its live breaker."""
+        return BreakerMap(self._core.hosts)
+
+    @property
+    def upstreams(self) -> UpstreamMap:
+        """Each upstream by name, live: ``.endpoints`` with url, healthy, in_flight..."""
+        return upstream_map(self._core.routes)
+
+    async def handle_async_request(self, request: Any) -> Any:
+        """Send *request* through the inner transport, retrying as the rules allow."""
+        if not isinstance(request, self._kit.Request):
+            raise _foreign(self._kit, request, "AsyncResilientTransport")
+        core = self._core
+        call = core.begin(request)
+        if call.must_read:
+            await request.aread()
+        bulkhead = core.bulkhead
+        if bulkhead is None:
+            return await self._scoped(call)
+        await bulkhead.aacquire()
+        try:
+            return await self._scoped(call)
+        finally:
+            bulkhead.release()
+
+    async def _scoped(self, call: Call) -> Any:
+        if call.scope is None:
+            return await self._send(call)
+        async with deadline(call.scope, clock=self._core.clock):
+            return await self._send(call)
+
+    async def _send(self, call: Call) -> Any:
+        core = self._core
+        kit = self._kit
+        inner: Any = self._inner
+        request: Any = call.request
+        limit = core.buffer_limit
+        route = call.route
+        while True:
+            if route is not None and route.pool.resolver is not None:
+                await arefresh(route.pool)  # re-reads the resolver when the set is stale
+            core.before_attempt(call)
+            failure: Exception | None = None
+            with http_attempt(request, call.attempt - 1) as attempt:
+                inject_trace_context(request.headers)
+                try:
+                    response = await inner.handle_async_request(request)
+                    expiry = call.expiry
+                    if deadline_passed(expiry):
+                        await response.aclose()
+                        raise deadline_error(LATE_HEAD)
+                    stream = response.stream
+                    if isinstance(stream, kit.ByteStream) or not isinstance(
+                        stream, kit.AsyncByteStream
+                    ):
+                        pass
+                    elif sized_body(response, limit):
+                        # The client reads the body after we return, where a broken
+                        # connection could no longer be retried: read small bodies here.
+                        try:
+                            body = await aread_body(stream, expiry)
+                        finally:
+                            await stream.aclose()
+                        response.stream = kit.ByteStream(body)
+                    elif expiry is not None:
+                        response.stream = kit.AsyncDeadlineStream(stream, expiry)
+                except Exception as exc:
+                    attempt.error(exc)
+                    failure = exc
+                except BaseException:
+                    core.release(call)
+                    raise
+                else:
+                    attempt.response(response.status_code)
+            if failure is not None:
+                wait = core.after_error(call, failure)
+                if wait is None:
+                    raise failure
+                await self._sleep(wait)
+                continue
+            wait = core.after_response(call, response, response.status_code, response.headers)
+            if wait is None:
+                return response
+            await response.aclose()
+            await self._sleep(wait)
+
+    async def aclose(self) -> None:
+        """Close the inner transport."""
+        inner: Any = self._inner
+        await inner.aclose()
+
+    async def __aenter__(self) -> Self:
+        inner: Any = self._inner
+        await inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        inner: Any = self._inner
+        await inner.__aexit__(exc_type, exc_value, traceback)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(inner={self._inner!r}, policy={self._core.policy!r})"

@@ -1,0 +1,1 @@
+"""Upstreams: discovery, load balancing and outlier ejection (the transport-independent part)."""
