@@ -141,8 +141,9 @@ def _sync_driver(breaker: CircuitBreaker, m: BreakerMachine, fn: Callable[P, R])
         if outer is not None and guarded_by(outer, breaker):
             return fn(*args, **kwargs)
         permit = m.gen
-        if m.state is not CLOSED:
-            if m.state is OPEN:
+        state = m.state
+        if state is not CLOSED:
+            if state is OPEN:
                 left = m.open_until - clock()
                 if left > 0.0:  # fail fast, from here: no frame more than needed
                     if wanted(REJECTED_LEVEL, m.listeners):
@@ -173,8 +174,9 @@ def _sync_driver(breaker: CircuitBreaker, m: BreakerMachine, fn: Callable[P, R])
         if outer is not None and guarded_by(outer, breaker):
             return fn(*args, **kwargs)
         permit = m.gen
-        if m.state is not CLOSED:
-            if m.state is OPEN:
+        state = m.state
+        if state is not CLOSED:
+            if state is OPEN:
                 left = m.open_until - clock()
                 if left > 0.0:
                     if wanted(REJECTED_LEVEL, m.listeners):
@@ -214,8 +216,9 @@ def _async_driver(breaker: CircuitBreaker, m: BreakerMachine, fn: Callable[P, An
         if outer is not None and guarded_by(outer, breaker):
             return await fn(*args, **kwargs)
         permit = m.gen
-        if m.state is not CLOSED:
-            if m.state is OPEN:
+        state = m.state
+        if state is not CLOSED:
+            if state is OPEN:
                 left = m.open_until - clock()
                 if left > 0.0:
                     if wanted(REJECTED_LEVEL, m.listeners):

@@ -20,6 +20,7 @@ __all__ = ["LOG_SINK", "LogSink"]
 # `logging.Logger.isEnabledFor`'s cache (a dict since Python 3.7); an empty dict if a future
 # logging drops it, and then every question goes to `isEnabledFor`.
 _enabled_cache: dict[int, bool] = getattr(stdlib_logger, "_cache", {})
+_modules: Final = sys.modules
 
 _METHODS: Final = {
     logging.DEBUG: "debug",
@@ -48,7 +49,7 @@ class LogSink:
         # Asked on every call an open breaker rejects, so no frame more than needed:
         # `configured_structlog` inlined, and the stdlib logger's own answer cache read
         # first (logging clears it whenever a level changes, so a hit is exact).
-        structlog = sys.modules.get("structlog")
+        structlog = _modules.get("structlog")
         if structlog is not None and structlog.is_configured():
             return True
         enabled = _enabled_cache.get(level)
