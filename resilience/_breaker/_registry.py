@@ -24,6 +24,7 @@ __all__ = [
     "all_breakers",
     "breakers",
     "every_breaker",
+    "get_breaker",
     "instance_id",
     "mark_template",
     "register",
@@ -81,6 +82,21 @@ def all_breakers() -> list[CircuitBreaker]:
         templates = set(_templates)
     listed = [breaker for breaker in every_breaker() if breaker not in templates]
     return sorted(listed, key=lambda breaker: breaker.name)
+
+
+def get_breaker(name: str) -> CircuitBreaker | None:
+    """The newest live breaker named *name* (templates included), or None.
+
+    Example:
+        >>> from resilience import CircuitBreaker
+        >>> b = CircuitBreaker("doc-registry")
+        >>> get_breaker("doc-registry") is b
+        True
+    """
+    for breaker in reversed(every_breaker()):
+        if breaker.name == name:
+            return breaker
+    return None
 
 
 def breakers() -> list[CircuitBreaker]:

@@ -24,6 +24,7 @@ def test_two_breakers_with_one_name_are_both_listed() -> None:
     first = CircuitBreaker("registry-dup")
     second = CircuitBreaker("registry-dup")
     assert named("registry-dup") == [first, second]  # in creation order
+    assert _registry.get_breaker("registry-dup") is second  # the newest of the name
     assert instance_id(first) != instance_id(second)
     assert instance_id(first) == instance_id(first)
 
