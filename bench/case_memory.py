@@ -1,5 +1,6 @@
-"""Memory: bytes per breaker (10,000 live breakers), and what a breaker holds after 1,000,000
-calls (a time-window breaker must stay bounded however many calls it has seen).
+"""Memory: bytes per breaker (10,000 live breakers), what a transport's per-host breakers
+take for 10,000 hosts, and what a breaker holds after 1,000,000 calls (a time-window breaker
+must stay bounded however many calls it has seen).
 
 Measured with tracemalloc: bytes still allocated after the breakers are built (or after the
 calls), divided by their number. Names are allocated before tracing, so they are not counted.
@@ -15,9 +16,11 @@ from typing import Any
 
 import aiobreaker
 import circuitbreaker
+import httpx
 import purgatory
 import pybreaker
 
+from resilience.httpx import ResilientTransport
 from resilience.testing import FakeClock
 
 from ._harness import Case, Contender, Row, Settings, failed_row, measure
@@ -25,7 +28,9 @@ from .case_breaker import our_breaker
 
 PER_BREAKER = "memory per breaker (10,000 breakers)"
 AFTER_CALLS = "memory of one breaker after 1,000,000 calls (1 in 10 fails)"
+PER_HOST = "memory of a transport's per-host breakers (10,000 hosts)"
 BREAKERS = 10_000
+HOSTS = 10_000
 
 
 def _traced(build: Callable[[], Any]) -> tuple[int, Any]:
@@ -101,6 +106,45 @@ def run_per_breaker(settings: Settings) -> list[Row]:
         )
         for c in per_breaker_contenders()
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-host breakers
+
+
+def bytes_per_host(count: int) -> float:
+    """Bytes a transport keeps per host after one request to each of *count* hosts.
+
+    What a host costs in a transport with no policy: its breaker (the default per-host
+    settings), its name, its authority and its entry in the bounded map. The requests and
+    responses are gone by then (collected before the figure is read).
+    """
+    urls = [f"http://h{i}.bench.test/" for i in range(count)]
+    transport = ResilientTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200)), max_hosts=count + 1
+    )
+    with httpx.Client(transport=transport) as client:
+        client.get("http://warm-up.bench.test/")
+
+        def build() -> None:
+            for url in urls:
+                client.get(url)
+
+        used, _ = _traced(build)
+        assert len(transport.breakers) == count + 1
+    return used / count
+
+
+def run_per_host(settings: Settings) -> list[Row]:
+    """A transport's per-host breakers after 10,000 hosts (2,000 in quick mode)."""
+    count = settings.scale(HOSTS, 2_000)
+    contender = Contender(
+        "resilience",
+        "us",
+        lambda: count,
+        "default per-host breaker (window=200): breaker, name, map entry",
+    )
+    return [measure(PER_HOST, f"{count:,} hosts", contender, "bytes/host", "lower", bytes_per_host)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,5 +282,6 @@ def run_after_calls(settings: Settings) -> list[Row]:
 
 CASES = [
     Case("memory-breakers", PER_BREAKER, run_per_breaker),
+    Case("memory-hosts", PER_HOST, run_per_host),
     Case("memory-calls", AFTER_CALLS, run_after_calls),
 ]

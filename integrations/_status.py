@@ -115,7 +115,7 @@ def _metrics_dict(metrics: object) -> dict[str, object]:
 
 
 def status_payload() -> dict[str, list[dict[str, object]]]:
-    """Every registered breaker with its state and window numbers, sorted by name.
+    """Every live breaker (`resilience.breakers`) with its state and window numbers, by name.
 
     Example:
         >>> from resilience import CircuitBreaker
@@ -124,10 +124,10 @@ def status_payload() -> dict[str, list[dict[str, object]]]:
         >>> entry["state"]
         'closed'
     """
-    from resilience._breaker._registry import all_breakers
+    from resilience import breakers as live_breakers
 
     breakers = []
-    for breaker in all_breakers():
+    for breaker in live_breakers():
         metrics = _metrics_dict(breaker.metrics())  # its state is read fresh (OPEN -> HALF_OPEN)
         name = metrics.pop("name", breaker.name)
         state = metrics.pop("state", None) or _plain(breaker.state)

@@ -27,6 +27,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from . import backoff
     from ._breaker._breaker import BreakerConfig, BreakerMetrics, CircuitBreaker, CircuitState
+    from ._breaker._registry import breakers
     from ._bulkhead import Bulkhead, bulkhead
     from ._deadline import deadline, remaining
     from ._fallback import Fallback, fallback
@@ -55,6 +56,7 @@ __all__ = [
     "Timeout",
     "__version__",
     "backoff",
+    "breakers",
     "bulkhead",
     "deadline",
     "fallback",
@@ -70,6 +72,7 @@ _LAZY = {
     "BreakerMetrics": "._breaker._breaker",
     "CircuitBreaker": "._breaker._breaker",
     "CircuitState": "._breaker._breaker",
+    "breakers": "._breaker._registry",
     "RetryBudget": "._retry._budget",
     "Bulkhead": "._bulkhead",
     "bulkhead": "._bulkhead",

@@ -40,12 +40,19 @@ class CircuitOpenError(ResilienceError):
         ('payments', 12.5)
     """
 
+    # An open breaker raises one on every rejected call, so building it must cost next to
+    # nothing: slots and no base initialiser (an instance dict and ``super().__init__``
+    # were half the fail-fast path), and the message is formatted only when read.
+    __slots__ = ("breaker", "retry_after")
+
     def __init__(self, breaker: str, retry_after: float | None = None) -> None:
-        # The message is formatted only when read: an open breaker raises this on every
-        # rejected call, and the fail-fast path should cost next to nothing.
-        super().__init__(breaker, retry_after)
         self.breaker = breaker
         self.retry_after = retry_after
+        if len(self.args) != 2:  # given by keyword (or left out): args as if positional
+            self.args = (breaker, retry_after)
+
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float | None]]:
+        return (type(self), (self.breaker, self.retry_after))
 
     def __str__(self) -> str:
         name = redact_name(self.breaker)  # a name built from a URL may hold a credential

@@ -4,6 +4,7 @@
 - `set_testing` / `is_testing`: test mode, where every retry wait is zero and attempts can
   be capped, process-wide (also honoured by the httpx transports).
 - `capture_events`: every event the library emits inside a ``with`` block, in a list.
+- `reset_breakers`: every live breaker back to CLOSED with an empty window.
 - The pytest plugin (installed with the package) provides the fixtures ``fake_clock`` and
   ``no_waits``.
 
@@ -26,7 +27,7 @@ from ._fakeclock import FakeClock
 from ._observe._events import Event, add_listener, remove_listener
 from ._testmode import is_testing, set_testing
 
-__all__ = ["FakeClock", "capture_events", "is_testing", "set_testing"]
+__all__ = ["FakeClock", "capture_events", "is_testing", "reset_breakers", "set_testing"]
 
 
 @contextmanager
@@ -59,3 +60,26 @@ def capture_events() -> Iterator[list[Event]]:
         yield captured
     finally:
         remove_listener(listener)
+
+
+def reset_breakers() -> None:
+    """Reset every live circuit breaker of the process: CLOSED, with an empty window.
+
+    For tests that share breakers built at import time (a module-level breaker, a
+    transport's per-host breakers): call it between tests so one test's failures cannot
+    open a breaker for the next. Templates of transports are reset too. Like
+    `CircuitBreaker.reset`, each reset is an event, and is shared through a store.
+
+    Example:
+        >>> from resilience import CircuitBreaker
+        >>> from resilience.testing import reset_breakers
+        >>> breaker = CircuitBreaker("doc-reset-all")
+        >>> breaker.force_open()
+        >>> reset_breakers()
+        >>> breaker.state
+        <CircuitState.CLOSED: 'closed'>
+    """
+    from ._breaker._registry import every_breaker  # the breaker only when it is used
+
+    for breaker in every_breaker():
+        breaker.reset()

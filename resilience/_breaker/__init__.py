@@ -1,4 +1,13 @@
-"""The circuit breaker: settings, windows, the state machine, the façade and the registry.
+"""The circuit breaker, one job per module.
+
+- `_config`: `BreakerConfig`, the frozen, validated settings and their named defaults.
+- `_windows`: `CountWindow` and `TimeWindow`, each with its own fast path for a success.
+- `_state`: `CircuitState`, `BreakerMetrics` and the tally of a HALF_OPEN round.
+- `_machine`: `BreakerMachine`, the lock, generations, probes, transitions and verdicts
+  (also the breaker's port for a shared store).
+- `_drivers`: the decorator factory, generator iterations, one call one outcome.
+- `_breaker`: `CircuitBreaker`, the public face.
+- `_registry`: the process-wide listing of live breakers.
 
 Importing the package feeds the breaker gauges (`resilience._observe._gauges`) from the
 registry: observability reads the breakers through that seam and never imports them.
@@ -9,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .._observe import _gauges
-from ._breaker import CircuitState
 from ._registry import all_breakers
+from ._state import CircuitState
 
 
 def _readings() -> Iterator[_gauges.BreakerReading]:

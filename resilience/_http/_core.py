@@ -24,6 +24,7 @@ from opentelemetry import context as otel_context
 
 from .. import _testmode, _validate
 from .._breaker._breaker import CircuitBreaker
+from .._breaker._registry import mark_template
 from .._deadline import check_deadline, current_deadline
 from .._errors import ConfigError, DeadlineExceeded
 from .._observe._events import DeadlineExceededEvent, emit, error_name
@@ -261,7 +262,7 @@ class TransportCore:
             )
         else:
             self.retry = policy.retry
-            template = policy.breaker
+            template = mark_template(policy.breaker)  # cloned per host, never listed itself
             self.policy_timeout = policy.timeout
             self.policy_attempt_timeout = policy.attempt_timeout
             self.bulkhead = policy.bulkhead

@@ -432,21 +432,25 @@ class Sink(Protocol):
 
 # Replaced, never mutated, like the listeners. Registered once by resilience._observe.
 _sinks: tuple[Sink, ...] = ()
+# Their `wants`, bound once: `wanted` runs on hot paths (every call an open breaker rejects).
+_wants: tuple[Callable[[int], bool], ...] = ()
 
 
 def add_sink(sink: Sink) -> None:
     """Send every event to *sink* too, after the listeners (a sink is added once)."""
-    global _sinks
+    global _sinks, _wants
     with _listeners_lock:
         if sink not in _sinks:
             _sinks = (*_sinks, sink)
+            _wants = tuple(s.wants for s in _sinks)
 
 
 def remove_sink(sink: Sink) -> None:
     """Stop sending events to *sink*; an unknown sink is ignored."""
-    global _sinks
+    global _sinks, _wants
     with _listeners_lock:
         _sinks = tuple(s for s in _sinks if s is not sink)
+        _wants = tuple(s.wants for s in _sinks)
 
 
 def wanted(level: int, local: tuple[Listener, ...] = ()) -> bool:
@@ -462,8 +466,8 @@ def wanted(level: int, local: tuple[Listener, ...] = ()) -> bool:
     """
     if local or _listeners:
         return True
-    for sink in _sinks:  # noqa: SIM110  # a loop: any() with a generator is slower here
-        if sink.wants(level):
+    for wants in _wants:  # noqa: SIM110  # a loop: any() with a generator is slower here
+        if wants(level):
             return True
     return False
 

@@ -120,12 +120,17 @@ class BreakerGauges:
         return own, other
 
     def states(self) -> Points:
-        """1 for the state each breaker is in, 0 for the others."""
+        """1 for the state each breaker is in, 0 for the others (breakers sharing a name
+        add up: the registry lists every breaker, not one per name)."""
         own, other = self._split()
+        counts: dict[tuple[str, str], int] = {}
+        for reading in own:
+            for state in _states:
+                key = (reading.name, state)
+                counts[key] = counts.get(key, 0) + (state == reading.state)
         points: Points = [
-            (1 if state == reading.state else 0, {BREAKER_NAME: reading.name, BREAKER_STATE: state})
-            for reading in own
-            for state in _states
+            (count, {BREAKER_NAME: name, BREAKER_STATE: state})
+            for (name, state), count in counts.items()
         ]
         if other:
             # The overflow series counts the breakers in each state.
@@ -139,7 +144,11 @@ class BreakerGauges:
     def window(self) -> Points:
         """Calls in each breaker's window, by outcome (success or failure)."""
         own, other = self._split()
-        rows = [(reading.name, reading.calls, reading.failures) for reading in own]
+        totals: dict[str, tuple[int, int]] = {}
+        for reading in own:
+            calls, failures = totals.get(reading.name, (0, 0))
+            totals[reading.name] = (calls + reading.calls, failures + reading.failures)
+        rows = [(name, calls, failures) for name, (calls, failures) in totals.items()]
         if other:
             calls = sum(reading.calls for reading in other)
             rows.append((OVERFLOW_LABEL, calls, sum(reading.failures for reading in other)))
@@ -152,10 +161,23 @@ class BreakerGauges:
     def failure_rates(self) -> Points:
         """The failure share of each breaker's window."""
         own, other = self._split()
-        points: Points = [(reading.failure_rate, {BREAKER_NAME: reading.name}) for reading in own]
+        by_name: dict[str, list[BreakerReading]] = {}
+        for reading in own:
+            by_name.setdefault(reading.name, []).append(reading)
+        points: Points = [
+            (_failure_share(group), {BREAKER_NAME: name}) for name, group in by_name.items()
+        ]
         if other:
             # The overflow series: the failure share of all their windows together.
             calls = sum(reading.calls for reading in other)
             failures = sum(reading.failures for reading in other)
             points.append((failures / calls if calls else 0.0, {BREAKER_NAME: OVERFLOW_LABEL}))
         return points
+
+
+def _failure_share(group: list[BreakerReading]) -> float:
+    """The failure share of one breaker, or of several sharing a name (their windows summed)."""
+    if len(group) == 1:
+        return group[0].failure_rate
+    calls = sum(reading.calls for reading in group)
+    return sum(reading.failures for reading in group) / calls if calls else 0.0

@@ -10,11 +10,17 @@ application sets logging up. structlog is never imported by us (see
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Final
 
 from ._events import LOGGER_NAME, Event, configured_structlog, stdlib_logger
 
 __all__ = ["LOG_SINK", "LogSink"]
+
+# `logging.Logger.isEnabledFor`'s cache (a dict since Python 3.7); an empty dict if a future
+# logging drops it, and then every question goes to `isEnabledFor`.
+_enabled_cache: dict[int, bool] = getattr(stdlib_logger, "_cache", {})
+_modules: Final = sys.modules
 
 _METHODS: Final = {
     logging.DEBUG: "debug",
@@ -40,7 +46,14 @@ class LogSink:
 
     def wants(self, level: int) -> bool:
         """Whether an event at *level* would be logged now."""
-        return configured_structlog() is not None or stdlib_logger.isEnabledFor(level)
+        # Asked on every call an open breaker rejects, so no frame more than needed:
+        # `configured_structlog` inlined, and the stdlib logger's own answer cache read
+        # first (logging clears it whenever a level changes, so a hit is exact).
+        structlog = _modules.get("structlog")
+        if structlog is not None and structlog.is_configured():
+            return True
+        enabled = _enabled_cache.get(level)
+        return stdlib_logger.isEnabledFor(level) if enabled is None else enabled
 
     def send(self, event: Event) -> None:
         """Log *event* under its name, with its fields as keys."""

@@ -352,7 +352,14 @@ def _attribute(value: object) -> str | int | float | bool | None:
 
 def active() -> bool:
     """Whether `record_event` would do anything now (a recording span, or a metrics SDK)."""
-    if instruments() is not None:
+    # Asked on every call an open breaker rejects: `instruments()` is not called (a frame)
+    # while the API's own global says no metrics SDK was ever set.
+    no_metrics = (
+        _injected_instruments is None
+        and _FAST_METRICS
+        and _METRICS_INTERNAL._METER_PROVIDER is None
+    )
+    if not no_metrics and instruments() is not None:
         return True
     if _tracer_provider is None and _FAST_TRACE and trace._TRACER_PROVIDER is None:
         # No SDK anywhere (the common case without OpenTelemetry): no span can record.

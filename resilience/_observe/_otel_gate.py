@@ -94,6 +94,8 @@ class OTelSink:
         """Whether an event would reach a span or a metric now (the level does not matter)."""
         active = self._active
         if active is None:
+            if not (_PROVIDER_IN_ENVIRONMENT or "opentelemetry" in sys.modules):
+                return False  # `in_use` inlined: asked on every call an open breaker rejects
             if not self.start():
                 return False
             active = self._active

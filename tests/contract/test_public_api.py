@@ -31,6 +31,7 @@ PROMISED = {
     "Timeout",
     "__version__",
     "backoff",
+    "breakers",
     "bulkhead",
     "deadline",
     "fallback",

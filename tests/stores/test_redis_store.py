@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+import resilience
 from resilience import CircuitBreaker, CircuitOpenError, CircuitState, ConfigError
-from resilience._breaker._registry import get_breaker
 from resilience._observe._events import CircuitStateChanged, Event
 from resilience._stores._redis_store import RedisBinding
 from resilience.stores import BreakerStore, InMemoryStore, RedisStore
@@ -42,7 +42,7 @@ def test_in_memory_store_binds_nothing() -> None:
     store = InMemoryStore()
     breaker = CircuitBreaker("in-memory", store=store, consecutive_failures=1)
     assert isinstance(store, BreakerStore)
-    assert breaker._binding is None
+    assert breaker._machine.binding is None
     fail(breaker)
     assert breaker.state is CircuitState.OPEN
     store.close()
@@ -52,7 +52,7 @@ def test_store_must_be_a_store() -> None:
     """A store without bind() is a ConfigError naming the setting."""
     with pytest.raises(ConfigError, match="store"):
         CircuitBreaker("bad-store", store=object())  # type: ignore[arg-type]
-    assert get_breaker("bad-store") is None
+    assert not [b for b in resilience.breakers() if b.name == "bad-store"]
 
 
 def test_redis_store_validates_settings() -> None:
@@ -170,7 +170,7 @@ def test_rejected_late_writer_adopts_the_newer_state(
     bb.force_open()
     bb.reset()  # the fleet is CLOSED at a newer epoch
     sync(b, a)
-    binding = ba._binding
+    binding = ba._machine.binding
     assert isinstance(binding, RedisBinding)
     binding.epoch = 1  # pretend A never heard of the reset
     states: list[str] = []
@@ -353,7 +353,7 @@ def test_close_stops_threads_and_breakers_go_on(make_store: Callable[..., RedisS
     fail(breaker, 2)
     assert breaker.state is CircuitState.OPEN
     with pytest.raises(ConfigError):
-        store.bind(breaker)
+        store.bind(breaker._machine)
 
 
 @needs_redis
