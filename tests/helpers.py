@@ -438,9 +438,10 @@ class SlowTcpProxy(TcpProxy):
                     return
 
         self._spawn(sender)
-        # Data from a client (accepted on our port) is parsed to count its commands.
-        counter = _RespCounter() if src.getsockname()[1] == self.port else None
         try:
+            # Data from a client (accepted on our port) is parsed to count its commands. A
+            # socket cut meanwhile has no name any more: inside the try, like the reads.
+            counter = _RespCounter() if src.getsockname()[1] == self.port else None
             while data := src.recv(65536):
                 if counter is not None:
                     sent = counter.feed(data)
