@@ -16,6 +16,7 @@ so that other clients' adapters can drive the same core.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -30,6 +31,7 @@ from .._errors import ConfigError, DeadlineExceeded
 from .._observe._events import DeadlineExceededEvent, emit, error_name
 from .._observe._otel_gate import inject_context
 from .._policy import Policy
+from .._retry._budget import RetryBudget
 from .._retry._decision import DEFAULT_ATTEMPTS, MAX_RETRY_AFTER, decide
 from .._retry._report import announce
 from .._retry._retry import Retry
@@ -37,12 +39,13 @@ from .._retry._shape import check_arity
 from ..backoff import TenacityWait
 from ._compat import ByteStream
 from ._hosts import DEFAULT_BREAKER_NAME, DEFAULT_HOST_BREAKER, HostBreakers
-from ._outer import Logical, join_request
+from ._outer import RETRY_COUNT_HEADERS, Logical, join_request
 from ._overrides import EXTENSION, parse_overrides
 from ._routing import Route, Routes
 from ._rules import (
     HTTPX_ERRORS,
     IDEMPOTENCY_HEADER,
+    IDEMPOTENT_METHODS,
     KEYED_METHODS,
     ErrorKinds,
     Expiry,
@@ -51,6 +54,7 @@ from ._rules import (
     attempt_timeouts,
     authority,
     budget_cut,
+    has_none_of,
     is_retryable_error,
     new_idempotency_key,
     parse_retry_after,
@@ -87,6 +91,11 @@ RESEND_COUNT_EXTENSION: Final = "resilience.resend_count"
 
 # A timeout that fires this close to the deadline was the deadline's doing.
 _DEADLINE_SLACK: Final = 0.02
+_PLANNING_HEADERS: Final = frozenset(
+    name.encode() for name in (IDEMPOTENCY_HEADER, *RETRY_COUNT_HEADERS)
+)
+"""Request headers that change how a request is planned: without them (most requests) one
+scan of httpx's headers stands for looking each up (`has_none_of`)."""
 _TIMEOUT_HEADROOM: Final = 0.01
 """httpx's own timeouts fire this much before the deadline (at most a tenth of what is left),
 so an attempt cut by the deadline ends as an httpx timeout the transport recognises (and
@@ -105,53 +114,53 @@ def inject_trace_context(headers: Any) -> None:
         inject_context(headers)
 
 
-_current_context: Final = otel_context.get_current
+def _context_getter() -> Callable[[], object]:
+    """`opentelemetry.context.get_current`, or straight its context variable's ``get`` (the
+    default runtime context keeps the context in one): a C call instead of two Python ones."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if isinstance(variable, contextvars.ContextVar):
+        return variable.get
+    return otel_context.get_current  # pragma: no cover - another runtime context
+
+
+_current_context: Final = _context_getter()
 
 
 class Call:
-    """The state of one logical request across its attempts (one per `handle_request`)."""
+    """The state of one logical request across its attempts (one per `handle_request`).
 
-    __slots__ = (
-        "attempt",
-        "base_extensions",
-        "breaker",
-        "cut",
-        "expiry",
-        "idempotent",
-        "logical",
-        "max_attempts",
-        "must_read",
-        "permit",
-        "request",
-        "retry",
-        "route",
-        "scope",
-        "started",
-        "state",
-    )
+    Unslotted, with its defaults on the class: a new call then writes two attributes, not
+    sixteen (most requests never set the rest).
+    """
+
+    attempt: int = 0
+    breaker: CircuitBreaker | None = None
+    route: Route | None = None
+    """Set when the request's host is an upstream's name: its endpoints are picked per
+    attempt."""
+    expiry: Expiry | None = None
+    """The deadline active for the attempt (read again by the drivers while the answer
+    arrives)."""
+    cut: tuple[str, ...] = ()
+    """The timeout parts the deadline shortened below the transport's own."""
+    retry: Retry | None = None
+    max_attempts: int = 1
+    idempotent: bool = False
+    must_read: bool = False
+    scope: float | None = None
+    permit: int = 0
+    started: float = 0.0
+    timer: _validate.Clock | None = None
+    """The breaker's clock while it times calls (``slow_call_duration``), else None."""
+    state: RetryCallState | None = None
+    """The tenacity state when the retry's backoff is a tenacity wait."""
+    logical: Logical | None = None
+    """The call an SDK above us is retrying, when it says so (`._outer`)."""
 
     def __init__(self, request: RequestLike) -> None:
         self.request = request
         self.base_extensions = request.extensions
-        self.attempt = 0
-        self.breaker: CircuitBreaker | None = None
-        # Set when the request's host is an upstream's name: its endpoints are picked per attempt.
-        self.route: Route | None = None
-        # The deadline active for the attempt (read again by the drivers while the answer
-        # arrives), and the timeout parts it shortened below the transport's own.
-        self.expiry: Expiry | None = None
-        self.cut: tuple[str, ...] = ()
-        self.retry: Retry | None = None
-        self.max_attempts = 1
-        self.idempotent = False
-        self.must_read = False
-        self.scope: float | None = None
-        self.permit = 0
-        self.started = 0.0
-        # The tenacity state when the retry's backoff is a tenacity wait.
-        self.state: RetryCallState | None = None
-        # The call an SDK above us is retrying, when it says so (`._outer`).
-        self.logical: Logical | None = None
 
 
 class TransportCore:
@@ -180,6 +189,7 @@ class TransportCore:
         "policy_attempt_timeout",
         "policy_timeout",
         "retry",
+        "retry_plan",
         "retry_statuses",
         "routes",
         "token",
@@ -270,6 +280,7 @@ class TransportCore:
             factory = (
                 template.clone if template is not None else partial(CircuitBreaker, clock=clock)
             )
+        self.retry_plan = None if self.retry is None else retry_plan(self.retry)
         self.hosts: HostBreakers | None = (
             HostBreakers(base, factory, max_hosts)
             if policy is None or template is not None
@@ -305,29 +316,49 @@ class TransportCore:
             attempts = overrides.attempts
             idempotent = overrides.idempotent
 
-        # An SDK's retry of a call joins it: one key, one budget of attempts (`._outer`).
-        logical = call.logical = join_request(self.token, request)
-        new_key = self.idempotency_keys
-        if new_key is not None and method in KEYED_METHODS and IDEMPOTENCY_HEADER not in headers:
-            headers[IDEMPOTENCY_HEADER] = new_key() if logical is None else logical.key_for(new_key)
-        call.idempotent = safe_to_repeat(method, headers, idempotent)
+        if has_none_of(headers, _PLANNING_HEADERS):
+            # The common case, answered by one scan: no SDK retry count, no key of the caller's.
+            logical = None
+            new_key = self.idempotency_keys
+            if new_key is not None and method in KEYED_METHODS:
+                headers[IDEMPOTENCY_HEADER] = new_key()
+                call.idempotent = True if idempotent is None else idempotent
+            else:
+                call.idempotent = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        else:
+            # An SDK's retry of a call joins it: one key, one budget of attempts (`._outer`).
+            logical = call.logical = join_request(self.token, request)
+            new_key = self.idempotency_keys
+            if (
+                new_key is not None
+                and method in KEYED_METHODS
+                and IDEMPOTENCY_HEADER not in headers
+            ):
+                headers[IDEMPOTENCY_HEADER] = (
+                    new_key() if logical is None else logical.key_for(new_key)
+                )
+            call.idempotent = safe_to_repeat(method, headers, idempotent)
 
         if retry is not None:
             call.retry = retry
-            call.max_attempts = attempts if attempts is not None else retry.max_attempts()
+            plan = self.retry_plan
+            if retry is not self.retry or plan is None:
+                plan = retry_plan(retry)
+            attempts_set, timeout, budget, tenacity = plan
+            most = _testmode.max_attempts(attempts_set) if attempts is None else attempts
             if logical is not None and logical.sent:
-                call.max_attempts = logical.attempts(call.max_attempts)
-            if call.max_attempts > 1:
-                call.must_read, replayable = self._replay_mode(request)
-                if not replayable:
-                    call.max_attempts = 1
-                elif type(retry.backoff) is TenacityWait:
+                most = logical.attempts(most)
+            if most > 1:
+                if not isinstance(request.stream, self.in_memory):
+                    call.must_read, replayable = self._replay_mode(request)
+                    if not replayable:
+                        most = 1
+                if most > 1 and tenacity:
                     # A tenacity wait sees the request as the call's argument.
                     call.state = retry.new_state(None, (request,), {})
-            timeout = retry.timeout
+            call.max_attempts = most
             if timeout is not None:
                 call.scope = timeout
-            budget = retry.budget
             if budget is not None and (logical is None or not logical.sent):
                 budget.record_call()  # an SDK's retry is not a new call
 
@@ -340,7 +371,7 @@ class TransportCore:
             if call.route is not None:
                 return call  # each attempt takes its endpoint's breaker
         if self.hosts is not None:
-            call.breaker = self.hosts.get(request.url)
+            _, call.breaker, call.timer = self.hosts.entry(request.url)
         return call
 
     def _replay_mode(self, request: RequestLike) -> tuple[bool, bool]:
@@ -404,7 +435,8 @@ class TransportCore:
             call.breaker = breaker
             call.permit = permit or 0
             if breaker is not None:
-                call.started = breaker.clock()  # the breaker's own clock, for slow calls
+                clock = call.timer = breaker.clock  # the breaker's own clock, for slow calls
+                call.started = clock()
             return
         breaker = call.breaker
         if breaker is not None:
@@ -414,7 +446,8 @@ class TransportCore:
                 if call.attempt > 1:
                     exc.add_note(f"{self.note}rejected before attempt {call.attempt}")
                 raise
-            call.started = breaker.clock()
+            if call.timer is not None:
+                call.started = call.timer()
 
     def release(self, call: Call) -> None:
         """Give back the breaker permit of an attempt that was cancelled or interrupted."""
@@ -445,7 +478,9 @@ class TransportCore:
         )
         if breaker is not None:
             if counted:
-                breaker.record_exception(call.permit, exc, breaker.clock() - call.started)
+                timer = call.timer
+                duration = 0.0 if timer is None else timer() - call.started
+                breaker.record_exception(call.permit, exc, duration)
             else:
                 breaker.release(call.permit)
         if call.route is not None:
@@ -477,7 +512,8 @@ class TransportCore:
         """
         breaker = call.breaker
         if breaker is not None:
-            duration = breaker.clock() - call.started
+            timer = call.timer
+            duration = 0.0 if timer is None else timer() - call.started
             if status >= 500:
                 breaker.record_failure(call.permit, duration)
             else:
@@ -560,6 +596,12 @@ def _deadline_error(exc: Exception) -> DeadlineExceeded:
     error = deadline_error(f"the deadline expired ({error_name(exc)})")
     error.__cause__ = exc
     return error
+
+
+def retry_plan(retry: Retry) -> tuple[int, float | None, RetryBudget | None, bool]:
+    """What a request reads of *retry* (immutable): attempts as set, total timeout, budget,
+    and whether its backoff is a tenacity wait. The core keeps its own retry's plan."""
+    return retry.attempts, retry.timeout, retry.budget, type(retry.backoff) is TenacityWait
 
 
 def _never(exc: BaseException) -> bool:

@@ -11,9 +11,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from .._breaker._breaker import CircuitBreaker
+from .._validate import Clock
 from ._compat import URL
 from ._rules import UrlParts, authority
 
@@ -113,6 +114,10 @@ class BreakerMap(Mapping[str, "CircuitBreaker"]):
         return f"BreakerMap({ {k: b.state.value for k, b in self._items().items()}!r})"
 
 
+HostEntry: TypeAlias = tuple[str, CircuitBreaker, Clock | None]
+"""A host's authority, its breaker, and the breaker's clock when it times calls."""
+
+
 class HostBreakers:
     """One breaker per ``scheme://host:port``, at most *max_hosts* of them (LRU).
 
@@ -127,37 +132,50 @@ class HostBreakers:
         self._factory = factory
         self._max = max_hosts
         self._lock = threading.Lock()
-        # (scheme, host, port) -> (authority, breaker); a tuple key avoids formatting a
-        # string per request on the happy path.
-        self._by_key: OrderedDict[tuple[str, str, int | None], tuple[str, CircuitBreaker]] = (
-            OrderedDict()
-        )
+        # (scheme, host, port) -> (authority, breaker, timer); a tuple key avoids formatting
+        # a string per request on the happy path.
+        self._by_key: OrderedDict[tuple[str, str, int | None], HostEntry] = OrderedDict()
 
     def get(self, url: UrlParts) -> CircuitBreaker:
         """The breaker for *url*'s host, made on first use."""
-        key = (url.scheme, url.host, url.port)
-        with self._lock:
-            entry = self._by_key.get(key)
-            if entry is not None:
-                self._by_key.move_to_end(key)
-                return entry[1]
+        return self.entry(url)[1]
+
+    def entry(self, url: UrlParts) -> HostEntry:
+        """(authority, breaker, timer) for *url*'s host, made on first use; *timer* is the
+        breaker's clock when it times calls (``slow_call_duration``), else None: then an
+        attempt needs no clock reading at all."""
+        # httpx's URL keeps its parsed parts in a named tuple: reading them there skips three
+        # properties (and the IDNA decoding of the host); other URLs answer by name.
+        ref = getattr(url, "_uri_reference", None)
+        key = (url.scheme, url.host, url.port) if ref is None else (ref.scheme, ref.host, ref.port)
+        by_key = self._by_key
+        # A hit needs no lock: a dict read is atomic, and a key evicted meanwhile only
+        # misses the move to the end (its breaker is still the right one for this call).
+        entry = by_key.get(key)
+        if entry is not None:
+            try:
+                by_key.move_to_end(key)
+            except KeyError:
+                pass
+            return entry
         # Built outside the lock: building registers the breaker (another lock).
         name = authority(url)
         breaker = self._factory(f"{self._base}:{name}")
+        entry = (name, breaker, breaker.clock if breaker.config.timed else None)
         with self._lock:
-            entry = self._by_key.get(key)
-            if entry is not None:  # another thread won the race; keep its breaker
-                self._by_key.move_to_end(key)
-                return entry[1]
-            self._by_key[key] = (name, breaker)
-            if len(self._by_key) > self._max:
-                self._by_key.popitem(last=False)
-        return breaker
+            found = by_key.get(key)
+            if found is not None:  # another thread won the race; keep its breaker
+                by_key.move_to_end(key)
+                return found
+            by_key[key] = entry
+            if len(by_key) > self._max:
+                by_key.popitem(last=False)
+        return entry
 
     def by_authority(self) -> dict[str, CircuitBreaker]:
         """The breakers by authority, as they are now (a copy)."""
         with self._lock:
-            return dict(self._by_key.values())
+            return {name: breaker for name, breaker, _ in self._by_key.values()}
 
 
 # --------------------------------------------------------------------------- the core

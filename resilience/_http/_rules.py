@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import operator
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ __all__ = [
     "authority",
     "budget_cut",
     "deadline_passed",
+    "has_none_of",
     "is_not_sent",
     "is_retryable_error",
     "new_idempotency_key",
@@ -324,6 +326,33 @@ def deadline_passed(expiry: Expiry | None) -> bool:
         True
     """
     return expiry is not None and expiry.remaining() <= 0.0
+
+
+def has_none_of(headers: object, names: frozenset[bytes]) -> bool:
+    """True when *headers* surely hold none of *names* (lower-case bytes); False when they may.
+
+    httpx's and httpx2's `Headers` keep each name lower-cased beside its value, so one scan
+    answers without what ``name in headers`` costs there: the first lookup on a `Headers`
+    decodes every header to pick their encoding (about 1 µs for a client's five). Other
+    mappings (requests', aiohttp's) answer False, and the caller asks them by name.
+
+    Example:
+        >>> import httpx
+        >>> has_none_of(httpx.Headers({"Accept": "*/*"}), frozenset({b"idempotency-key"}))
+        True
+        >>> has_none_of(httpx.Headers({"Idempotency-Key": "k"}), frozenset({b"idempotency-key"}))
+        False
+        >>> has_none_of({"accept": "*/*"}, frozenset({b"idempotency-key"}))
+        False
+    """
+    items = getattr(headers, "_list", None)
+    if items.__class__ is not list:
+        return False
+    # Items are (raw name, lower-case name, value) in both libraries; all in C from here.
+    return names.isdisjoint(map(_LOWER_NAME, items))
+
+
+_LOWER_NAME: Final = operator.itemgetter(1)
 
 
 def as_httpx(request: RequestLike) -> Request:

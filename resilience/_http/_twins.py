@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 from .. import _validate
 from .._deadline import deadline
 from .._errors import ConfigError
-from .._observe._otel_gate import http_attempt
+from .._observe._otel_gate import NO_ATTEMPT, http_attempt
 from .._upstream._config import Upstream
 from .._upstream._resolve import arefresh, refresh
 from .._upstream._view import UpstreamMap
@@ -182,7 +182,7 @@ class SyncTwin(Generic[InnerT]):
             request.read()
         bulkhead = core.bulkhead
         if bulkhead is None:
-            return self._scoped(call)
+            return self._send(call) if call.scope is None else self._scoped(call)
         bulkhead.acquire()
         try:
             return self._scoped(call)
@@ -207,37 +207,46 @@ class SyncTwin(Generic[InnerT]):
                 refresh(route.pool)  # re-reads the resolver when the set is older than refresh
             core.before_attempt(call)
             failure: Exception | None = None
-            with http_attempt(request, call.attempt - 1) as attempt:
+            # The attempt's span, when an SDK records one; entered by hand so that the
+            # common case (nothing records) costs no context-manager calls.
+            attempt = http_attempt(request, call.attempt - 1)
+            traced = attempt is not NO_ATTEMPT
+            if traced:
+                attempt.__enter__()
+            try:
                 inject_trace_context(request.headers)
-                try:
-                    response = inner.handle_request(request)
-                    expiry = call.expiry
-                    if deadline_passed(expiry):
-                        response.close()
-                        raise deadline_error(LATE_HEAD)
-                    stream = response.stream
-                    if isinstance(stream, kit.ByteStream) or not isinstance(
-                        stream, kit.SyncByteStream
-                    ):
-                        pass
-                    elif sized_body(response, limit):
-                        # The client reads the body after we return, where a broken
-                        # connection could no longer be retried: read small bodies here.
-                        try:
-                            body = read_body(stream, expiry)
-                        finally:
-                            stream.close()
-                        response.stream = kit.ByteStream(body)
-                    elif expiry is not None:
-                        response.stream = kit.DeadlineStream(stream, expiry)
-                except Exception as exc:
+                response = inner.handle_request(request)
+                expiry = call.expiry
+                if deadline_passed(expiry):
+                    response.close()
+                    raise deadline_error(LATE_HEAD)
+                stream = response.stream
+                if isinstance(stream, kit.ByteStream) or not isinstance(stream, kit.SyncByteStream):
+                    pass
+                elif sized_body(response, limit):
+                    # The client reads the body after we return, where a broken
+                    # connection could no longer be retried: read small bodies here.
+                    try:
+                        body = read_body(stream, expiry)
+                    finally:
+                        stream.close()
+                    response.stream = kit.ByteStream(body)
+                elif expiry is not None:
+                    response.stream = kit.DeadlineStream(stream, expiry)
+            except Exception as exc:
+                failure = exc
+                if traced:
                     attempt.error(exc)
-                    failure = exc
-                except BaseException:
-                    core.release(call)
-                    raise
-                else:
+                    attempt.__exit__(None, None, None)
+            except BaseException as exc:
+                core.release(call)
+                if traced:
+                    attempt.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+            else:
+                if traced:
                     attempt.response(response.status_code)
+                    attempt.__exit__(None, None, None)
             if failure is not None:
                 wait = core.after_error(call, failure)
                 if wait is None:
@@ -342,8 +351,8 @@ class AsyncTwin(Generic[InnerT]):
         if call.must_read:
             await request.aread()
         bulkhead = core.bulkhead
-        if bulkhead is None:
-            return await self._scoped(call)
+        if bulkhead is None:  # one coroutine fewer on the common path
+            return await (self._send(call) if call.scope is None else self._scoped(call))
         await bulkhead.aacquire()
         try:
             return await self._scoped(call)
@@ -368,37 +377,48 @@ class AsyncTwin(Generic[InnerT]):
                 await arefresh(route.pool)  # re-reads the resolver when the set is stale
             core.before_attempt(call)
             failure: Exception | None = None
-            with http_attempt(request, call.attempt - 1) as attempt:
+            # The attempt's span, when an SDK records one; entered by hand so that the
+            # common case (nothing records) costs no context-manager calls.
+            attempt = http_attempt(request, call.attempt - 1)
+            traced = attempt is not NO_ATTEMPT
+            if traced:
+                attempt.__enter__()
+            try:
                 inject_trace_context(request.headers)
-                try:
-                    response = await inner.handle_async_request(request)
-                    expiry = call.expiry
-                    if deadline_passed(expiry):
-                        await response.aclose()
-                        raise deadline_error(LATE_HEAD)
-                    stream = response.stream
-                    if isinstance(stream, kit.ByteStream) or not isinstance(
-                        stream, kit.AsyncByteStream
-                    ):
-                        pass
-                    elif sized_body(response, limit):
-                        # The client reads the body after we return, where a broken
-                        # connection could no longer be retried: read small bodies here.
-                        try:
-                            body = await aread_body(stream, expiry)
-                        finally:
-                            await stream.aclose()
-                        response.stream = kit.ByteStream(body)
-                    elif expiry is not None:
-                        response.stream = kit.AsyncDeadlineStream(stream, expiry)
-                except Exception as exc:
+                response = await inner.handle_async_request(request)
+                expiry = call.expiry
+                if deadline_passed(expiry):
+                    await response.aclose()
+                    raise deadline_error(LATE_HEAD)
+                stream = response.stream
+                if isinstance(stream, kit.ByteStream) or not isinstance(
+                    stream, kit.AsyncByteStream
+                ):
+                    pass
+                elif sized_body(response, limit):
+                    # The client reads the body after we return, where a broken
+                    # connection could no longer be retried: read small bodies here.
+                    try:
+                        body = await aread_body(stream, expiry)
+                    finally:
+                        await stream.aclose()
+                    response.stream = kit.ByteStream(body)
+                elif expiry is not None:
+                    response.stream = kit.AsyncDeadlineStream(stream, expiry)
+            except Exception as exc:
+                failure = exc
+                if traced:
                     attempt.error(exc)
-                    failure = exc
-                except BaseException:
-                    core.release(call)
-                    raise
-                else:
+                    attempt.__exit__(None, None, None)
+            except BaseException as exc:
+                core.release(call)
+                if traced:
+                    attempt.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+            else:
+                if traced:
                     attempt.response(response.status_code)
+                    attempt.__exit__(None, None, None)
             if failure is not None:
                 wait = core.after_error(call, failure)
                 if wait is None:
