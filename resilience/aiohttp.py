@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _validate
 from ._deadline import deadline
+from ._http._call import Call, inject_trace_context
 from ._http._core import (
     DEFAULT_BUFFER_LIMIT,
     DEFAULT_MAX_RETRY_AFTER,
-    Call,
     TransportCore,
     check_sleep,
     deadline_error,
-    inject_trace_context,
 )
 from ._http._hosts import DEFAULT_MAX_HOSTS, BreakerMap
 from ._http._rules import DEFAULT_RETRY_STATUSES, deadline_passed

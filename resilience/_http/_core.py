@@ -16,12 +16,9 @@ so that other clients' adapters can drive the same core.
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Final
-
-from opentelemetry import context as otel_context
 
 from .. import _testmode, _validate
 from .._breaker._breaker import CircuitBreaker
@@ -29,26 +26,23 @@ from .._breaker._registry import mark_template
 from .._deadline import check_deadline, current_deadline
 from .._errors import ConfigError, DeadlineExceeded
 from .._observe._events import DeadlineExceededEvent, emit, error_name
-from .._observe._otel_gate import inject_context
 from .._policy import Policy
-from .._retry._budget import RetryBudget
 from .._retry._decision import DEFAULT_ATTEMPTS, MAX_RETRY_AFTER, decide
 from .._retry._report import announce
 from .._retry._retry import Retry
 from .._retry._shape import check_arity
-from ..backoff import TenacityWait
+from ._call import Call, retry_plan
 from ._compat import ByteStream
 from ._hosts import DEFAULT_BREAKER_NAME, DEFAULT_HOST_BREAKER, HostBreakers
-from ._outer import RETRY_COUNT_HEADERS, Logical, join_request
+from ._outer import RETRY_COUNT_HEADERS, join_request
 from ._overrides import EXTENSION, parse_overrides
-from ._routing import Route, Routes
+from ._routing import Routes
 from ._rules import (
     HTTPX_ERRORS,
     IDEMPOTENCY_HEADER,
     IDEMPOTENT_METHODS,
     KEYED_METHODS,
     ErrorKinds,
-    Expiry,
     RequestLike,
     as_httpx,
     attempt_timeouts,
@@ -62,8 +56,6 @@ from ._rules import (
 )
 
 if TYPE_CHECKING:
-    from tenacity import RetryCallState
-
     from .._bulkhead import Bulkhead
 
 __all__ = [
@@ -71,13 +63,11 @@ __all__ = [
     "DEFAULT_BUFFER_LIMIT",
     "DEFAULT_MAX_RETRY_AFTER",
     "RESEND_COUNT_EXTENSION",
-    "Call",
     "RequestLike",
     "TransportCore",
     "check_inner",
     "check_sleep",
     "deadline_error",
-    "inject_trace_context",
 ]
 
 DEFAULT_MAX_RETRY_AFTER: Final = MAX_RETRY_AFTER
@@ -102,65 +92,6 @@ so an attempt cut by the deadline ends as an httpx timeout the transport recogni
 turns into `DeadlineExceeded`) rather than as a bare cancellation of the task."""
 _MIN_HEADER_BUDGET: Final = 0.001
 """Below one millisecond the deadline header would read ``0``, which means "no deadline"."""
-
-
-def inject_trace_context(headers: Any) -> None:
-    """Put the current W3C trace context (``traceparent``...) into *headers*.
-
-    Costs about 0.1 µs when the OpenTelemetry context is empty (no span, no baggage: the
-    case without an SDK), where the propagators would have nothing to write.
-    """
-    if _current_context():
-        inject_context(headers)
-
-
-def _context_getter() -> Callable[[], object]:
-    """`opentelemetry.context.get_current`, or straight its context variable's ``get`` (the
-    default runtime context keeps the context in one): a C call instead of two Python ones."""
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    variable = getattr(runtime, "_current_context", None)
-    if isinstance(variable, contextvars.ContextVar):
-        return variable.get
-    return otel_context.get_current  # pragma: no cover - another runtime context
-
-
-_current_context: Final = _context_getter()
-
-
-class Call:
-    """The state of one logical request across its attempts (one per `handle_request`).
-
-    Unslotted, with its defaults on the class: a new call then writes two attributes, not
-    sixteen (most requests never set the rest).
-    """
-
-    attempt: int = 0
-    breaker: CircuitBreaker | None = None
-    route: Route | None = None
-    """Set when the request's host is an upstream's name: its endpoints are picked per
-    attempt."""
-    expiry: Expiry | None = None
-    """The deadline active for the attempt (read again by the drivers while the answer
-    arrives)."""
-    cut: tuple[str, ...] = ()
-    """The timeout parts the deadline shortened below the transport's own."""
-    retry: Retry | None = None
-    max_attempts: int = 1
-    idempotent: bool = False
-    must_read: bool = False
-    scope: float | None = None
-    permit: int = 0
-    started: float = 0.0
-    timer: _validate.Clock | None = None
-    """The breaker's clock while it times calls (``slow_call_duration``), else None."""
-    state: RetryCallState | None = None
-    """The tenacity state when the retry's backoff is a tenacity wait."""
-    logical: Logical | None = None
-    """The call an SDK above us is retrying, when it says so (`._outer`)."""
-
-    def __init__(self, request: RequestLike) -> None:
-        self.request = request
-        self.base_extensions = request.extensions
 
 
 class TransportCore:
@@ -596,12 +527,6 @@ def _deadline_error(exc: Exception) -> DeadlineExceeded:
     error = deadline_error(f"the deadline expired ({error_name(exc)})")
     error.__cause__ = exc
     return error
-
-
-def retry_plan(retry: Retry) -> tuple[int, float | None, RetryBudget | None, bool]:
-    """What a request reads of *retry* (immutable): attempts as set, total timeout, budget,
-    and whether its backoff is a tenacity wait. The core keeps its own retry's plan."""
-    return retry.attempts, retry.timeout, retry.budget, type(retry.backoff) is TenacityWait
 
 
 def _never(exc: BaseException) -> bool:

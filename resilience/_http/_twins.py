@@ -23,15 +23,14 @@ from .._observe._otel_gate import NO_ATTEMPT, http_attempt
 from .._upstream._config import Upstream
 from .._upstream._resolve import arefresh, refresh
 from .._upstream._view import UpstreamMap
+from ._call import Call, inject_trace_context
 from ._core import (
     DEFAULT_BUFFER_LIMIT,
     DEFAULT_MAX_RETRY_AFTER,
-    Call,
     TransportCore,
     check_inner,
     check_sleep,
     deadline_error,
-    inject_trace_context,
 )
 from ._hosts import DEFAULT_MAX_HOSTS, BreakerMap
 from ._routing import check_upstreams, upstream_map
