@@ -9,6 +9,17 @@ endpoint at random with no retries and no ejection, and (first scenario) through
 the two healthy endpoints alone: the reference the slowed pool should come close to.
 Figures: caller-visible errors (an exception or a 5xx), p50 and p99 latency.
 
+How it measures, so that the contenders are compared alike:
+
+- every contender keeps one client (and its transport's state) for the whole scenario and
+  first sends `WARMUP` GETs per caller that are not counted: connections are open and the
+  balancers have seen each endpoint answer, so the figures are the steady state;
+- then `ROUNDS` rounds (2 with ``--quick``), each contender in a freshly shuffled order
+  every round: a burst of load from elsewhere on the machine falls on all of them alike
+  rather than on whichever ran at that moment;
+- every contender sends exactly the same number of GETs (the variant says how many: at
+  least 2,400 in a full run, so a p99 rests on 24 answers or more).
+
 The routing cost is timed with no network at all (an inner transport that answers at
 once): a request to an upstream's logical host against the same transport sending to a
 plain host.
@@ -39,6 +50,10 @@ SLOW = 10 * BASE
 FAIL = 0.5
 CALLERS = 4
 """Concurrent callers in the mixed scenario; the slowed one runs with 2 and with 8."""
+WARMUP = 25
+"""GETs per caller each contender sends before anything is measured."""
+ROUNDS = 6
+"""Measured rounds per contender (2 with ``--quick``), in a shuffled order each round."""
 BALANCERS = ("peak_ewma", "least_request", "round_robin", "random")
 
 P99 = "upstream: p99 latency, 3 endpoints"
@@ -106,20 +121,31 @@ class Naive:
         return self.rng.choice(self.urls) + path
 
 
-async def _drive(
-    make: Callable[[], Any], count: int, callers: int = CALLERS
-) -> tuple[list[float], int]:
-    """Send *count* GETs from *callers* concurrent workers; (latencies in seconds, errors)."""
-    built = make()
-    naive = built if isinstance(built, Naive) else None
-    transport = built.transport if naive is not None else built
-    latencies: list[float] = []
-    errors = 0
-    async with httpx.AsyncClient(transport=transport, timeout=5.0, trust_env=False) as client:
+class _Run:
+    """One contender's client, kept open across the rounds, and what it measured."""
 
-        async def worker(n: int) -> None:
+    def __init__(self, contender: Contender) -> None:
+        self.contender = contender
+        built = contender.build()
+        self.naive = built if isinstance(built, Naive) else None
+        transport = built.transport if self.naive is not None else built
+        self.client = httpx.AsyncClient(transport=transport, timeout=5.0, trust_env=False)
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.failure: Exception | None = None
+
+    async def send(self, per_caller: int, callers: int, *, record: bool) -> None:
+        """*per_caller* GETs from each of *callers* concurrent workers."""
+        if self.failure is not None:
+            return
+        client = self.client
+        naive = self.naive
+        latencies: list[float] = []
+        errors = 0
+
+        async def worker() -> None:
             nonlocal errors
-            for _ in range(n):
+            for _ in range(per_caller):
                 url = naive.url("/item") if naive is not None else "http://svc/item"
                 start = time.perf_counter()
                 try:
@@ -130,9 +156,35 @@ async def _drive(
                 latencies.append(time.perf_counter() - start)
                 errors += failed
 
-        share = count // callers
-        await asyncio.gather(*(worker(share) for _ in range(callers)))
-    return latencies, errors
+        try:
+            await asyncio.gather(*(worker() for _ in range(callers)))
+        except Exception as exc:  # the row says why; the other contenders go on
+            self.failure = exc
+            return
+        if record:
+            self.latencies += latencies
+            self.errors += errors
+
+
+async def _drive(
+    contenders: Sequence[Contender], per_caller: int, callers: int, rounds: int, seed: int
+) -> list[_Run]:
+    """Warm every contender up, then send *per_caller* GETs per caller in each of *rounds*
+    rounds, the contenders in a shuffled order each round (see the module docstring)."""
+    runs = [_Run(contender) for contender in contenders]
+    rng = random.Random(seed)
+    try:
+        for run in runs:
+            await run.send(WARMUP, callers, record=False)
+        for _ in range(rounds):
+            order = list(runs)
+            rng.shuffle(order)
+            for run in order:
+                await run.send(per_caller, callers, record=True)
+    finally:
+        for run in runs:
+            await run.client.aclose()
+    return runs
 
 
 def _ours(urls: Sequence[str], balancer: str) -> Callable[[], Any]:
@@ -181,34 +233,38 @@ def _scenario(
     callers: int,
     count: int,
 ) -> list[Row]:
-    variant = f"{scenario}, {count} GETs, {callers} callers"
+    rounds = settings.scale(ROUNDS, 2)
+    per_caller = count // (rounds * callers)
+    variant = f"{scenario}, {per_caller * rounds * callers} GETs, {callers} callers"
     rows: list[Row] = []
     with endpoints(specs, settings.seed) as urls:
-        for contender in _contenders(urls, scenario, settings.seed):
-            try:
-                latencies, errors = asyncio.run(_drive(contender.build, count, callers))
-            except Exception as exc:
-                for title, unit in ((ERRORS, "%"), (P50, "ms"), (P99, "ms")):
-                    rows.append(failed_row(title, variant, contender, unit, "lower", exc))
-                continue
-            figures = (
-                (ERRORS, "%", 100.0 * errors / len(latencies)),
-                (P50, "ms", 1000 * _quantile(latencies, 50)),
-                (P99, "ms", 1000 * _quantile(latencies, 99)),
-            )
-            for title, unit, value in figures:
-                rows.append(
-                    Row(
-                        case=title,
-                        variant=variant,
-                        library=contender.library,
-                        role=contender.role,
-                        value=value,
-                        unit=unit,
-                        better="lower",
-                        note=contender.note,
-                    )
+        contenders = _contenders(urls, scenario, settings.seed)
+        runs = asyncio.run(_drive(contenders, per_caller, callers, rounds, settings.seed))
+    for run in runs:
+        contender = run.contender
+        if run.failure is not None:
+            for title, unit in ((ERRORS, "%"), (P50, "ms"), (P99, "ms")):
+                rows.append(failed_row(title, variant, contender, unit, "lower", run.failure))
+            continue
+        latencies = run.latencies
+        figures = (
+            (ERRORS, "%", 100.0 * run.errors / len(latencies)),
+            (P50, "ms", 1000 * _quantile(latencies, 50)),
+            (P99, "ms", 1000 * _quantile(latencies, 99)),
+        )
+        for title, unit, value in figures:
+            rows.append(
+                Row(
+                    case=title,
+                    variant=variant,
+                    library=contender.library,
+                    role=contender.role,
+                    value=value,
+                    unit=unit,
+                    better="lower",
+                    note=contender.note,
                 )
+            )
     return rows
 
 
@@ -276,7 +332,7 @@ def _overhead(settings: Settings) -> list[Row]:
 def run(settings: Settings) -> list[Row]:
     """Both latency scenarios, then the routing cost."""
     slowed = [(BASE, 0.0), (BASE, 0.0), (SLOW, 0.0)]
-    rows = _scenario(SLOWED, slowed, settings, 2, settings.scale(1200, 300))
+    rows = _scenario(SLOWED, slowed, settings, 2, settings.scale(2400, 300))
     # Busier callers: peak-EWMA x in-flight then sends the fast endpoints' overflow (and
     # their latency tails, held as peaks) to the slow one too.
     rows += _scenario(SLOWED, slowed, settings, 8, settings.scale(2400, 400))

@@ -1,4 +1,5 @@
-"""The status path: who may read it, the breaker payload, and the cache that bounds its cost."""
+"""The status path: who may read it, the payload (breakers, upstreams), and the cache that
+bounds its cost."""
 
 from __future__ import annotations
 
@@ -115,14 +116,27 @@ def _metrics_dict(metrics: object) -> dict[str, object]:
 
 
 def status_payload() -> dict[str, list[dict[str, object]]]:
-    """Every live breaker (`resilience.breakers`) with its state and window numbers, by name.
+    """Every live breaker (`resilience.breakers`) with its state and window numbers, and
+    every upstream of every live transport with its endpoints, by name.
+
+    Each endpoint shows its ``url``, ``healthy``, ``state`` (its breaker's), ``in_rotation``,
+    ``in_flight``, ``ewma_latency`` (seconds), ``weight`` and ``breaker`` (its breaker's
+    name); names and URLs are redacted as everywhere else (credentials, secret-looking
+    query parameters).
 
     Example:
         >>> from resilience import CircuitBreaker
+        >>> from resilience.httpx import ResilientTransport, Upstream
         >>> _ = CircuitBreaker("doc-status")
-        >>> entry = next(b for b in status_payload()["breakers"] if b["name"] == "doc-status")
+        >>> transport = ResilientTransport(
+        ...     upstreams=[Upstream("doc-status-svc", endpoints=["http://10.0.0.5:8001"])])
+        >>> payload = status_payload()
+        >>> entry = next(b for b in payload["breakers"] if b["name"] == "doc-status")
         >>> entry["state"]
         'closed'
+        >>> svc = next(u for u in payload["upstreams"] if u["name"] == "doc-status-svc")
+        >>> [(e["url"], e["healthy"], e["in_flight"]) for e in svc["endpoints"]]
+        [('http://10.0.0.5:8001', True, 0)]
     """
     from resilience import breakers as live_breakers
 
@@ -133,7 +147,30 @@ def status_payload() -> dict[str, list[dict[str, object]]]:
         state = metrics.pop("state", None) or _plain(breaker.state)
         breakers.append({"name": redact_name(str(name)), "state": state, **metrics})
     breakers.sort(key=lambda entry: str(entry["name"]))
-    return {"breakers": breakers}
+    return {"breakers": breakers, "upstreams": _upstreams()}
+
+
+def _upstreams() -> list[dict[str, object]]:
+    """`status_payload`'s upstreams: plain, redacted values, sorted by name."""
+    from resilience._upstream._view import all_upstreams
+
+    found: list[dict[str, object]] = []
+    for view in all_upstreams():  # sorted by name already
+        endpoints = []
+        for endpoint in view.endpoints:
+            entry = {key: _plain(value) for key, value in endpoint.as_dict().items()}
+            entry["url"] = redact_name(str(entry["url"]))
+            entry["breaker"] = redact_name(str(entry["breaker"]))
+            endpoints.append(entry)
+        found.append(
+            {
+                "name": redact_name(view.name),
+                "balancer": view.balancer,
+                "panic": view.panic,
+                "endpoints": endpoints,
+            }
+        )
+    return found
 
 
 def status_body() -> bytes:

@@ -25,7 +25,16 @@ from .._upstream._config import Upstream, is_async_only
 from .._upstream._endpoints import Endpoint
 from .._upstream._pool import Lease, Pool
 from .._upstream._view import UpstreamMap
-from ._compat import URL, ConnectError, Request, url_host, with_origin
+from ._compat import (
+    _PARSE_RESULT,
+    URL,
+    ConnectError,
+    Request,
+    _new_object,
+    _new_tuple,
+    url_host,
+    with_origin,
+)
 
 if TYPE_CHECKING:
     from .._breaker._breaker import CircuitBreaker
@@ -38,15 +47,14 @@ _SNI: Final = "sni_hostname"
 class Route:
     """One request's way through an upstream: the logical URL, the endpoints tried."""
 
-    __slots__ = ("endpoint", "logical", "permit", "pool", "started", "tried")
+    __slots__ = ("endpoint", "logical", "permit", "pool", "started", "tried", "width")
 
     def __init__(self, pool: Pool, logical: URL) -> None:
+        # `pick` sets the rest before `end` or `release` reads them.
         self.pool = pool
         self.logical = logical
         self.tried: tuple[Endpoint, ...] = ()
         self.endpoint: Endpoint | None = None
-        self.permit: int | None = None
-        self.started = 0.0
 
     def pick(self, request: Request) -> Lease:
         """Choose this attempt's endpoint, take its permit, point *request* at it.
@@ -56,21 +64,41 @@ class Route:
         """
         pool = self.pool
         now = pool.clock()
+        tried = self.tried
         try:
-            endpoint, permit = lease = pool.pick(now, self.tried)
+            endpoint, permit = lease = pool.pick(now, tried)
         except LookupError as exc:
             msg = f"{exc}: its resolver has not returned any endpoint URL"
             raise ConnectError(msg, request=request) from exc
         self.endpoint = endpoint
         self.permit = permit
         self.started = now
-        self.tried = (*self.tried, endpoint)
-        address = endpoint.address
-        request.url = with_origin(self.logical, address.scheme, address.host, address.port)
-        if address.scheme == "https" and _SNI not in request.extensions:
+        self.width = len(endpoint.pending)  # this attempt included
+        self.tried = (*tried, endpoint) if tried else (endpoint,)
+        scheme = endpoint.scheme
+        logical = self.logical
+        if _PARSE_RESULT is None:
+            request.url = with_origin(logical, scheme, endpoint.host, endpoint.port)
+        else:
+            # `with_origin`, inlined (this runs on every attempt).
+            ref = logical._uri_reference
+            url = request.url = _new_object(URL)
+            url._uri_reference = _new_tuple(
+                _PARSE_RESULT,
+                (
+                    scheme,
+                    ref.userinfo,
+                    endpoint.host,
+                    endpoint.port,
+                    ref.path,
+                    ref.query,
+                    ref.fragment,
+                ),
+            )
+        if scheme == "https" and _SNI not in request.extensions:
             # TLS checks the certificate against the name the caller asked for (the Host
             # header's), not against the endpoint's address: Envoy's auto_sni.
-            request.extensions = {**request.extensions, _SNI: self.logical.host}
+            request.extensions = {**request.extensions, _SNI: logical.host}
         return lease
 
     def end(self, request: Request, *, ok: bool) -> None:
@@ -78,10 +106,11 @@ class Route:
         endpoint = self.endpoint
         if endpoint is not None:
             self.endpoint = None
-            now = self.pool.clock()
-            endpoint.finish(now - self.started, now, ok)
+            pool = self.pool
+            now = pool.clock()
+            endpoint.finish(now - self.started, now, ok, self.width)
             if self.permit is not None and not endpoint.closed:
-                self.pool.probe_ended()
+                pool.probe_ended()
         request.url = self.logical
 
     def release(self, request: Request) -> None:

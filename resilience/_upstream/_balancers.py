@@ -46,8 +46,13 @@ MAX_CYCLE: Final = 4096
 """Longest weighted round-robin cycle; weights are scaled down to fit (each keeps >= 1)."""
 
 _TRIES: Final = 8
-_exp: Final = math.exp
 """Draws that may land on an excluded endpoint before a pick scans for an allowed one."""
+
+_GAP: Final = 600.0
+"""Decay exponents are clamped to this (math.exp overflows past about 709; at 600 the older
+estimate counts for nothing anyway)."""
+
+_exp: Final = math.exp
 
 
 def alias_table(weights: Sequence[float]) -> tuple[tuple[float, ...], tuple[int, ...]]:
@@ -229,16 +234,17 @@ class LeastRequest(_PowerOfTwo):
         count = len(members)
         if exclude or table.weighted or count < 2:
             return self._pick_general(table, now, exclude)
-        rand = self._random
-        i = int(rand() * count)
-        j = int(rand() * (count - 1))
-        if i == count:  # a random() of 1.0 from a sloppy source, or a rounding up
-            i -= 1
+        spot = self._random() * count
+        i = int(spot)
+        if i >= count:  # a random() of 1.0 from a sloppy source
+            i = count - 1
+        # One draw for both: the fraction left over is a second uniform draw.
+        j = int((spot - i) * (count - 1))
         if j >= i:
             j = j + 1 if j + 1 < count else i - 1  # uniform over the others
         a = members[i]
         b = members[j]
-        return b if b.in_flight < a.in_flight else a
+        return b if len(b.pending) < len(a.pending) else a
 
     def _better(self, a: Endpoint, b: Endpoint, now: float) -> Endpoint:
         if a.weight == b.weight:
@@ -259,27 +265,29 @@ class PeakEwma(_PowerOfTwo):
         count = len(members)
         if exclude or table.weighted or count < 2:
             return self._pick_general(table, now, exclude)
-        rand = self._random
-        i = int(rand() * count)
-        j = int(rand() * (count - 1))
-        if i == count:
-            i -= 1
+        spot = self._random() * count  # as in LeastRequest.pick
+        i = int(spot)
+        if i >= count:
+            i = count - 1
+        j = int((spot - i) * (count - 1))
         if j >= i:
             j = j + 1 if j + 1 < count else i - 1
         a = members[i]
         b = members[j]
-        # Endpoint.load, inlined for both (this runs on every attempt).
-        cost_a = a.ewma
-        cost_b = b.ewma
+        # Endpoint.load for both, inlined (this runs on every attempt). Both estimates decay
+        # alike, so comparing them needs only the decay between their stamps: one exp.
+        cost_a = a.unit
+        cost_b = b.unit
         if cost_a == 0.0 or cost_b == 0.0:
             return b if b.load(now) < a.load(now) else a
-        age_a = now - a.stamp
-        age_b = now - b.stamp
-        if age_a > 0.0:
-            cost_a *= _exp(-age_a / a.decay)
-        if age_b > 0.0:
-            cost_b *= _exp(-age_b / b.decay)
-        return b if cost_b * (b.in_flight + 1) < cost_a * (a.in_flight + 1) else a
+        cost_a *= len(a.pending) + 1
+        cost_b *= len(b.pending) + 1
+        gap = (a.stamp - b.stamp) / a.decay  # > 0: b's estimate is the older one
+        if gap > _GAP:
+            gap = _GAP
+        elif gap < -_GAP:
+            gap = -_GAP
+        return b if cost_b * _exp(-gap) < cost_a else a
 
     def _better(self, a: Endpoint, b: Endpoint, now: float) -> Endpoint:
         return b if b.load(now) / b.weight < a.load(now) / a.weight else a

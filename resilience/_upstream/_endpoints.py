@@ -1,16 +1,29 @@
 """One endpoint's live state: where it listens, its breaker, requests in flight, latency.
 
-Latency is Finagle's and Linkerd's *peak EWMA*: a new sample above the current cost replaces
-it at once (a slowing endpoint is noticed on its first slow answer), a lower one is blended
-in with a weight that grows with the time since the last sample, and the cost decays towards
-zero while nothing is observed, so an endpoint that was slow is tried again later. Time is
-always passed in (``now``, seconds of the transport's clock): nothing here reads a clock.
+Latency is Finagle's and Linkerd's *peak EWMA*, made robust to single odd answers: each
+answer goes in as the median of it and the two answers before it, so one answer delayed by
+the client itself (a pause of its process, a garbage collection, a busy event loop) is not
+held against an endpoint for seconds, while a slowed endpoint is noticed on its second slow
+answer. A filtered answer above the estimate replaces it at once (the peak); a lower one is
+blended in with a weight that grows with the time since the last answer (Finagle's) and is
+at least a tenth (`KEEP`), so an endpoint answering often comes back from a peak within a few
+dozen answers; the estimate decays towards zero while nothing is observed, so an endpoint
+that was slow is tried again later.
+
+What the ``peak_ewma`` balancer compares (`Endpoint.load`) scales the estimate by the
+requests in flight now over the requests in flight its answers saw: Finagle's
+``latency x (in flight + 1)`` counts the load twice for an endpoint that serves requests
+concurrently (its latency was already measured with that many in flight), and sends a slow
+idle endpoint traffic whenever several callers keep the fast ones busy.
+
+Time is always passed in (``now``, seconds of the transport's clock): nothing here reads a
+clock.
 """
 
 from __future__ import annotations
 
+import collections
 import math
-import threading
 from typing import TYPE_CHECKING, Final
 
 from ._config import Address
@@ -18,7 +31,16 @@ from ._config import Address
 if TYPE_CHECKING:
     from .._breaker._breaker import CircuitBreaker
 
-__all__ = ["DEFAULT_DECAY", "PENALTY", "WARMUP", "Endpoint", "decayed", "peak_ewma"]
+__all__ = [
+    "DEFAULT_DECAY",
+    "KEEP",
+    "PENALTY",
+    "WARMUP",
+    "WIDTH_WEIGHT",
+    "Endpoint",
+    "decayed",
+    "peak_ewma",
+]
 
 _exp: Final = math.exp
 
@@ -31,6 +53,14 @@ WARMUP: Final = 5
 of a new endpoint carry its connection's setup (TCP, TLS) and the server's cold start, and
 held as a peak with a 10 s decay they would hide a fast endpoint behind a slow one for tens
 of seconds."""
+
+KEEP: Final = 0.9
+"""The most weight the estimate keeps against a lower answer: however close together the
+answers come, each moves the estimate at least a tenth of the way down."""
+
+WIDTH_WEIGHT: Final = 0.125
+"""How much each answer moves the average of the requests in flight its endpoint's answers
+saw (an exponential average over about the last eight answers)."""
 
 PENALTY: Final = 1e9
 """The load of an endpoint with requests in flight and no latency measured yet: it is
@@ -63,15 +93,17 @@ def peak_ewma(cost: float, stamp: float, rtt: float, now: float, decay: float) -
         return rtt
     elapsed = now - stamp
     weight = math.exp(-elapsed / decay) if elapsed > 0.0 else 1.0
-    return cost * weight + rtt * (1.0 - weight)
+    return cost * min(weight, KEEP) + rtt * (1.0 - min(weight, KEEP))
 
 
 class Endpoint:
     """The live state of one endpoint of an upstream.
 
-    ``in_flight`` counts attempts sent and not finished; `start` and `finish` keep it, under
-    the endpoint's own lock (the counts must not lose updates between threads), and
-    `finish` feeds the latency estimate.
+    ``in_flight`` counts attempts sent and not finished: `start` and `finish` keep it in a
+    deque, whose ``append`` and ``pop`` are atomic, so threads lose no update without a lock
+    (a lock taken twice per attempt would cost more than the rest of the routing). The
+    latency estimate is updated without one: two answers ending at once in two threads may
+    blend in either order, which an estimate can afford.
 
     Example:
         >>> from resilience._upstream._config import address
@@ -85,6 +117,7 @@ class Endpoint:
     __slots__ = (
         "__weakref__",
         "address",
+        "before",
         "breaker",
         "closed",
         "decay",
@@ -92,12 +125,17 @@ class Endpoint:
         "ejections",
         "ewma",
         "forced",
-        "in_flight",
-        "lock",
+        "host",
+        "last",
+        "pending",
+        "port",
         "samples",
+        "scheme",
         "stamp",
+        "unit",
         "url",
         "weight",
+        "width",
     )
 
     def __init__(
@@ -110,14 +148,23 @@ class Endpoint:
     ) -> None:
         self.address = address
         self.url = address.url
+        # Read on every attempt (the request's URL is pointed here): plain slots, no lookups.
+        self.scheme = address.scheme  # "http" or "https"
+        self.host = address.host  # an IPv6 address without brackets
+        self.port = address.port  # None when it is the scheme's default
         self.weight = weight
         self.breaker = breaker
         self.decay = decay
-        self.in_flight = 0
+        # One item per attempt in flight: len() is the count.
+        self.pending: collections.deque[None] = collections.deque()
         self.ewma = 0.0
         self.stamp = 0.0
         self.samples = 0
-        self.lock = threading.Lock()
+        self.last = self.before = 0.0  # the two answers before the next one
+        # The requests in flight its answers saw (their own included), averaged, and the
+        # estimate per unit of that: what `load` scales by the requests in flight now.
+        self.width = 1.0
+        self.unit = 0.0
         # When the breaker last left CLOSED (None while it is closed), and how many times in a
         # row it opened since it was last closed: ejection order and the events' numbers.
         self.ejected_at: float | None = None
@@ -128,68 +175,78 @@ class Endpoint:
         self.forced = False
 
     @property
-    def scheme(self) -> str:
-        """``http`` or ``https``."""
-        return self.address.scheme
-
-    @property
-    def host(self) -> str:
-        """The host (an IPv6 address without brackets)."""
-        return self.address.host
-
-    @property
-    def port(self) -> int | None:
-        """The port, None when it is the scheme's default."""
-        return self.address.port
+    def in_flight(self) -> int:
+        """Attempts sent to this endpoint and not finished."""
+        return len(self.pending)
 
     def start(self) -> None:
         """An attempt is being sent to this endpoint."""
-        with self.lock:
-            self.in_flight += 1
+        self.pending.append(None)
 
-    def finish(self, rtt: float, now: float, ok: bool) -> None:
+    def finish(self, rtt: float, now: float, ok: bool, width: int = 1) -> None:
         """The attempt that `start` counted ended after *rtt* seconds, at *now*.
 
-        A failed attempt (*ok* False) never lowers the estimate: a refused connection is
-        quick, and a fast failure must not look like a fast endpoint.
+        *width* is how many attempts were in flight on this endpoint when it was sent (this
+        one included). An answer (*ok*) goes in through the median of the last three
+        answers. A failed attempt never lowers the estimate (a refused connection is quick,
+        and a fast failure must not look like a fast endpoint) and raises it at once when
+        slower.
         """
-        with self.lock:
-            self.in_flight -= 1
-            cost = self.ewma
-            if rtt >= cost or (ok and self.samples < WARMUP):
+        self.pending.pop()
+        cost = self.ewma
+        if ok:
+            samples = self.samples
+            # The median of this answer and the two before it (the first fills all three).
+            a = self.last if samples else rtt
+            b = self.before if samples else rtt
+            self.before = a
+            self.last = rtt
+            low, high = (a, b) if a < b else (b, a)
+            sample = low if rtt < low else high if rtt > high else rtt
+            seen = self.width
+            self.width = seen = seen + (width - seen) * WIDTH_WEIGHT
+            self.samples = samples + 1
+            if sample >= cost or samples < WARMUP:
                 # `peak_ewma`, inlined (this runs after every attempt); while warming up,
-                # the latest answer is the estimate.
-                self.ewma = rtt
-                self.stamp = now
-                if ok:
-                    self.samples += 1
-            elif ok:
+                # the latest (filtered) answer is the estimate.
+                cost = sample
+            else:
                 elapsed = now - self.stamp
-                if elapsed > 0.0:
-                    weight = _exp(-elapsed / self.decay)
-                    self.ewma = cost * weight + rtt * (1.0 - weight)
-                    self.stamp = now
+                keep = _exp(-elapsed / self.decay) if elapsed > 0.0 else 1.0
+                if keep > KEEP:
+                    keep = KEEP
+                cost = cost * keep + sample * (1.0 - keep)
+        elif rtt > cost:
+            seen = self.width
+            cost = rtt
+        else:
+            return
+        self.ewma = cost
+        self.stamp = now
+        self.unit = cost / seen
 
     def release(self) -> None:
         """An attempt counted by `start` ended with nothing to learn (cancelled)."""
-        with self.lock:
-            self.in_flight -= 1
+        self.pending.pop()
 
     def cost(self, now: float) -> float:
         """The latency estimate at *now*, in seconds (0.0 before the first answer)."""
         return decayed(self.ewma, self.stamp, now, self.decay)
 
     def load(self, now: float) -> float:
-        """Peak EWMA x (requests in flight + 1): what the ``peak_ewma`` balancer compares.
+        """What the ``peak_ewma`` balancer compares: the latency expected for one more request.
 
-        An endpoint never measured is free while idle (so it gets measured) and costs
-        `PENALTY` per request while busy.
+        That is the estimate scaled by the requests in flight now (this one included) over
+        those its answers saw on average: an endpoint that answered in 5 ms with four
+        requests in flight is expected to take 5 ms with four again, not 25 ms; one measured
+        alone gets Finagle's ``latency x (in flight + 1)``. An endpoint never measured is
+        free while idle (so it gets measured) and costs `PENALTY` per request while busy.
         """
-        pending = self.in_flight
-        cost = self.ewma
+        pending = len(self.pending)
+        cost = self.unit
         if cost == 0.0:
             return PENALTY + pending if pending > 0 else 0.0
-        elapsed = now - self.stamp  # `decayed`, inlined: this runs twice per pick
+        elapsed = now - self.stamp  # `decayed`, inlined
         if elapsed > 0.0:
             cost *= _exp(-elapsed / self.decay)
         return cost * (pending + 1)

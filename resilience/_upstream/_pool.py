@@ -248,8 +248,7 @@ class Pool:
             return self._pick_again(now, exclude, endpoint, exc)
         if not endpoint.closed:
             self._dirty = True  # a probe slot taken: the rotation may change
-        with endpoint.lock:  # endpoint.start(), inlined: this runs on every attempt
-            endpoint.in_flight += 1
+        endpoint.pending.append(None)  # endpoint.start(), inlined: this runs on every attempt
         return endpoint, permit
 
     def _pick_again(

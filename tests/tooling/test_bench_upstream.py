@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from bench import case_upstream
-from bench._harness import Settings
+from bench._harness import Contender, Settings
 
 TINY = Settings(quick=True, number=20, repeat=2, rounds=1, seed=1)
 
@@ -28,10 +28,14 @@ def test_endpoint_server_answers_with_each_spec() -> None:
 def test_ours_hides_a_failing_endpoint_the_naive_client_shows() -> None:
     """Through our transport a failing endpoint costs no error; a naive client sees them."""
     with case_upstream.endpoints([(0.0, 0.0), (0.0, 1.0)], seed=1) as urls:
-        _, ours = asyncio.run(case_upstream._drive(case_upstream._ours(urls, "random"), 40))
-        _, naive = asyncio.run(case_upstream._drive(lambda: case_upstream.Naive(urls, seed=1), 40))
-    assert ours == 0
-    assert naive > 5
+        contenders = [
+            Contender("ours", "us", case_upstream._ours(urls, "random")),
+            Contender("naive", "baseline", lambda: case_upstream.Naive(urls, seed=1)),
+        ]
+        ours, naive = asyncio.run(case_upstream._drive(contenders, 10, 2, 2, seed=1))
+    assert len(ours.latencies) == len(naive.latencies) == 40  # warm-up not counted
+    assert ours.errors == 0
+    assert naive.errors > 5
 
 
 def test_overhead_rows_are_differences() -> None:

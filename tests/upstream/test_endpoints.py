@@ -8,7 +8,14 @@ import threading
 import pytest
 
 from resilience._upstream._config import address
-from resilience._upstream._endpoints import PENALTY, WARMUP, Endpoint, decayed, peak_ewma
+from resilience._upstream._endpoints import (
+    KEEP,
+    PENALTY,
+    WARMUP,
+    Endpoint,
+    decayed,
+    peak_ewma,
+)
 
 
 def endpoint(decay: float = 10.0) -> Endpoint:
@@ -21,11 +28,13 @@ def test_peak_is_taken_at_once() -> None:
 
 
 def test_lower_samples_blend_in_with_time() -> None:
-    """A lower sample moves the estimate by 1 - exp(-elapsed / decay) of the difference."""
+    """A lower sample moves the estimate by 1 - exp(-elapsed / decay) of the difference,
+    and by at least 1 - KEEP of it however soon it comes."""
     cost = peak_ewma(0.100, 0.0, 0.010, 5.0, 10.0)
     weight = math.exp(-0.5)
     assert cost == pytest.approx(0.100 * weight + 0.010 * (1 - weight))
-    assert peak_ewma(0.100, 5.0, 0.010, 5.0, 10.0) == 0.100  # no time passed: no change
+    soon = peak_ewma(0.100, 5.0, 0.010, 5.0, 10.0)  # no time passed
+    assert soon == pytest.approx(0.100 * KEEP + 0.010 * (1 - KEEP))
 
 
 def test_estimate_decays_without_samples() -> None:
@@ -100,15 +109,42 @@ def test_in_flight_survives_threads() -> None:
 
 def test_first_answers_set_the_estimate_directly() -> None:
     """A cold start's slow first answer is forgotten once warm-up answers come in; after
-    warm-up, a slow answer is held as the peak again."""
+    warm-up, two slow answers in a row are held as the peak."""
     e = endpoint()
     samples = [0.2] + [0.01] * WARMUP
     for i, rtt in enumerate(samples):
         e.start()
         e.finish(rtt, now=float(i) * 0.001, ok=True)
     assert e.cost(0.01) == pytest.approx(0.01, rel=0.01)
-    e.start()
-    e.finish(0.3, now=0.02, ok=True)
-    e.start()
-    e.finish(0.01, now=0.021, ok=True)
+    for now in (0.02, 0.021):
+        e.start()
+        e.finish(0.3, now=now, ok=True)
     assert e.cost(0.021) == pytest.approx(0.3, rel=0.01)
+
+
+def test_one_odd_answer_is_not_held() -> None:
+    """A single slow answer among fast ones (a pause of the client itself) leaves the
+    estimate where it was: answers go in through the median of the last three."""
+    e = endpoint()
+    for i, rtt in enumerate([0.01] * (WARMUP + 2) + [0.5] + [0.01] * 2):
+        e.start()
+        e.finish(rtt, now=i * 0.001, ok=True)
+    assert e.cost(0.01) == pytest.approx(0.01, rel=0.01)
+
+
+def test_load_counts_only_the_requests_beyond_those_measured() -> None:
+    """An endpoint whose answers came with four requests in flight is expected to answer as
+    fast with four in flight again; one measured alone costs latency x (in flight + 1)."""
+    busy = endpoint()
+    for i in range(40):
+        busy.start()
+        busy.finish(0.01, now=i * 0.001, ok=True, width=4)
+    for _ in range(3):
+        busy.start()
+    assert busy.load(0.04) == pytest.approx(0.01, rel=0.01)
+    alone = endpoint()
+    alone.start()
+    alone.finish(0.01, now=0.0, ok=True)
+    for _ in range(3):
+        alone.start()
+    assert alone.load(0.0) == pytest.approx(0.04)

@@ -328,7 +328,7 @@ def test_status_endpoint_lists_every_breaker_with_state_and_numbers() -> None:
 def test_status_path_can_be_moved_or_turned_off() -> None:
     """status_path names the endpoint; None turns it off (the app answers 404)."""
     with serve(error_app(status_path="/internal/breakers")) as url:
-        assert httpx.get(f"{url}/internal/breakers").json().keys() == {"breakers"}
+        assert httpx.get(f"{url}/internal/breakers").json().keys() == {"breakers", "upstreams"}
         assert httpx.get(f"{url}/resilience").status_code == 404
     with serve(error_app(status_path=None)) as url:
         assert httpx.get(f"{url}/resilience").status_code == 404
@@ -567,7 +567,7 @@ def test_status_path_is_relative_to_a_mounted_app() -> None:
     outer = Starlette()
     outer.mount("/api", inner)
     with serve(outer) as url:
-        assert httpx.get(f"{url}/api/resilience").json().keys() == {"breakers"}
+        assert httpx.get(f"{url}/api/resilience").json().keys() == {"breakers", "upstreams"}
         assert httpx.get(f"{url}/resilience").status_code == 404
 
 

@@ -290,7 +290,7 @@ def test_status_route_lists_breakers_and_is_shed_like_any_request() -> None:
 def test_status_path_can_be_moved_or_turned_off() -> None:
     """status_path names the route; None leaves it out (404)."""
     with serve(error_app(status_path="/ops/breakers")) as url:
-        assert httpx.get(f"{url}/ops/breakers").json().keys() == {"breakers"}
+        assert httpx.get(f"{url}/ops/breakers").json().keys() == {"breakers", "upstreams"}
         assert httpx.get(f"{url}/resilience").status_code == 404
         assert httpx.post(f"{url}/ops/breakers").status_code == 405
     with serve(error_app(status_path=None)) as url:

@@ -76,7 +76,7 @@ def test_by_default_only_loopback_clients_read_the_status_path(
 ) -> None:
     """status_access="loopback": a client on 127.0.0.1 reads it, one elsewhere gets 404."""
     with server() as url, httpx.Client(base_url=url) as client:
-        assert client.get("/resilience").json().keys() == {"breakers"}
+        assert client.get("/resilience").json().keys() == {"breakers", "upstreams"}
         hidden = client.get("/resilience", headers=FAR_AWAY)
         missing = client.get("/no-such-page", headers=FAR_AWAY)
         assert client.get("/ping", headers=FAR_AWAY).status_code == 200
@@ -344,7 +344,7 @@ def test_starlettes_test_client_counts_as_loopback() -> None:
     app = FastAPI()
     add_resilience(app)
     with TestClient(app) as client:
-        assert client.get("/resilience").json().keys() == {"breakers"}
+        assert client.get("/resilience").json().keys() == {"breakers", "upstreams"}
     with TestClient(app, client=("198.51.100.4", 5000)) as client:
         assert client.get("/resilience").status_code == 404
 
