@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test with flask 
     )
     raise ImportError(msg) from exc
 
-from resilience._deadline import enter_scope
+from resilience._timeout import scoped_call
 from resilience._validate import Clock, Duration
 
 from ._answers import (
@@ -322,8 +322,9 @@ class _ResilienceWSGI:
         if budget is None:
             return self.wsgi_app(environ, start_response)
         # Settings and budget are validated already: skip deadline()'s checks per call.
-        with enter_scope(budget, self.extension.options.clock, "the request"):
-            return self.wsgi_app(environ, start_response)
+        return scoped_call(
+            budget, self.extension.options.clock, self.wsgi_app, environ, start_response
+        )
 
     def _run_holding(
         self,
