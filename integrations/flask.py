@@ -264,10 +264,13 @@ class _ResilienceWSGI:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         extension = self.extension
         options = extension.options
-        budget = request_budget(options.timeout, extension._headers.environ(environ))
+        inbound = extension._headers.environ(environ)
+        budget = options.timeout if inbound is None else request_budget(options.timeout, inbound)
         limiter = extension.limiter
-        if limiter is None:
-            return self._run(environ, start_response, budget)
+        if limiter is None:  # the usual path, `_run` inlined
+            if budget is None:
+                return self.wsgi_app(environ, start_response)
+            return scoped_call(budget, options.clock, self.wsgi_app, environ, start_response)
         if options.body_buffer and (length := wsgi_body_length(environ)):
             return self._serve_body(environ, start_response, budget, limiter, length)
         if not limiter.try_acquire():
