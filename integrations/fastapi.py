@@ -79,6 +79,8 @@ from ._shedding import (
 from ._status import StatusCache, status_allowed, status_headers
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from starlette.applications import Starlette
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -329,11 +331,13 @@ class ResilienceMiddleware:
             return
         started = False
 
-        async def watch_start(message: Message) -> None:
+        def watch_start(message: Message) -> Awaitable[None]:
+            # A plain function handing back send's awaitable: no coroutine of its own per
+            # message (the app awaits what it returns, at once, as it awaits any send).
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-            await send(message)
+            return send(message)
 
         try:
             if budget is None:
