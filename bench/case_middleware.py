@@ -67,6 +67,9 @@ SERVER_UNIT = "req/s"
 # same turn are a few milliseconds apart, so their difference, what the middleware adds,
 # sees the same load on a shared machine.
 TURNS = 101
+# Two copies of one app can differ by a µs a request (where their objects lie in memory):
+# each contender is built this many times, and its samples go round the copies.
+INSTANCES = 5
 TURNS_QUICK = 5
 SAMPLE_NS = 8_000_000
 SAMPLE_NS_QUICK = 4_000_000
@@ -249,6 +252,10 @@ def _calls_per_sample(per_call_ns: float, settings: Settings) -> int:
     return max(20, min(settings.number, int(target / max(per_call_ns, 1.0))))
 
 
+def _instances(settings: Settings) -> int:
+    return settings.scale(INSTANCES, 1)
+
+
 def _turns(settings: Settings) -> int:
     return settings.scale(TURNS, TURNS_QUICK)
 
@@ -257,24 +264,26 @@ def run_wsgi(settings: Settings, kind: str = "flask") -> list[Row]:
     """WSGI apps called in process, interleaved in shuffled turns (garbage collector off)."""
     variant = KINDS[kind][0]
     built = contenders(kind)
-    timers: dict[str, tuple[timeit.Timer, int]] = {}
+    timers: dict[str, tuple[list[timeit.Timer], int]] = {}
     failed: dict[str, Row] = {}
     for c in built:
         try:
-            timer = timeit.Timer(
-                "f()", timer=time.process_time, globals={"f": wsgi_request(c.build())}
-            )
-            per_call = timer.timeit(200) * 1e9 / 200  # warm-up, and the calls per sample
-            timers[c.library] = (timer, _calls_per_sample(per_call, settings))
+            apps = [
+                timeit.Timer("f()", timer=time.process_time, globals={"f": wsgi_request(c.build())})
+                for _ in range(_instances(settings))
+            ]
+            per_call = min(t.timeit(200) for t in apps) * 1e9 / 200  # warm-up, calls per sample
+            timers[c.library] = (apps, _calls_per_sample(per_call, settings))
         except Exception as exc:
             failed[c.library] = failed_row(TITLE, variant, c, UNIT, "lower", exc)
     samples: dict[str, list[float]] = {name: [] for name in timers}
     rng = random.Random(settings.seed)
-    for _ in range(_turns(settings)):
+    for turn in range(_turns(settings)):
         order = list(timers)
         rng.shuffle(order)
         for name in order:
-            timer, number = timers[name]
+            apps, number = timers[name]
+            timer = apps[turn % len(apps)]
             samples[name].append(timer.timeit(number) * 1e9 / number)
     return _rows(TITLE, variant, built, samples, failed, UNIT)
 
@@ -292,14 +301,16 @@ async def _cpu_per_call(fn: Callable[[], Awaitable[None]], number: int) -> float
 async def _run_asgi(settings: Settings, kind: str) -> list[Row]:
     variant = KINDS[kind][0]
     built = contenders(kind)
-    calls: dict[str, tuple[Callable[[], Awaitable[None]], int]] = {}
+    calls: dict[str, tuple[list[Callable[[], Awaitable[None]]], int]] = {}
     failed: dict[str, Row] = {}
     for c in built:
         try:
-            call = asgi_request(c.build())
-            await call.check()  # type: ignore[attr-defined]
-            per_call = await _cpu_per_call(call, 200)  # warm-up, and the calls per sample
-            calls[c.library] = (call, _calls_per_sample(per_call, settings))
+            apps = [asgi_request(c.build()) for _ in range(_instances(settings))]
+            per_call = float("inf")
+            for call in apps:
+                await call.check()  # type: ignore[attr-defined]
+                per_call = min(per_call, await _cpu_per_call(call, 200))  # warm-up
+            calls[c.library] = (apps, _calls_per_sample(per_call, settings))
         except Exception as exc:
             failed[c.library] = failed_row(TITLE, variant, c, UNIT, "lower", exc)
     samples: dict[str, list[float]] = {name: [] for name in calls}
@@ -307,12 +318,12 @@ async def _run_asgi(settings: Settings, kind: str) -> list[Row]:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(_turns(settings)):
+        for turn in range(_turns(settings)):
             order = list(calls)
             rng.shuffle(order)
             for name in order:
-                call, number = calls[name]
-                samples[name].append(await _cpu_per_call(call, number))
+                apps, number = calls[name]
+                samples[name].append(await _cpu_per_call(apps[turn % len(apps)], number))
     finally:
         if gc_was_enabled:
             gc.enable()
