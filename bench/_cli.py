@@ -5,6 +5,7 @@
     python -m bench --json           # the same figures as JSON on stdout
     python -m bench --markdown       # the tables docs/performance.md holds, on stdout
     python -m bench --update-docs    # write them into docs/performance.md
+    python -m bench --only middleware --update-docs   # rewrite only that case's tables
     python -m bench --only breaker   # cases whose key contains "breaker"
     python -m bench --save base.json # also write the run's JSON document to a file
     python -m bench --compare base.json   # also print each row's ratio to a saved run
@@ -36,6 +37,7 @@ from . import (
     case_import,
     case_memory,
     case_messaging,
+    case_middleware,
     case_policy,
     case_retry,
     case_upstream,
@@ -68,6 +70,7 @@ CASES: list[Case] = [
     *case_import.CASES,
     *case_faults.CASES,
     *case_idempotency.CASES,
+    *case_middleware.CASES,
     *case_defaults.CASES,
     *case_messaging.CASES,
     *case_upstream.CASES,
@@ -144,13 +147,70 @@ def render_report(mode: str, elapsed: float, env: dict[str, str], rows: Sequence
 
 def update_docs(path: Path, report: str) -> None:
     """Replace what lies between the bench markers of `path` with `report`."""
+    head, _, tail = _docs_parts(path)
+    path.write_text(f"{head}{START}\n{report}\n{END}{tail}")
+
+
+def _docs_parts(path: Path) -> tuple[str, str, str]:
+    """What comes before the bench markers, between them, and after them."""
     text = path.read_text()
     if START not in text or END not in text:
         msg = f"{path} has no {START!r} ... {END!r} markers"
         raise SystemExit(msg)
     head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{START}\n{report}\n{END}{tail}")
+    block, tail = rest.split(END, 1)
+    return head, block.strip("\n"), tail
+
+
+SPEED_HEADING = "#### Speed: ours against the fastest peer"
+
+
+def merge_report(block: str, mode: str, env: dict[str, str], rows: Sequence[Row]) -> str:
+    """*block* (the docs' tables) with the tables of *rows*' cases replaced or added.
+
+    What a run of some cases (``--only``) writes: the other cases' tables and the environment
+    of the run that made them stay; each table of this run says when and on what it ran, and
+    its speed summary lines replace the old ones of the same cases.
+
+    Example:
+        >>> row = Row(case="c", variant="v", library="resilience", role="us", value=1.0,
+        ...           unit="ns/call", better="lower")
+        >>> old = "Latest full run:\\n\\n#### c (ns/call, lower is better)\\n\\nold\\n\\n"
+        >>> old += SPEED_HEADING
+        >>> new = merge_report(old, "quick", {"date": "today", "commit": "abc"}, [row])
+        >>> "old" in new, new.count("#### c ("), "quick run of this case alone, today" in new
+        (False, 1, True)
+    """
+    if SPEED_HEADING not in block:
+        block = f"{block}\n\n{SPEED_HEADING}\n"
+    tables, speed = block.split(SPEED_HEADING, 1)
+    sections = tables.split("\n#### ")
+    intro, sections = sections[0], [f"#### {s}".rstrip("\n") for s in sections[1:]]
+    titles = {row.case for row in rows}
+    stamp = (
+        f"_From a {mode} run of this case alone, {env.get('date', '?')}, "
+        f"commit {env.get('commit', '?')}; the environment above is the full run's._"
+    )
+    fresh = {}
+    for section in render_markdown(rows).split("\n#### "):
+        section = section if section.startswith("#### ") else f"#### {section}"
+        heading, _, table = section.partition("\n\n")
+        fresh[heading] = f"{heading}\n\n{stamp}\n\n{table.strip()}"
+    kept = []
+    for section in sections:
+        heading = section.split("\n", 1)[0]
+        if heading in fresh:
+            kept.append(fresh.pop(heading))
+        elif not any(heading.startswith(f"#### {title} (") for title in titles):
+            kept.append(section)
+    kept += fresh.values()  # cases the docs did not have yet
+    lines = [
+        line
+        for line in speed.strip("\n").splitlines()
+        if not any(line.startswith(f"- {title} / ") for title in titles)
+    ]
+    lines += [f"- {line}" for line in summary(rows)]
+    return "\n\n".join([intro.rstrip("\n"), *kept, SPEED_HEADING, "\n".join(lines)])
 
 
 def load_saved(path: Path) -> list[Row]:
@@ -198,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.update_docs or args.markdown:
         report = render_report(mode, elapsed, env, rows)
         if args.update_docs:
+            if args.only:
+                # Some cases only: theirs replace their tables, every other one stays.
+                report = merge_report(_docs_parts(DOCS)[1], mode, env, rows)
             update_docs(DOCS, report)
             log(f"[bench] wrote the tables into {DOCS}")
         else:

@@ -44,9 +44,10 @@ except ImportError as exc:
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from resilience._deadline import enter_scope
+from resilience._timeout import scoped_coroutine
 from resilience._validate import Clock, Duration
 
 from ._answers import (
@@ -78,6 +79,8 @@ from ._shedding import (
 from ._status import StatusCache, status_allowed, status_headers
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from starlette.applications import Starlette
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -126,8 +129,31 @@ def _add_status_route(app: Any, options: Options) -> bool:
             name=STATUS_ENDPOINT,
         )
         route = routes.pop()
+    _match_quickly(route, path)
     routes.insert(0, route)  # the status path wins over the app's own routes, as it always did
     return True
+
+
+def _match_quickly(route: Route, path: str) -> None:
+    """Let *route* (first of the app's) turn down at a glance the requests for other paths.
+
+    As the first route it is asked about every request, and a full match costs about a
+    microsecond (FastAPI's route contexts, the mount prefix, a regular expression). A path
+    this route can match ends with *path* (prefixes come only before it: a mount, an
+    included router); one that does not is no match. Requests carrying FastAPI's routing
+    state (``scope["fastapi"]``), and a status path of ``/`` (a mount's root matches it),
+    take the full match.
+    """
+    if path == "/":
+        return
+    full = route.matches
+
+    def matches(scope: Scope) -> tuple[Match, Scope]:
+        if "fastapi" not in scope and not scope["path"].endswith(path):
+            return Match.NONE, {}
+        return full(scope)
+
+    route.matches = matches  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------------------- the middleware
@@ -146,7 +172,17 @@ class ResilienceMiddleware:
         >>> app = Starlette(middleware=[Middleware(ResilienceMiddleware, max_concurrent=100)])
     """
 
-    __slots__ = ("_headers", "_limiter", "_shed", "_status", "app", "options")
+    __slots__ = (
+        "_headers",
+        "_limiter",
+        "_shed",
+        "_status",
+        "_status_tail",
+        "_timed",
+        "_timeout",
+        "app",
+        "options",
+    )
 
     def __init__(
         self,
@@ -178,6 +214,17 @@ class ResilienceMiddleware:
         self._shed = shed_response()
         self._headers = DeadlineHeaders(options.deadline_headers)  # type: ignore[arg-type]
         self._status = None if status_path is None else StatusCache(clock=clock)
+        # Decided once, not per request: the timeout, and the app run under it (the deadline
+        # scope inlined: a request that brings no shorter budget of its own takes this path).
+        self._timeout = options.timeout
+        # A request for the status path has a path that ends with it (after any mount prefix),
+        # but a mount's own root answers "/" too: no cheap test for that one.
+        self._status_tail = "" if status_path in (None, "/") else status_path
+        self._timed = (
+            None
+            if options.timeout is None
+            else scoped_coroutine(self.app, options.timeout, clock, "the request")
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -185,7 +232,8 @@ class ResilienceMiddleware:
             return
         limiter = self._limiter
         if limiter is None:
-            budget = request_budget(self.options.timeout, self._headers.asgi(scope["headers"]))
+            inbound = self._headers.asgi(scope["headers"])
+            budget = self._timeout if inbound is None else request_budget(self._timeout, inbound)
             await self._serve(scope, receive, send, budget)
             return
         inbound, length = self._headers.asgi_and_body(
@@ -276,21 +324,26 @@ class ResilienceMiddleware:
         status = self._status
         if (
             status is not None
+            and scope["path"].endswith(self._status_tail)  # cheap: most requests stop here
             and _path(scope) == self.options.status_path
             and await self._answer_status(scope, receive, send, status)
         ):
             return
         started = False
 
-        async def watch_start(message: Message) -> None:
+        def watch_start(message: Message) -> Awaitable[None]:
+            # A plain function handing back send's awaitable: no coroutine of its own per
+            # message (the app awaits what it returns, at once, as it awaits any send).
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-            await send(message)
+            return send(message)
 
         try:
             if budget is None:
                 await self.app(scope, receive, watch_start)
+            elif budget == self._timeout and self._timed is not None:
+                await self._timed(scope, receive, watch_start)
             else:
                 # Settings and budget are validated already: skip deadline()'s checks per call.
                 async with enter_scope(budget, self.options.clock, "the request"):

@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test with flask 
     )
     raise ImportError(msg) from exc
 
-from resilience._deadline import enter_scope
+from resilience._timeout import scoped_call
 from resilience._validate import Clock, Duration
 
 from ._answers import (
@@ -264,10 +264,13 @@ class _ResilienceWSGI:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         extension = self.extension
         options = extension.options
-        budget = request_budget(options.timeout, extension._headers.environ(environ))
+        inbound = extension._headers.environ(environ)
+        budget = options.timeout if inbound is None else request_budget(options.timeout, inbound)
         limiter = extension.limiter
-        if limiter is None:
-            return self._run(environ, start_response, budget)
+        if limiter is None:  # the usual path, `_run` inlined
+            if budget is None:
+                return self.wsgi_app(environ, start_response)
+            return scoped_call(budget, options.clock, self.wsgi_app, environ, start_response)
         if options.body_buffer and (length := wsgi_body_length(environ)):
             return self._serve_body(environ, start_response, budget, limiter, length)
         if not limiter.try_acquire():
@@ -322,8 +325,9 @@ class _ResilienceWSGI:
         if budget is None:
             return self.wsgi_app(environ, start_response)
         # Settings and budget are validated already: skip deadline()'s checks per call.
-        with enter_scope(budget, self.extension.options.clock, "the request"):
-            return self.wsgi_app(environ, start_response)
+        return scoped_call(
+            budget, self.extension.options.clock, self.wsgi_app, environ, start_response
+        )
 
     def _run_holding(
         self,

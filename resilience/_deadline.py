@@ -247,13 +247,15 @@ if hasattr(os, "register_at_fork"):
 
 
 def _timed_coroutine(
-    afn: Callable[..., Awaitable[Any]], seconds: float, clock: Clock
+    afn: Callable[..., Awaitable[Any]], seconds: float, clock: Clock, what: str = "the call"
 ) -> Callable[..., Coroutine[Any, Any, Any]]:
     """``async with Deadline(seconds)`` around each call of *afn*, inlined for `timeout`.
 
-    The hot path of every async `timeout` and `Policy`: the scope's enter and exit without
-    their two awaits and the wheel's fast paths without their calls (each is a measurable
-    share of a policy's cost). `Deadline.__aenter__` and `__aexit__` are the reference.
+    The hot path of every async `timeout` and `Policy` (and, through `scoped_coroutine`, of
+    the ASGI middleware's ``timeout``): the scope's enter and exit without their two awaits
+    and the wheel's fast paths without their calls (each is a measurable share of a policy's
+    cost). `Deadline.__aenter__` and `__aexit__` are the reference; *what* names the work in
+    the `DeadlineExceeded` message, as `enter_scope`'s does.
     """
     get = _CURRENT.get
     set_ = _CURRENT.set
@@ -268,7 +270,7 @@ def _timed_coroutine(
         outer = get()
         if task is None or (outer is not None and outer.remaining() <= seconds):
             # An earlier outer deadline stands (or there is no task to cancel).
-            async with Deadline._trusted(seconds, clock, "the call"):
+            async with Deadline._trusted(seconds, clock, what):
                 return await afn(*args, **kwargs)
         alarm = _Alarm(clock() + seconds, clock, task)
         pending = wheel.pending
@@ -284,7 +286,7 @@ def _timed_coroutine(
             reset(token)
             wheel.remove(alarm)
             if alarm.slot is _FIRED and task.uncancel() <= cancelling and type(exc) is cancelled:
-                raise _exceeded("the call", seconds) from exc
+                raise _exceeded(what, seconds) from exc
             raise
         reset(token)
         if pending and pending[-1] is alarm:

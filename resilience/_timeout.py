@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Token
 from types import TracebackType
-from typing import ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from ._deadline import _CURRENT, Deadline, _exceeded, _Expiry, _timed_coroutine, enter_scope
 from ._public import public
@@ -22,7 +22,7 @@ from ._validate import NO_TIMEOUT_HINT, Clock, Duration, required_duration
 from ._validate import clock as check_clock
 from ._wrapping import wrap_async_generator, wrap_generator, wraps
 
-__all__ = ["Timeout", "timeout"]
+__all__ = ["Timeout", "scoped_call", "scoped_coroutine", "timeout"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -203,6 +203,42 @@ class _AsyncTimedIteration(_TimedIterationBase):
         scope, self._scope = self._scope, None
         if scope is not None:
             await scope.__aexit__(exc_type, exc, tb)
+
+
+def scoped_call(seconds: float, clock: Clock, fn: Callable[..., R], /, *args: Any) -> R:
+    """``with enter_scope(seconds, clock, ...): return fn(*args)``, inlined (cooperative).
+
+    For code that opens a scope around one call on every request (the WSGI middleware's
+    deadline), with settings validated already: the scope costs what a sync `timeout` costs.
+    As in any scope, an earlier outer deadline stands.
+
+    Example:
+        >>> import time
+        >>> from resilience import remaining
+        >>> scoped_call(2.0, time.monotonic, remaining) <= 2.0
+        True
+    """
+    outer = _CURRENT.get()
+    if outer is not None and outer.remaining() <= seconds:
+        expiry = outer
+    else:
+        expiry = _Expiry(clock() + seconds, clock)
+    token = _CURRENT.set(expiry)
+    try:
+        return fn(*args)
+    finally:
+        _CURRENT.reset(token)
+
+
+def scoped_coroutine(
+    afn: Callable[..., Awaitable[Any]], seconds: float, clock: Clock, what: str
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """*afn* with each call awaited under ``enter_scope(seconds, clock, what)``, inlined.
+
+    For code that awaits the same function under the same validated settings every time
+    (the ASGI middleware's ``timeout``): a scope then costs what an async `timeout` costs.
+    """
+    return _timed_coroutine(afn, seconds, clock, what)
 
 
 def timeout(seconds: Duration, *, clock: Clock = time.monotonic) -> Timeout:
