@@ -75,6 +75,7 @@ __all__ = [
     "get_tracer_provider",
     "instruments",
     "record_event",
+    "recording_nothing",
     "set_meter_provider",
     "set_tracer_provider",
     "tracer",
@@ -430,3 +431,21 @@ def _named(key: str, name: str | None, attrs: dict[str, str], cap: LabelCap) -> 
     if name is not None:
         attrs[key] = cap(name)
     return attrs
+
+
+def recording_nothing() -> bool:
+    """True while no SDK is set for traces or metrics: then `tracer` and `instruments` would
+    both answer None. One call, for paths that run per HTTP attempt; False when unsure.
+
+    Example:
+        >>> recording_nothing() == (tracer() is None and instruments() is None)
+        True
+    """
+    return (
+        _FAST_TRACE
+        and _FAST_METRICS
+        and _tracer_provider is None
+        and _injected_instruments is None
+        and trace._TRACER_PROVIDER is None
+        and _METRICS_INTERNAL._METER_PROVIDER is None
+    )

@@ -200,14 +200,16 @@ NO_ATTEMPT: Final[HttpAttempt] = _NoAttempt()
 
 _start: Callable[[Request, int], HttpAttempt | None] | None = None
 _inject: Callable[[Headers | MutableMapping[str, str]], None] | None = None
+_idle: Callable[[], bool] = bool  # replaced by `_otel.recording_nothing` when loaded
 
 
 def _load_http() -> None:
-    global _start, _inject
-    from . import _otel_http  # first use: opentelemetry-api is imported here
+    global _start, _inject, _idle
+    from . import _otel, _otel_http  # first use: opentelemetry-api is imported here
 
     OTEL_SINK.start()
     _inject = _otel_http.inject_context
+    _idle = _otel.recording_nothing
     _start = _otel_http.start
 
 
@@ -234,6 +236,8 @@ def http_attempt(request: Request, resend_count: int = 0) -> HttpAttempt:
         _load_http()
         start = _start
         assert start is not None
+    elif _idle():  # no SDK: the common case, in one call
+        return NO_ATTEMPT
     attempt = start(request, resend_count)
     return NO_ATTEMPT if attempt is None else attempt
 
