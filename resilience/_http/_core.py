@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from .. import _testmode, _validate
 from .._breaker._breaker import CircuitBreaker
 from .._breaker._registry import mark_template
-from .._deadline import check_deadline, current_deadline
+from .._deadline import _CURRENT, check_deadline
 from .._errors import ConfigError, DeadlineExceeded
 from .._observe._events import DeadlineExceededEvent, emit, error_name
+from .._observe._otel_gate import attempts_unrecorded
 from .._policy import Policy
 from .._retry._decision import DEFAULT_ATTEMPTS, MAX_RETRY_AFTER, decide
 from .._retry._report import announce
@@ -33,7 +34,7 @@ from .._retry._retry import Retry
 from .._retry._shape import check_arity
 from ._call import Call, retry_plan
 from ._compat import ByteStream
-from ._hosts import DEFAULT_BREAKER_NAME, DEFAULT_HOST_BREAKER, HostBreakers
+from ._hosts import DEFAULT_BREAKER_NAME, DEFAULT_HOST_BREAKER, HostBreakers, HostEntry
 from ._outer import RETRY_COUNT_HEADERS, join_request
 from ._overrides import EXTENSION, parse_overrides
 from ._routing import Routes
@@ -81,6 +82,9 @@ RESEND_COUNT_EXTENSION: Final = "resilience.resend_count"
 
 # A timeout that fires this close to the deadline was the deadline's doing.
 _DEADLINE_SLACK: Final = 0.02
+_new: Final = object.__new__
+current_deadline: Final = _CURRENT.get
+"""`resilience._deadline.current_deadline` without its Python frame (read per attempt)."""
 _PLANNING_HEADERS: Final = frozenset(
     name.encode() for name in (IDEMPOTENCY_HEADER, *RETRY_COUNT_HEADERS)
 )
@@ -119,6 +123,8 @@ class TransportCore:
         "policy",
         "policy_attempt_timeout",
         "policy_timeout",
+        "quick_budget",
+        "quick_hosts",
         "retry",
         "retry_plan",
         "retry_statuses",
@@ -211,7 +217,7 @@ class TransportCore:
             factory = (
                 template.clone if template is not None else partial(CircuitBreaker, clock=clock)
             )
-        self.retry_plan = None if self.retry is None else retry_plan(self.retry)
+        self.retry_plan = plan = None if self.retry is None else retry_plan(self.retry)
         self.hosts: HostBreakers | None = (
             HostBreakers(base, factory, max_hosts)
             if policy is None or template is not None
@@ -226,12 +232,68 @@ class TransportCore:
             if upstreams
             else None
         )
+        # The host breakers when requests may take the quick path (`quick`), else None.
+        self.quick_hosts = (
+            self.hosts
+            if self.routes is None
+            and self.bulkhead is None
+            and self.policy_timeout is None
+            and self.policy_attempt_timeout is None
+            and self.idempotency_keys is None
+            and (plan is None or (plan[1] is None and not plan[3]))
+            else None
+        )
+        self.quick_budget = None if plan is None else plan[2]
 
     # ------------------------------------------------------------------ per request
 
+    def quick(self, request: RequestLike) -> HostEntry | None:
+        """The host entry of a request that may take the quick path, else None.
+
+        The drivers' quick path sends a first attempt without a `Call`, for transports with
+        nothing per request to plan (no routes, bulkhead, policy timeouts, automatic keys or
+        tenacity wait) and requests with nothing special (no override or planning header, a
+        body in memory, no deadline, no SDK recording): all `begin` and `before_attempt` do
+        for those is count the call in the retry budget and find the host's breaker. A
+        failed or retryable attempt becomes a `Call` (`resume`) for the general loop.
+        """
+        hosts = self.quick_hosts
+        if (
+            hosts is None
+            or current_deadline() is not None
+            or not isinstance(request.stream, self.in_memory)
+            or request.extensions.get(EXTENSION) is not None
+            or not has_none_of(request.headers, _PLANNING_HEADERS)
+            or not attempts_unrecorded()
+        ):
+            return None
+        budget = self.quick_budget
+        if budget is not None:
+            budget.record_call()
+        return hosts.entry(request.url)
+
+    def resume(self, request: RequestLike, entry: HostEntry, permit: int, started: float) -> Call:
+        """The `Call` of a request `quick` let through, after its first attempt: what
+        `begin` and `before_attempt` would have made of it."""
+        call = _new(Call)
+        call.request = request
+        call.base_extensions = request.extensions
+        call.idempotent = request.method in IDEMPOTENT_METHODS
+        retry = self.retry
+        if retry is not None:
+            call.retry = retry
+            call.max_attempts = _testmode.max_attempts(retry.attempts)
+        call.attempt = 1
+        _, call.breaker, call.timer = entry
+        call.permit = permit
+        call.started = started
+        return call
+
     def begin(self, request: RequestLike) -> Call:
         """Plan a request: overrides, retry settings, idempotency, body replay, breaker."""
-        call = Call(request)
+        call = _new(Call)  # `Call(request)` without its __init__ frame
+        call.request = request
+        call.base_extensions = request.extensions
         headers = request.headers
         method = request.method
         retry = self.retry

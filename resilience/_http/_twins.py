@@ -32,9 +32,9 @@ from ._core import (
     check_sleep,
     deadline_error,
 )
-from ._hosts import DEFAULT_MAX_HOSTS, BreakerMap
+from ._hosts import DEFAULT_MAX_HOSTS, BreakerMap, HostEntry
 from ._routing import check_upstreams, upstream_map
-from ._rules import DEFAULT_RETRY_STATUSES, ErrorKinds, deadline_passed
+from ._rules import DEFAULT_RETRY_STATUSES, ErrorKinds
 from ._streams import LATE_HEAD, aread_body, read_body, sized_body
 
 if TYPE_CHECKING:
@@ -176,6 +176,9 @@ class SyncTwin(Generic[InnerT]):
         if not isinstance(request, self._kit.Request):
             raise _foreign(self._kit, request, "ResilientTransport")
         core = self._core
+        entry = core.quick(request)
+        if entry is not None:
+            return self._quick(request, entry)
         call = core.begin(request)
         if call.must_read:
             request.read()
@@ -193,6 +196,50 @@ class SyncTwin(Generic[InnerT]):
             return self._send(call)
         with deadline(call.scope, clock=self._core.clock):
             return self._send(call)
+
+    def _quick(self, request: Any, entry: HostEntry) -> Any:
+        """The first attempt of a request `TransportCore.quick` let through; what follows a
+        failure or a retryable answer goes to `_send`, with the `Call` it would have had."""
+        core = self._core
+        kit = self._kit
+        _, breaker, timer = entry
+        permit = breaker.acquire()
+        started = 0.0 if timer is None else timer()
+        try:
+            inject_trace_context(request.headers)
+            response = self._inner.handle_request(request)  # type: ignore[attr-defined]
+            stream = response.stream
+            if (
+                not isinstance(stream, kit.ByteStream)
+                and isinstance(stream, kit.SyncByteStream)
+                and sized_body(response, core.buffer_limit)
+            ):
+                try:  # as `_send` does, with no deadline
+                    body = read_body(stream, None)
+                finally:
+                    stream.close()
+                response.stream = kit.ByteStream(body)
+        except Exception as exc:
+            call = core.resume(request, entry, permit, started)
+            wait = core.after_error(call, exc)
+            if wait is None:
+                raise
+            self._sleep(wait)
+            return self._send(call)
+        except BaseException:
+            breaker.release(permit)
+            raise
+        status = response.status_code
+        if status < 500 and status not in core.retry_statuses:
+            breaker.record_success(permit, 0.0 if timer is None else timer() - started)
+            return response
+        call = core.resume(request, entry, permit, started)
+        wait = core.after_response(call, response, status, response.headers)
+        if wait is None:
+            return response
+        response.close()
+        self._sleep(wait)
+        return self._send(call)
 
     def _send(self, call: Call) -> Any:
         core = self._core
@@ -216,7 +263,7 @@ class SyncTwin(Generic[InnerT]):
                 inject_trace_context(request.headers)
                 response = inner.handle_request(request)
                 expiry = call.expiry
-                if deadline_passed(expiry):
+                if expiry is not None and expiry.remaining() <= 0.0:  # `deadline_passed`
                     response.close()
                     raise deadline_error(LATE_HEAD)
                 stream = response.stream
@@ -346,6 +393,9 @@ class AsyncTwin(Generic[InnerT]):
         if not isinstance(request, self._kit.Request):
             raise _foreign(self._kit, request, "AsyncResilientTransport")
         core = self._core
+        entry = core.quick(request)
+        if entry is not None:
+            return await self._quick(request, entry)
         call = core.begin(request)
         if call.must_read:
             await request.aread()
@@ -363,6 +413,49 @@ class AsyncTwin(Generic[InnerT]):
             return await self._send(call)
         async with deadline(call.scope, clock=self._core.clock):
             return await self._send(call)
+
+    async def _quick(self, request: Any, entry: HostEntry) -> Any:
+        """The async twin of `SyncTwin._quick`."""
+        core = self._core
+        kit = self._kit
+        _, breaker, timer = entry
+        permit = breaker.acquire()
+        started = 0.0 if timer is None else timer()
+        try:
+            inject_trace_context(request.headers)
+            response = await self._inner.handle_async_request(request)  # type: ignore[attr-defined]
+            stream = response.stream
+            if (
+                not isinstance(stream, kit.ByteStream)
+                and isinstance(stream, kit.AsyncByteStream)
+                and sized_body(response, core.buffer_limit)
+            ):
+                try:  # as `_send` does, with no deadline
+                    body = await aread_body(stream, None)
+                finally:
+                    await stream.aclose()
+                response.stream = kit.ByteStream(body)
+        except Exception as exc:
+            call = core.resume(request, entry, permit, started)
+            wait = core.after_error(call, exc)
+            if wait is None:
+                raise
+            await self._sleep(wait)
+            return await self._send(call)
+        except BaseException:
+            breaker.release(permit)
+            raise
+        status = response.status_code
+        if status < 500 and status not in core.retry_statuses:
+            breaker.record_success(permit, 0.0 if timer is None else timer() - started)
+            return response
+        call = core.resume(request, entry, permit, started)
+        wait = core.after_response(call, response, status, response.headers)
+        if wait is None:
+            return response
+        await response.aclose()
+        await self._sleep(wait)
+        return await self._send(call)
 
     async def _send(self, call: Call) -> Any:
         core = self._core
@@ -386,7 +479,7 @@ class AsyncTwin(Generic[InnerT]):
                 inject_trace_context(request.headers)
                 response = await inner.handle_async_request(request)
                 expiry = call.expiry
-                if deadline_passed(expiry):
+                if expiry is not None and expiry.remaining() <= 0.0:  # `deadline_passed`
                     await response.aclose()
                     raise deadline_error(LATE_HEAD)
                 stream = response.stream

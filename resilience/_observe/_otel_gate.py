@@ -34,6 +34,7 @@ __all__ = [
     "OTEL_SINK",
     "HttpAttempt",
     "OTelSink",
+    "attempts_unrecorded",
     "http_attempt",
     "in_use",
     "inject_context",
@@ -211,6 +212,22 @@ def _load_http() -> None:
     _inject = _otel_http.inject_context
     _idle = _otel.recording_nothing
     _start = _otel_http.start
+
+
+def attempts_unrecorded() -> bool:
+    """True when `http_attempt` would record nothing now, whatever the request (no SDK).
+
+    Example:
+        >>> import httpx
+        >>> request = httpx.Request("GET", "http://a.test/")
+        >>> attempts_unrecorded() == (http_attempt(request) is NO_ATTEMPT)
+        True
+    """
+    if _start is None:
+        if not in_use():
+            return True
+        _load_http()
+    return _idle()
 
 
 def http_attempt(request: Request, resend_count: int = 0) -> HttpAttempt:
