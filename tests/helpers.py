@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import random
 import select
 import socket
 import threading
@@ -28,14 +29,38 @@ class TcpProxy:
     - ``delay``: seconds of one-way latency, changeable at any time. It is a delay line: each
       chunk leaves ``delay`` seconds after it arrived, without queueing chunks behind each
       other's delays (like a real link);
-    - ``count_commands=True``: ``commands`` counts the Redis commands the clients send.
+    - ``count_commands=True``: ``commands`` counts the Redis commands the clients send;
+    - *fates* (name -> weight): each accepted connection draws one fate from a random source
+      seeded with *seed*; ``fates_seen`` counts them. Fates:
+
+      - ``"pass"``: forward both ways untouched;
+      - ``"cut"``: forward the request; when the answer starts, close both sides before any
+        of it reaches the client (the server acted, the client saw nothing);
+      - ``"truncate"``: forward only the answer's first *truncate_at* bytes, then close;
+      - ``"stall"``: forward the request, swallow the answer (the client times out);
+      - ``"refuse"``: close the connection at once, before reading anything.
+
+      Use fates with clients that open one connection per request (no keep-alive), so that
+      each attempt meets its own fate.
     """
 
-    def __init__(self, target: int = REDIS_PORT, *, count_commands: bool = False) -> None:
+    def __init__(
+        self,
+        target: int = REDIS_PORT,
+        *,
+        count_commands: bool = False,
+        fates: dict[str, float] | None = None,
+        seed: int = 0,
+        truncate_at: int = 40,
+    ) -> None:
         self.target = target
         self.port = 0
         self.delay = 0.0
         self.commands = 0
+        self.truncate_at = truncate_at
+        self.fates_seen: dict[str, int] = dict.fromkeys(fates or {}, 0)
+        self._fates = fates or {}
+        self._random = random.Random(seed)
         self._count_commands = count_commands
         self._flowing = threading.Event()
         self._flowing.set()
@@ -97,13 +122,17 @@ class TcpProxy:
                 downstream, _ = server.accept()
             except OSError:
                 return
+            fate = self._draw_fate()
+            if fate == "refuse":
+                _close(downstream)
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
                 upstream.settimeout(None)
             except OSError:
                 _close(downstream)
                 continue
-            link = _Link(downstream, upstream)
+            link = _Link(downstream, upstream, fate)
             with self._lock:
                 stopped = self._server is not server
                 if not stopped:
@@ -117,6 +146,7 @@ class TcpProxy:
     def _pump(self, link: _Link, src: socket.socket, dst: socket.socket) -> None:
         """Forward *src* to *dst* until either ends; then end the whole connection."""
         counter = _RespCounter() if self._count_commands and src is link.downstream else None
+        fate = link.fate if src is link.upstream else "pass"  # fates act on the answer
         line: _DelayLine | None = None
         try:
             while data := src.recv(65536):
@@ -124,20 +154,34 @@ class TcpProxy:
                     sent = counter.feed(data)
                     with self._lock:
                         self.commands += sent
-                if not self._wait_flowing(link):
-                    break  # cut while frozen: drop what was held
+                if fate == "stall":
+                    continue
+                if fate == "cut" or not self._wait_flowing(link):
+                    break  # (or cut while frozen: drop what was held)
+                if fate == "truncate":
+                    data = data[: self.truncate_at]
                 if line is None and self.delay > 0:
                     line = _DelayLine(dst, self._spawn)  # from now on, to keep the order
                 if line is not None:
                     line.put(data, self.delay)
                 else:
                     dst.sendall(data)
+                if fate == "truncate":
+                    break
         except OSError:
             pass
         finally:
             if line is not None:
                 line.close()
             self._finish(link)
+
+    def _draw_fate(self) -> str:
+        if not self._fates:
+            return "pass"
+        with self._lock:
+            fate = self._random.choices(list(self._fates), list(self._fates.values()))[0]
+            self.fates_seen[fate] += 1
+        return fate
 
     def _wait_flowing(self, link: _Link) -> bool:
         """Wait while frozen; False when the connection was cut meanwhile."""
@@ -159,12 +203,13 @@ class TcpProxy:
 
 
 class _Link:
-    """One proxied connection: the client's socket, the server's, and how many of its two
-    pumps still run."""
+    """One proxied connection: the client's socket, the server's, the connection's fate and
+    how many of its two pumps still run."""
 
-    def __init__(self, downstream: socket.socket, upstream: socket.socket) -> None:
+    def __init__(self, downstream: socket.socket, upstream: socket.socket, fate: str) -> None:
         self.downstream = downstream
         self.upstream = upstream
+        self.fate = fate
         self.pumps = 2
 
     def shutdown(self) -> None:
@@ -300,110 +345,6 @@ def serve_wsgi(app: Any) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(15)
-
-
-class FaultProxy:
-    """A TCP proxy on 127.0.0.1 in front of *target* that breaks some exchanges on purpose.
-
-    Each accepted connection draws one fate from *fates* (name -> weight) with a seeded
-    random source; `fates_seen` counts them. Fates:
-
-    - ``"pass"``: forward both ways untouched;
-    - ``"cut"``: forward the request; when the answer starts, close both sides before any
-      of it reaches the client (the server acted, the client saw nothing);
-    - ``"truncate"``: forward only the answer's first *truncate_at* bytes, then close;
-    - ``"stall"``: forward the request, swallow the answer (the client times out);
-    - ``"refuse"``: close the connection at once, before reading anything.
-
-    Use it with clients that open one connection per request (no keep-alive), so that each
-    attempt meets its own fate.
-    """
-
-    def __init__(
-        self, target: int, fates: dict[str, float], *, seed: int = 0, truncate_at: int = 40
-    ) -> None:
-        import random
-
-        self.target = target
-        self.truncate_at = truncate_at
-        self.fates_seen: dict[str, int] = dict.fromkeys(fates, 0)
-        self._names = list(fates)
-        self._weights = list(fates.values())
-        self._random = random.Random(seed)
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._server = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.port = self._server.getsockname()[1]
-        self._spawn(self._accept)
-
-    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        with self._lock:
-            self._threads.append(thread)
-        thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                downstream, _ = self._server.accept()
-            except OSError:
-                return
-            with self._lock:
-                fate = self._random.choices(self._names, self._weights)[0]
-                self.fates_seen[fate] += 1
-                self._sockets.append(downstream)
-            if fate == "refuse":
-                _close(downstream)
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                _close(downstream)
-                continue
-            with self._lock:
-                self._sockets.append(upstream)
-            self._spawn(self._forward, downstream, upstream)
-            self._spawn(self._answer, upstream, downstream, fate)
-
-    @staticmethod
-    def _forward(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        # The client is gone (done, or timed out): let the server see it too.
-        _close(src)
-        _close(dst)
-
-    def _answer(self, src: socket.socket, dst: socket.socket, fate: str) -> None:
-        try:
-            while data := src.recv(65536):
-                if fate == "stall":
-                    continue
-                if fate == "cut":
-                    break
-                if fate == "truncate":
-                    dst.sendall(data[: self.truncate_at])
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        _close(src)
-        _close(dst)
-
-    def stop(self) -> None:
-        """Close the listener and every connection; wait for the threads."""
-        _close(self._server)
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-            threads = list(self._threads)
-        for sock in sockets:
-            _close(sock)
-        for thread in threads:
-            thread.join(timeout=2)
 
 
 @contextmanager
