@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import random
 import select
 import socket
 import threading
@@ -14,28 +16,104 @@ REDIS_PORT = 6379
 
 
 class TcpProxy:
-    """A TCP proxy to Redis that a test can cut and restore (Redis itself keeps running)."""
+    """A TCP proxy on 127.0.0.1 in front of the port *target* (Redis's by default).
 
-    def __init__(self, target: int = REDIS_PORT) -> None:
+    ``start()`` listens (on the same port again after a ``stop()``: a test takes the link
+    down and brings it back while the server keeps running); ``stop()`` closes the listener
+    and every connection and waits for the threads. On top of plain forwarding:
+
+    - ``cut()`` closes every live connection but keeps accepting new ones (a network blip:
+      clients reconnect at once);
+    - ``freeze()`` holds every byte back in both directions until ``thaw()`` (bytes held
+      when a ``cut()`` comes are dropped);
+    - ``delay``: seconds of one-way latency, changeable at any time. It is a delay line: each
+      chunk leaves ``delay`` seconds after it arrived, without queueing chunks behind each
+      other's delays (like a real link);
+    - ``count_commands=True``: ``commands`` counts the Redis commands the clients send;
+    - *fates* (name -> weight): each accepted connection draws one fate from a random source
+      seeded with *seed*; ``fates_seen`` counts them. Fates:
+
+      - ``"pass"``: forward both ways untouched;
+      - ``"cut"``: forward the request; when the answer starts, close both sides before any
+        of it reaches the client (the server acted, the client saw nothing);
+      - ``"truncate"``: forward only the answer's first *truncate_at* bytes, then close;
+      - ``"stall"``: forward the request, swallow the answer (the client times out);
+      - ``"refuse"``: close the connection at once, before reading anything.
+
+      Use fates with clients that open one connection per request (no keep-alive), so that
+      each attempt meets its own fate.
+    """
+
+    def __init__(
+        self,
+        target: int = REDIS_PORT,
+        *,
+        count_commands: bool = False,
+        fates: dict[str, float] | None = None,
+        seed: int = 0,
+        truncate_at: int = 40,
+    ) -> None:
         self.target = target
         self.port = 0
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
+        self.delay = 0.0
+        self.commands = 0
+        self.truncate_at = truncate_at
+        self.fates_seen: dict[str, int] = dict.fromkeys(fates or {}, 0)
+        self._fates = fates or {}
+        self._random = random.Random(seed)
+        self._count_commands = count_commands
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._lock = threading.Lock()
         self._server: socket.socket | None = None
+        self._links: set[_Link] = set()
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        server = socket.socket()
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", self.port))
-        server.listen(64)
+        server = socket.create_server(("127.0.0.1", self.port), backlog=128)
         self.port = server.getsockname()[1]
-        self._server = server
+        with self._lock:
+            self._server = server
         self._spawn(self._accept, server)
+
+    def cut(self) -> int:
+        """Close every live connection (the listener stays); return how many were cut."""
+        with self._lock:
+            links, self._links = self._links, set()
+        for link in links:
+            link.close()
+        return len(links)
+
+    def freeze(self) -> None:
+        """Hold every byte back from now on."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        """Forward again (what was held goes through, unless the connection was cut)."""
+        self._flowing.set()
+
+    def stop(self) -> None:
+        """Close the listener and every connection; wait (5 s at most) for the threads."""
+        self._flowing.set()
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            _close(server)  # wakes the thread blocked in accept()
+        self.cut()
+        deadline = time.monotonic() + 5
+        while True:  # threads started meanwhile (a connection accepted as we stopped) too
+            with self._lock:
+                threads, self._threads = self._threads, []
+            if not threads:
+                return
+            for thread in threads:
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
         thread.start()
 
     def _accept(self, server: socket.socket) -> None:
@@ -44,52 +122,175 @@ class TcpProxy:
                 downstream, _ = server.accept()
             except OSError:
                 return
+            fate = self._draw_fate()
+            if fate == "refuse":
+                _close(downstream)
+                continue
             try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+                upstream.settimeout(None)
             except OSError:
-                downstream.close()
-                return
+                _close(downstream)
+                continue
+            link = _Link(downstream, upstream, fate)
             with self._lock:
-                if self._server is not server:  # stopped meanwhile
-                    downstream.close()
-                    upstream.close()
-                    return
-                self._sockets += [downstream, upstream]
-            self._spawn(self._pump, downstream, upstream)
-            self._spawn(self._pump, upstream, downstream)
+                stopped = self._server is not server
+                if not stopped:
+                    self._links.add(link)
+            if stopped:
+                link.close()
+                return
+            self._spawn(self._pump, link, downstream, upstream)
+            self._spawn(self._pump, link, upstream, downstream)
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, link: _Link, src: socket.socket, dst: socket.socket) -> None:
+        """Forward *src* to *dst* until either ends; then end the whole connection."""
+        counter = _RespCounter() if self._count_commands and src is link.downstream else None
+        fate = link.fate if src is link.upstream else "pass"  # fates act on the answer
+        line: _DelayLine | None = None
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if counter is not None:
+                    sent = counter.feed(data)
+                    with self._lock:
+                        self.commands += sent
+                if fate == "stall":
+                    continue
+                if fate == "cut" or not self._wait_flowing(link):
+                    break  # (or cut while frozen: drop what was held)
+                if fate == "truncate":
+                    data = data[: self.truncate_at]
+                if line is None and self.delay > 0:
+                    line = _DelayLine(dst, self._spawn)  # from now on, to keep the order
+                if line is not None:
+                    line.put(data, self.delay)
+                else:
+                    dst.sendall(data)
+                if fate == "truncate":
+                    break
         except OSError:
             pass
-        for sock in (src, dst):
+        finally:
+            if line is not None:
+                line.close()
+            self._finish(link)
+
+    def _draw_fate(self) -> str:
+        if not self._fates:
+            return "pass"
+        with self._lock:
+            fate = self._random.choices(list(self._fates), list(self._fates.values()))[0]
+            self.fates_seen[fate] += 1
+        return fate
+
+    def _wait_flowing(self, link: _Link) -> bool:
+        """Wait while frozen; False when the connection was cut meanwhile."""
+        while not self._flowing.wait(0.05):
+            if link.closed():
+                return False
+        return True
+
+    def _finish(self, link: _Link) -> None:
+        """One direction ended: the peers see the end; the last one out closes the sockets."""
+        link.shutdown()
+        with self._lock:
+            link.pumps -= 1
+            last = link.pumps == 0
+            if last:
+                self._links.discard(link)
+        if last:
+            link.close()
+
+
+class _Link:
+    """One proxied connection: the client's socket, the server's, the connection's fate and
+    how many of its two pumps still run."""
+
+    def __init__(self, downstream: socket.socket, upstream: socket.socket, fate: str) -> None:
+        self.downstream = downstream
+        self.upstream = upstream
+        self.fate = fate
+        self.pumps = 2
+
+    def shutdown(self) -> None:
+        for sock in (self.downstream, self.upstream):
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
 
-    def stop(self) -> None:
-        with self._lock:
-            server, self._server = self._server, None
-            sockets, self._sockets = self._sockets, []
-        if server is not None:
+    def close(self) -> None:
+        _close(self.downstream)
+        _close(self.upstream)
+
+    def closed(self) -> bool:
+        return self.downstream.fileno() == -1 or self.upstream.fileno() == -1
+
+
+class _DelayLine:
+    """Sends chunks to *dst* in order, each when its delay is over, from a thread of its own."""
+
+    def __init__(self, dst: socket.socket, spawn: Callable[..., None]) -> None:
+        self._dst = dst
+        self._queue: queue.SimpleQueue[tuple[float, bytes] | None] = queue.SimpleQueue()
+        spawn(self._send)
+
+    def put(self, data: bytes, delay: float) -> None:
+        self._queue.put((time.monotonic() + delay, data))
+
+    def close(self) -> None:
+        """No more chunks: the thread ends after the last one."""
+        self._queue.put(None)
+
+    def _send(self) -> None:
+        while (item := self._queue.get()) is not None:
+            due, chunk = item
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
             try:
-                server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+                self._dst.sendall(chunk)
             except OSError:
-                pass
-            server.close()
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-        for thread in self._threads:
-            thread.join(timeout=2)
-        self._threads = []
+                return
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+class _RespCounter:
+    """Counts the commands in a client's RESP stream (arrays of bulk strings, as redis-py sends)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> int:
+        """Take the next bytes; return how many commands they completed."""
+        self._buffer += data
+        count = 0
+        while (end := self._command_end(self._buffer)) is not None:
+            self._buffer = self._buffer[end:]
+            count += 1
+        return count
+
+    @staticmethod
+    def _command_end(buffer: bytes) -> int | None:
+        line_end = buffer.find(b"\r\n")
+        if not buffer.startswith(b"*") or line_end < 0:
+            return None
+        position = line_end + 2
+        for _ in range(int(buffer[1:line_end])):
+            line_end = buffer.find(b"\r\n", position)
+            if line_end < 0:
+                return None
+            position = line_end + 2 + int(buffer[position + 1 : line_end]) + 2
+            if position > len(buffer):
+                return None
+        return position
 
 
 @contextmanager
@@ -144,118 +345,6 @@ def serve_wsgi(app: Any) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(15)
-
-
-class FaultProxy:
-    """A TCP proxy on 127.0.0.1 in front of *target* that breaks some exchanges on purpose.
-
-    Each accepted connection draws one fate from *fates* (name -> weight) with a seeded
-    random source; `fates_seen` counts them. Fates:
-
-    - ``"pass"``: forward both ways untouched;
-    - ``"cut"``: forward the request; when the answer starts, close both sides before any
-      of it reaches the client (the server acted, the client saw nothing);
-    - ``"truncate"``: forward only the answer's first *truncate_at* bytes, then close;
-    - ``"stall"``: forward the request, swallow the answer (the client times out);
-    - ``"refuse"``: close the connection at once, before reading anything.
-
-    Use it with clients that open one connection per request (no keep-alive), so that each
-    attempt meets its own fate.
-    """
-
-    def __init__(
-        self, target: int, fates: dict[str, float], *, seed: int = 0, truncate_at: int = 40
-    ) -> None:
-        import random
-
-        self.target = target
-        self.truncate_at = truncate_at
-        self.fates_seen: dict[str, int] = dict.fromkeys(fates, 0)
-        self._names = list(fates)
-        self._weights = list(fates.values())
-        self._random = random.Random(seed)
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._server = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.port = self._server.getsockname()[1]
-        self._spawn(self._accept)
-
-    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        with self._lock:
-            self._threads.append(thread)
-        thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                downstream, _ = self._server.accept()
-            except OSError:
-                return
-            with self._lock:
-                fate = self._random.choices(self._names, self._weights)[0]
-                self.fates_seen[fate] += 1
-                self._sockets.append(downstream)
-            if fate == "refuse":
-                _close(downstream)
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                _close(downstream)
-                continue
-            with self._lock:
-                self._sockets.append(upstream)
-            self._spawn(self._forward, downstream, upstream)
-            self._spawn(self._answer, upstream, downstream, fate)
-
-    @staticmethod
-    def _forward(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        # The client is gone (done, or timed out): let the server see it too.
-        _close(src)
-        _close(dst)
-
-    def _answer(self, src: socket.socket, dst: socket.socket, fate: str) -> None:
-        try:
-            while data := src.recv(65536):
-                if fate == "stall":
-                    continue
-                if fate == "cut":
-                    break
-                if fate == "truncate":
-                    dst.sendall(data[: self.truncate_at])
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        _close(src)
-        _close(dst)
-
-    def stop(self) -> None:
-        """Close the listener and every connection; wait for the threads."""
-        _close(self._server)
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-            threads = list(self._threads)
-        for sock in sockets:
-            _close(sock)
-        for thread in threads:
-            thread.join(timeout=2)
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
 
 
 @contextmanager
@@ -399,107 +488,6 @@ def read_answer(sock: socket.socket, limit: int = 1 << 16) -> bytes:
     return data
 
 
-# ---------------------------------------------------------------------------- Redis faults
-# (added for the Redis robustness tests: latency and connection cuts on a TcpProxy)
-
-
-class SlowTcpProxy(TcpProxy):
-    """A `TcpProxy` that adds ``delay`` seconds of one-way latency and can `cut` connections.
-
-    Latency is a delay line: each chunk leaves ``delay`` seconds after it arrived, without
-    queueing chunks behind each other's delays (like a real link).
-    """
-
-    def __init__(self, target: int = REDIS_PORT) -> None:
-        super().__init__(target)
-        self.delay = 0.0
-        self.commands = 0  # Redis commands the clients sent through the proxy
-        self._count_lock = threading.Lock()
-
-    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        if target is TcpProxy._pump:
-            target = self._delayed_pump
-        super()._spawn(target, *args)
-
-    def _delayed_pump(self, src: socket.socket, dst: socket.socket) -> None:
-        import queue
-
-        line: queue.SimpleQueue[tuple[float, bytes] | None] = queue.SimpleQueue()
-
-        def sender() -> None:
-            while (item := line.get()) is not None:
-                due, chunk = item
-                pause = due - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-                try:
-                    dst.sendall(chunk)
-                except OSError:
-                    return
-
-        self._spawn(sender)
-        try:
-            # Data from a client (accepted on our port) is parsed to count its commands. A
-            # socket cut meanwhile has no name any more: inside the try, like the reads.
-            counter = _RespCounter() if src.getsockname()[1] == self.port else None
-            while data := src.recv(65536):
-                if counter is not None:
-                    sent = counter.feed(data)
-                    with self._count_lock:
-                        self.commands += sent
-                line.put((time.monotonic() + self.delay, data))
-        except OSError:
-            pass
-        line.put(None)
-        for sock in (src, dst):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        """Close every open connection now; new ones are still accepted."""
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-
-
-class _RespCounter:
-    """Counts the commands in a client's RESP stream (arrays of bulk strings, as redis-py sends)."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, data: bytes) -> int:
-        """Take the next bytes; return how many commands they completed."""
-        self._buffer += data
-        count = 0
-        while (end := self._command_end(self._buffer)) is not None:
-            self._buffer = self._buffer[end:]
-            count += 1
-        return count
-
-    @staticmethod
-    def _command_end(buffer: bytes) -> int | None:
-        line_end = buffer.find(b"\r\n")
-        if not buffer.startswith(b"*") or line_end < 0:
-            return None
-        position = line_end + 2
-        for _ in range(int(buffer[1:line_end])):
-            line_end = buffer.find(b"\r\n", position)
-            if line_end < 0:
-                return None
-            position = line_end + 2 + int(buffer[position + 1 : line_end]) + 2
-            if position > len(buffer):
-                return None
-        return position
-
-
 # -- RabbitMQ (messaging tests) -------------------------------------------------------------
 
 AMQP_PORT = 5672
@@ -517,59 +505,6 @@ def rabbitmq_up() -> bool:
             return True
     except OSError:
         return False
-
-
-class CuttableProxy(TcpProxy):
-    """A `TcpProxy` that can also cut its live connections and hold traffic back.
-
-    ``cut()`` closes every connection in flight but keeps accepting new ones (a network
-    blip: clients reconnect at once). ``freeze()`` stops forwarding in both directions
-    (bytes sent meanwhile, such as an ack, never arrive unless ``thaw()`` comes first).
-    """
-
-    def __init__(self, target: int = AMQP_PORT) -> None:
-        super().__init__(target)
-        self._flowing = threading.Event()
-        self._flowing.set()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:  # type: ignore[override]
-        try:
-            while data := src.recv(65536):
-                while not self._flowing.wait(0.05):
-                    if src.fileno() == -1 or dst.fileno() == -1:
-                        return  # cut while frozen: drop what was held
-                dst.sendall(data)
-        except OSError:
-            pass
-        for sock in (src, dst):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> int:
-        """Close every live connection (the listener stays); return how many were cut."""
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-        return len(sockets) // 2
-
-    def freeze(self) -> None:
-        """Hold every byte back from now on."""
-        self._flowing.clear()
-
-    def thaw(self) -> None:
-        """Forward again (what was held goes through, unless the connection was cut)."""
-        self._flowing.set()
-
-    def stop(self) -> None:
-        self._flowing.set()
-        super().stop()
 
 
 # -- Fake LLM APIs (SDK tests) ---------------------------------------------------------------

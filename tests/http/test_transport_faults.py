@@ -26,7 +26,7 @@ import pytest
 
 from resilience import Policy, Retry, backoff
 from resilience.httpx import AsyncResilientTransport, ResilientTransport
-from tests.helpers import FaultProxy, serve_asgi
+from tests.helpers import TcpProxy, serve_asgi
 
 pytestmark = pytest.mark.network
 
@@ -59,11 +59,12 @@ class Effects:
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[tuple[Effects, FaultProxy]]:
+def upstream() -> Iterator[tuple[Effects, TcpProxy]]:
     """The counting server and a fault proxy in front of it (shared by the module)."""
     app = Effects()
     with serve_asgi(app, http="h11", log_level="critical", timeout_graceful_shutdown=1) as url:
-        proxy = FaultProxy(int(url.rsplit(":", 1)[1]), FATES, seed=20261203)
+        proxy = TcpProxy(int(url.rsplit(":", 1)[1]), fates=FATES, seed=20261203)
+        proxy.start()
         try:
             yield app, proxy
         finally:
@@ -83,9 +84,7 @@ def name(on: Any) -> str:
 ON = pytest.mark.parametrize("on", [(), httpx.TransportError, httpx.HTTPError, Exception], ids=name)
 
 
-def _check(
-    app: Effects, proxy: FaultProxy, before: dict[str, int], prefix: str, errors: int
-) -> None:
+def _check(app: Effects, proxy: TcpProxy, before: dict[str, int], prefix: str, errors: int) -> None:
     effects = {path: n for path, n in app.counts.items() if path.startswith(prefix)}
     twice = {path: n for path, n in effects.items() if n > 1}
     assert twice == {}, f"{len(twice)} of {REQUESTS} unkeyed POSTs ran more than once"
@@ -97,7 +96,7 @@ def _check(
 
 @ON
 def test_sync_unkeyed_posts_run_at_most_once_under_faults(
-    upstream: tuple[Effects, FaultProxy], on: Any
+    upstream: tuple[Effects, TcpProxy], on: Any
 ) -> None:
     """Sync: 100 unkeyed POSTs through broken exchanges; no side effect runs twice."""
     app, proxy = upstream
@@ -117,7 +116,7 @@ def test_sync_unkeyed_posts_run_at_most_once_under_faults(
 
 @ON
 async def test_async_unkeyed_posts_run_at_most_once_under_faults(
-    upstream: tuple[Effects, FaultProxy], on: Any
+    upstream: tuple[Effects, TcpProxy], on: Any
 ) -> None:
     """Async: the same, ten requests at a time."""
     app, proxy = upstream
@@ -143,7 +142,7 @@ async def test_async_unkeyed_posts_run_at_most_once_under_faults(
 
 @pytest.mark.parametrize("on", [(), Exception], ids=name)
 def test_keyed_posts_are_still_retried_under_faults(
-    upstream: tuple[Effects, FaultProxy], on: Any
+    upstream: tuple[Effects, TcpProxy], on: Any
 ) -> None:
     """A POST carrying an Idempotency-Key is safe to repeat: the same faults are retried."""
     app, proxy = upstream

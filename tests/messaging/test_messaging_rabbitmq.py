@@ -36,7 +36,7 @@ from resilience._idempotency._backend import Busy, Done, backend_for
 from resilience.integrations.aio_pika import consume, publish
 from resilience.messaging import Consumer, ConsumerPaused, Subscription
 from resilience.stores import MemoryStore, RedisStore
-from tests.helpers import REDIS_PORT, CuttableProxy, amqp_url, rabbitmq_up
+from tests.helpers import AMQP_PORT, REDIS_PORT, TcpProxy, amqp_url, rabbitmq_up
 
 pytestmark = [
     pytest.mark.rabbitmq,
@@ -158,9 +158,9 @@ def store(prefix: str) -> Iterator[RedisStore]:
 
 
 @pytest.fixture
-def proxy() -> Iterator[CuttableProxy]:
+def proxy() -> Iterator[TcpProxy]:
     """A TCP proxy to RabbitMQ that a test can cut and freeze."""
-    value = CuttableProxy()
+    value = TcpProxy(AMQP_PORT)
     value.start()
     yield value
     value.stop()
@@ -345,7 +345,7 @@ async def test_consume_leaves_the_work_queue_alone_and_declares_expiring_delay_q
 
 
 async def test_an_ack_lost_after_the_effect_makes_the_redelivery_a_no_op(
-    broker: Broker, store: RedisStore, prefix: str, proxy: CuttableProxy
+    broker: Broker, store: RedisStore, prefix: str, proxy: TcpProxy
 ) -> None:
     """The connection dies after the handler's effect, before the ack: it runs once, acked later."""
     queue = await broker.queue()
@@ -368,7 +368,7 @@ async def test_an_ack_lost_after_the_effect_makes_the_redelivery_a_no_op(
 
 
 async def test_connection_cuts_under_load_lose_nothing_and_repeat_nothing(
-    broker: Broker, store: RedisStore, prefix: str, proxy: CuttableProxy
+    broker: Broker, store: RedisStore, prefix: str, proxy: TcpProxy
 ) -> None:
     """300 messages while the consumer's connection is cut three times: each effect once."""
     queue = await broker.queue()
@@ -440,7 +440,7 @@ class Workers:
 
 
 @pytest.fixture
-def workers(proxy: CuttableProxy, prefix: str) -> Iterator[Callable[[str], Workers]]:
+def workers(proxy: TcpProxy, prefix: str) -> Iterator[Callable[[str], Workers]]:
     """Start worker processes on a queue; every one is killed at teardown."""
     made: list[Workers] = []
 
@@ -457,7 +457,7 @@ def workers(proxy: CuttableProxy, prefix: str) -> Iterator[Callable[[str], Worke
 async def test_a_consumer_killed_after_recording_its_effect_does_not_run_it_again(
     broker: Broker,
     prefix: str,
-    proxy: CuttableProxy,
+    proxy: TcpProxy,
     workers: Callable[[str], Workers],
 ) -> None:
     """SIGKILL after the effect is recorded, before the ack reaches the broker: no second run."""
@@ -495,7 +495,7 @@ async def _count_is(broker: Broker, queue: str, ready: int) -> bool:
 async def test_a_consumer_killed_before_its_effect_leaves_the_message_to_another(
     broker: Broker,
     prefix: str,
-    proxy: CuttableProxy,
+    proxy: TcpProxy,
     workers: Callable[[str], Workers],
 ) -> None:
     """SIGKILL while the handler waits before its effect: a new process runs it, once."""
@@ -692,7 +692,7 @@ async def test_publish_refuses_what_cannot_be_confirmed_or_routed(broker: Broker
         await publish(broker.channel, "", "q", b"x", attempts=0)
 
 
-async def test_publish_goes_through_a_cut_connection(broker: Broker, proxy: CuttableProxy) -> None:
+async def test_publish_goes_through_a_cut_connection(broker: Broker, proxy: TcpProxy) -> None:
     """A publish right after the connection dropped waits for the reconnect and is confirmed."""
     queue = await broker.queue()
     channel = await broker.consuming_channel(proxy.port)

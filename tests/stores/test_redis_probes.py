@@ -18,7 +18,7 @@ import pytest
 from resilience import CircuitBreaker, CircuitOpenError, CircuitState
 from resilience.stores import RedisStore
 from resilience.testing import FakeClock
-from tests.helpers import SlowTcpProxy
+from tests.helpers import TcpProxy
 from tests.redis_support import eventually, fail, needs_redis, sync
 
 pytestmark = [pytest.mark.redis, needs_redis]
@@ -27,9 +27,9 @@ pytest_plugins = ["tests.redis_fixtures"]
 
 
 @pytest.fixture
-def slow_proxy() -> Iterator[SlowTcpProxy]:
+def slow_proxy() -> Iterator[TcpProxy]:
     """A proxy to Redis that can add latency and cut connections; stopped at teardown."""
-    value = SlowTcpProxy()
+    value = TcpProxy()
     value.start()
     yield value
     value.stop()
@@ -40,7 +40,7 @@ def _settings(clock: FakeClock, **extra: Any) -> dict[str, Any]:
 
 
 def test_a_probe_waits_at_most_the_timeout_behind_a_slow_link(
-    make_store: Callable[..., RedisStore], slow_proxy: SlowTcpProxy
+    make_store: Callable[..., RedisStore], slow_proxy: TcpProxy
 ) -> None:
     """120 ms round trips on fresh connections: the probe call still returns within ~timeout."""
     clock = FakeClock()
@@ -60,7 +60,7 @@ def test_a_probe_waits_at_most_the_timeout_behind_a_slow_link(
 
 
 def test_slot_and_verdict_share_one_timeout(
-    make_store: Callable[..., RedisStore], slow_proxy: SlowTcpProxy
+    make_store: Callable[..., RedisStore], slow_proxy: TcpProxy
 ) -> None:
     """60 ms round trips, warm connection: slot plus verdict fit in the timeout, seen at once."""
     clock = FakeClock()

@@ -24,7 +24,7 @@ from resilience._observe._events import CircuitStateChanged, Event
 from resilience._stores._redis_store import RedisBinding
 from resilience.stores import BreakerStore, InMemoryStore, RedisStore
 from resilience.testing import FakeClock
-from tests.helpers import REDIS_PORT, SlowTcpProxy, TcpProxy
+from tests.helpers import REDIS_PORT, TcpProxy
 from tests.redis_support import eventually, fail, needs_redis, sync
 
 redis = pytest.importorskip("redis")
@@ -369,7 +369,8 @@ def test_dead_breakers_are_unbound(make_store: Callable[..., RedisStore]) -> Non
 @needs_redis
 def test_commands_per_call_in_steady_state(make_store: Callable[..., RedisStore]) -> None:
     """Under load a shared breaker costs well under 0.05 Redis commands per call."""
-    counting = SlowTcpProxy()  # counts this store's commands only (others share this Redis)
+    # The proxy counts this store's commands only (others share this Redis).
+    counting = TcpProxy(count_commands=True)
     counting.start()
     try:
         _commands_per_call(make_store(port=counting.port, sync_interval=0.1), counting)
@@ -377,7 +378,7 @@ def test_commands_per_call_in_steady_state(make_store: Callable[..., RedisStore]
         counting.stop()
 
 
-def _commands_per_call(store: RedisStore, counting: SlowTcpProxy) -> None:
+def _commands_per_call(store: RedisStore, counting: TcpProxy) -> None:
     breaker = CircuitBreaker("fleet-cost", store=store)
 
     @breaker
