@@ -9,6 +9,7 @@ of failing the run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import importlib.metadata
 import inspect
@@ -167,19 +168,26 @@ def bench_sync(
     settings: Settings,
     *,
     failing: bool = False,
+    cpu: bool = False,
+    paired: bool = False,
 ) -> list[Row]:
     """Median ns per call of each contender's callable, interleaved in shuffled rounds.
 
     `failing=True` times calls that raise (the fail-fast path), swallowing the exception.
-    timeit turns the garbage collector off while it times.
+    `cpu=True` times with the process's CPU time instead of the wall clock: a sample then
+    leaves out the time the process waited for a core, the main noise on a shared machine
+    when a difference of a few µs is read off calls of 100 µs. timeit turns the garbage
+    collector off while it times. `paired=True` notes each contender's median per-turn
+    difference to the baseline.
     """
     stmt = _CALL_FAILING if failing else _CALL
+    clock = time.process_time if cpu else time.perf_counter
     timers: dict[str, tuple[timeit.Timer, int]] = {}
     failed: dict[str, Row] = {}
     for contender in contenders:
         try:
             fn = contender.build()
-            timer = timeit.Timer(stmt, globals={"f": fn})
+            timer = timeit.Timer(stmt, timer=clock, globals={"f": fn})
             warm = min(settings.number, 500)
             per_call = timer.timeit(warm) * 1e9 / warm  # warm-up, and proof that it works
             timers[contender.library] = (timer, calls_per_sample(per_call, settings))
@@ -197,7 +205,7 @@ def bench_sync(
         for name in order:
             timer, number = timers[name]
             samples[name].append(timer.timeit(number) * 1e9 / number)
-    return _rows(case, variant, contenders, samples, failed)
+    return _rows(case, variant, contenders, samples, failed, paired=paired)
 
 
 # An awaited coroutine that never suspends never hands control back to the event loop, so
@@ -207,13 +215,17 @@ def bench_sync(
 CHUNK = 256
 
 
-async def _time_calls(fn: Callable[[], Awaitable[object]], number: int) -> float:
-    start = time.perf_counter_ns()
+async def _time_calls(
+    fn: Callable[[], Awaitable[object]],
+    number: int,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> float:
+    start = clock()
     for i in range(number):
         await fn()
         if not i % CHUNK:
             await asyncio.sleep(0)
-    return (time.perf_counter_ns() - start) / number
+    return (clock() - start) / number
 
 
 async def _time_failing_calls(fn: Callable[[], Awaitable[object]], number: int) -> float:
@@ -235,9 +247,13 @@ def bench_async(
     settings: Settings,
     *,
     failing: bool = False,
+    cpu: bool = False,
+    paired: bool = False,
 ) -> list[Row]:
     """The async twin of bench_sync: awaits in one event loop, garbage collector off."""
-    return asyncio.run(_bench_async(case, variant, contenders, settings, failing=failing))
+    return asyncio.run(
+        _bench_async(case, variant, contenders, settings, failing=failing, cpu=cpu, paired=paired)
+    )
 
 
 async def _bench_async(
@@ -247,8 +263,15 @@ async def _bench_async(
     settings: Settings,
     *,
     failing: bool,
+    cpu: bool = False,
+    paired: bool = False,
 ) -> list[Row]:
-    timed = _time_failing_calls if failing else _time_calls
+    if failing:
+        timed = _time_failing_calls
+    elif cpu:
+        timed = functools.partial(_time_calls, clock=time.process_time_ns)
+    else:
+        timed = _time_calls
     fns: dict[str, tuple[Callable[[], Awaitable[object]], int]] = {}
     failed: dict[str, Row] = {}
     for contender in contenders:
@@ -276,7 +299,7 @@ async def _bench_async(
     finally:
         if gc_was_enabled:
             gc.enable()
-    return _rows(case, variant, contenders, samples, failed)
+    return _rows(case, variant, contenders, samples, failed, paired=paired)
 
 
 def _rows(
@@ -285,22 +308,32 @@ def _rows(
     contenders: Sequence[Contender],
     samples: dict[str, list[float]],
     failed: dict[str, Row],
+    *,
+    paired: bool = False,
 ) -> list[Row]:
     rows = []
+    base = next((c.library for c in contenders if c.role == "baseline"), None)
     for contender in contenders:
         if contender.library in failed:
             rows.append(failed[contender.library])
             continue
+        note = contender.note
+        own = samples[contender.library]
+        if paired and base in samples and contender.library != base:
+            # The median of the per-turn differences: a drift of the machine's speed slower
+            # than a turn (a neighbour's load, the clock) hits both samples of a turn alike.
+            diffs = [mine - theirs for mine, theirs in zip(own, samples[base], strict=False)]
+            note = f"{median(diffs):+,.0f} ns over {base} (median per turn)"
         rows.append(
             Row(
                 case=case,
                 variant=variant,
                 library=contender.library,
                 role=contender.role,
-                value=median(samples[contender.library]),
+                value=median(own),
                 unit="ns/call",
                 better="lower",
-                note=contender.note,
+                note=note,
             )
         )
     return rows

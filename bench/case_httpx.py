@@ -213,26 +213,18 @@ def mock_contenders(is_async: bool) -> list[Contender]:
     ]
 
 
-def _with_overhead(rows: list[Row]) -> list[Row]:
-    bare = next((r.value for r in rows if r.role == "baseline"), None)
-    out = []
-    for row in rows:
-        if bare is not None and row.value is not None and row.role != "baseline":
-            row = dataclasses.replace(row, note=f"{row.value - bare:+,.0f} ns over bare httpx")
-        out.append(row)
-    return out
-
-
 def run_mock(settings: Settings) -> list[Row]:
-    """Median ns per client.get() with the network taken out."""
-    # ~100 µs a call: fewer calls per sample, more turns, so the ~10 µs differences between
-    # transports stand out of the noise of a shared machine.
+    """Median CPU ns per client.get() with the network taken out."""
+    # ~100 µs a call: short samples (about 30 ms), many turns, and the process's CPU time
+    # rather than the wall clock, so that differences of a few µs between transports stand
+    # out of the noise of a shared machine (time spent waiting for a core is not counted).
     fewer = dataclasses.replace(
-        settings, number=settings.scale(2_000, 200), repeat=settings.scale(15, 3)
+        settings, number=settings.scale(300, 200), repeat=settings.scale(20, 3)
     )
+    # Each "+N ns" note is the median of the per-turn differences to bare httpx.
     return [
-        *_with_overhead(bench_sync(MOCK_TITLE, "sync", mock_contenders(False), fewer)),
-        *_with_overhead(bench_async(MOCK_TITLE, "async", mock_contenders(True), fewer)),
+        *bench_sync(MOCK_TITLE, "sync", mock_contenders(False), fewer, cpu=True, paired=True),
+        *bench_async(MOCK_TITLE, "async", mock_contenders(True), fewer, cpu=True, paired=True),
     ]
 
 
