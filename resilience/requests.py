@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _validate
 from ._deadline import deadline
-from ._http._call import Call, inject_trace_context
+from ._http._call import Call, check_sleep, inject_trace_context
 from ._http._core import (
     DEFAULT_BUFFER_LIMIT,
     DEFAULT_MAX_RETRY_AFTER,
     TransportCore,
-    check_sleep,
     deadline_error,
 )
 from ._http._hosts import DEFAULT_MAX_HOSTS, BreakerMap

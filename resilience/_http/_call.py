@@ -1,6 +1,7 @@
-"""One request's state across its attempts (`Call`), and the small pieces each attempt reads.
+"""One request's state across its attempts (`Call`), the small pieces each attempt reads,
+and the checks of the callables a transport is given.
 
-Split from `._core` so that the core holds the logic and this module the per-request data.
+Split from `._core` so that the core holds the logic and this module the data around it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from opentelemetry import context as otel_context
 
 from .. import _validate
 from .._breaker._breaker import CircuitBreaker
+from .._errors import ConfigError
 from .._observe._otel_gate import inject_context
 from .._retry._budget import RetryBudget
 from .._retry._retry import Retry
+from .._retry._shape import check_arity
 from ..backoff import TenacityWait
 from ._outer import Logical
 from ._routing import Route
@@ -24,7 +27,7 @@ from ._rules import Expiry, RequestLike
 if TYPE_CHECKING:
     from tenacity import RetryCallState
 
-__all__ = ["Call", "inject_trace_context", "retry_plan"]
+__all__ = ["Call", "check_inner", "check_sleep", "inject_trace_context", "retry_plan"]
 
 
 def inject_trace_context(headers: Any) -> None:
@@ -90,3 +93,20 @@ def retry_plan(retry: Retry) -> tuple[int, float | None, RetryBudget | None, boo
     """What a request reads of *retry* (immutable): attempts as set, total timeout, budget,
     and whether its backoff is a tenacity wait. The core keeps its own retry's plan."""
     return retry.attempts, retry.timeout, retry.budget, type(retry.backoff) is TenacityWait
+
+
+def check_sleep(value: object) -> Any:
+    """A transport's ``sleep``: a function taking the seconds to wait."""
+    if not callable(value):
+        msg = f"sleep must be a function taking seconds, got {value!r}"
+        raise ConfigError(msg)
+    return check_arity("sleep", value, args=1, takes="the seconds", fix="")
+
+
+def check_inner(inner: Any, method: str) -> Any:
+    """A transport's ``inner``: it must have *method* (``handle_request`` or the async one)."""
+    # The common slip is handing a sync transport to the async twin (or the reverse).
+    if not callable(getattr(inner, method, None)):
+        msg = f"inner must be an httpx transport with {method}(), got {inner!r}"
+        raise ConfigError(msg)
+    return inner

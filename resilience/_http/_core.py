@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from .. import _testmode, _validate
 from .._breaker._breaker import CircuitBreaker
@@ -37,7 +37,7 @@ from ._compat import ByteStream
 from ._hosts import DEFAULT_BREAKER_NAME, DEFAULT_HOST_BREAKER, HostBreakers, HostEntry
 from ._outer import RETRY_COUNT_HEADERS, join_request
 from ._overrides import EXTENSION, parse_overrides
-from ._routing import Routes
+from ._routing import Route, Routes
 from ._rules import (
     HTTPX_ERRORS,
     IDEMPOTENCY_HEADER,
@@ -66,8 +66,6 @@ __all__ = [
     "RESEND_COUNT_EXTENSION",
     "RequestLike",
     "TransportCore",
-    "check_inner",
-    "check_sleep",
     "deadline_error",
 ]
 
@@ -124,7 +122,7 @@ class TransportCore:
         "policy_attempt_timeout",
         "policy_timeout",
         "quick_budget",
-        "quick_hosts",
+        "quick_ok",
         "retry",
         "retry_plan",
         "retry_statuses",
@@ -232,34 +230,30 @@ class TransportCore:
             if upstreams
             else None
         )
-        # The host breakers when requests may take the quick path (`quick`), else None.
-        self.quick_hosts = (
-            self.hosts
-            if self.routes is None
-            and self.bulkhead is None
+        # Whether requests may take the quick path (`quick`).
+        self.quick_ok = (
+            self.bulkhead is None
             and self.policy_timeout is None
             and self.policy_attempt_timeout is None
             and self.idempotency_keys is None
             and (plan is None or (plan[1] is None and not plan[3]))
-            else None
         )
         self.quick_budget = None if plan is None else plan[2]
 
     # ------------------------------------------------------------------ per request
 
-    def quick(self, request: RequestLike) -> HostEntry | None:
-        """The host entry of a request that may take the quick path, else None.
+    def quick(self, request: RequestLike) -> HostEntry | Route | None:
+        """The host entry or upstream route of a request for the quick path, else None.
 
         The drivers' quick path sends a first attempt without a `Call`, for transports with
-        nothing per request to plan (no routes, bulkhead, policy timeouts, automatic keys or
+        nothing per request to plan (no bulkhead, policy timeouts, automatic keys or
         tenacity wait) and requests with nothing special (no override or planning header, a
         body in memory, no deadline, no SDK recording): all `begin` and `before_attempt` do
-        for those is count the call in the retry budget and find the host's breaker. A
-        failed or retryable attempt becomes a `Call` (`resume`) for the general loop.
+        for those is count the call in the retry budget and find the host's breaker or the
+        upstream's route. A failed or retryable attempt becomes a `Call` (`resume`).
         """
-        hosts = self.quick_hosts
         if (
-            hosts is None
+            not self.quick_ok
             or current_deadline() is not None
             or not isinstance(request.stream, self.in_memory)
             or request.extensions.get(EXTENSION) is not None
@@ -267,12 +261,28 @@ class TransportCore:
             or not attempts_unrecorded()
         ):
             return None
+        routes = self.routes
+        found: HostEntry | Route | None = None
+        if routes is not None:
+            found = routes.route(as_httpx(request))
+        if found is None:
+            if self.hosts is None:
+                return None  # no breaker per host: nothing quick to do
+            found = self.hosts.entry(request.url)
         budget = self.quick_budget
         if budget is not None:
             budget.record_call()
-        return hosts.entry(request.url)
+        return found
 
-    def resume(self, request: RequestLike, entry: HostEntry, permit: int, started: float) -> Call:
+    def resume(
+        self,
+        request: RequestLike,
+        breaker: CircuitBreaker | None,
+        timer: _validate.Clock | None,
+        permit: int,
+        started: float,
+        route: Route | None,
+    ) -> Call:
         """The `Call` of a request `quick` let through, after its first attempt: what
         `begin` and `before_attempt` would have made of it."""
         call = _new(Call)
@@ -284,7 +294,9 @@ class TransportCore:
             call.retry = retry
             call.max_attempts = _testmode.max_attempts(retry.attempts)
         call.attempt = 1
-        _, call.breaker, call.timer = entry
+        call.route = route
+        call.breaker = breaker
+        call.timer = timer
         call.permit = permit
         call.started = started
         return call
@@ -552,23 +564,6 @@ class TransportCore:
         if wait is not None and state is not None:
             state.idle_for += wait
         return wait
-
-
-def check_sleep(value: object) -> Any:
-    """A transport's ``sleep``: a function taking the seconds to wait."""
-    if not callable(value):
-        msg = f"sleep must be a function taking seconds, got {value!r}"
-        raise ConfigError(msg)
-    return check_arity("sleep", value, args=1, takes="the seconds", fix="")
-
-
-def check_inner(inner: Any, method: str) -> Any:
-    """A transport's ``inner``: it must have *method* (``handle_request`` or the async one)."""
-    # The common slip is handing a sync transport to the async twin (or the reverse).
-    if not callable(getattr(inner, method, None)):
-        msg = f"inner must be an httpx transport with {method}(), got {inner!r}"
-        raise ConfigError(msg)
-    return inner
 
 
 def _extra(retry: Retry, exc: Exception) -> bool:

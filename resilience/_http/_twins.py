@@ -23,21 +23,20 @@ from .._observe._otel_gate import NO_ATTEMPT, http_attempt
 from .._upstream._config import Upstream
 from .._upstream._resolve import arefresh, refresh
 from .._upstream._view import UpstreamMap
-from ._call import Call, inject_trace_context
+from ._call import Call, check_inner, check_sleep, inject_trace_context
 from ._core import (
     DEFAULT_BUFFER_LIMIT,
     DEFAULT_MAX_RETRY_AFTER,
     TransportCore,
-    check_inner,
-    check_sleep,
     deadline_error,
 )
-from ._hosts import DEFAULT_MAX_HOSTS, BreakerMap, HostEntry
-from ._routing import check_upstreams, upstream_map
+from ._hosts import DEFAULT_MAX_HOSTS, BreakerMap
+from ._routing import Route, check_upstreams, upstream_map
 from ._rules import DEFAULT_RETRY_STATUSES, ErrorKinds
 from ._streams import LATE_HEAD, aread_body, read_body, sized_body
 
 if TYPE_CHECKING:
+    from .._breaker._breaker import CircuitBreaker
     from .._policy import Policy
 
 __all__ = ["AsyncTwin", "Kit", "SyncTwin"]
@@ -176,9 +175,19 @@ class SyncTwin(Generic[InnerT]):
         if not isinstance(request, self._kit.Request):
             raise _foreign(self._kit, request, "ResilientTransport")
         core = self._core
-        entry = core.quick(request)
-        if entry is not None:
-            return self._quick(request, entry)
+        found = core.quick(request)
+        if found is not None:
+            if type(found) is tuple:  # a host's breaker
+                _, breaker, timer = found
+                return self._quick(request, breaker, timer, breaker.acquire(), None)
+            route: Any = found
+            if route.pool.resolver is not None:
+                refresh(route.pool)
+            endpoint, permit = route.pick(request)
+            if permit is None:  # sent despite its breaker (ejection cap, panic mode)
+                return self._quick(request, None, None, 0, route)
+            breaker = endpoint.breaker
+            return self._quick(request, breaker, breaker.clock, permit, route)
         call = core.begin(request)
         if call.must_read:
             request.read()
@@ -197,13 +206,20 @@ class SyncTwin(Generic[InnerT]):
         with deadline(call.scope, clock=self._core.clock):
             return self._send(call)
 
-    def _quick(self, request: Any, entry: HostEntry) -> Any:
-        """The first attempt of a request `TransportCore.quick` let through; what follows a
-        failure or a retryable answer goes to `_send`, with the `Call` it would have had."""
+    def _quick(
+        self,
+        request: Any,
+        breaker: CircuitBreaker | None,
+        timer: _validate.Clock | None,
+        permit: int,
+        route: Route | None,
+    ) -> Any:
+        """The first attempt of a request `TransportCore.quick` let through, with its
+        host's or endpoint's breaker and permit (none when an endpoint is sent to despite
+        its breaker); what follows a failure or a retryable answer goes to `_send`, with
+        the `Call` it would have had."""
         core = self._core
         kit = self._kit
-        _, breaker, timer = entry
-        permit = breaker.acquire()
         started = 0.0 if timer is None else timer()
         try:
             inject_trace_context(request.headers)
@@ -220,20 +236,26 @@ class SyncTwin(Generic[InnerT]):
                     stream.close()
                 response.stream = kit.ByteStream(body)
         except Exception as exc:
-            call = core.resume(request, entry, permit, started)
+            call = core.resume(request, breaker, timer, permit, started, route)
             wait = core.after_error(call, exc)
             if wait is None:
                 raise
             self._sleep(wait)
             return self._send(call)
         except BaseException:
-            breaker.release(permit)
+            if breaker is not None:
+                breaker.release(permit)
+            if route is not None:
+                route.release(request)
             raise
         status = response.status_code
         if status < 500 and status not in core.retry_statuses:
-            breaker.record_success(permit, 0.0 if timer is None else timer() - started)
+            if breaker is not None:
+                breaker.record_success(permit, 0.0 if timer is None else timer() - started)
+            if route is not None:
+                route.end(request, ok=True)
             return response
-        call = core.resume(request, entry, permit, started)
+        call = core.resume(request, breaker, timer, permit, started, route)
         wait = core.after_response(call, response, status, response.headers)
         if wait is None:
             return response
@@ -393,9 +415,19 @@ class AsyncTwin(Generic[InnerT]):
         if not isinstance(request, self._kit.Request):
             raise _foreign(self._kit, request, "AsyncResilientTransport")
         core = self._core
-        entry = core.quick(request)
-        if entry is not None:
-            return await self._quick(request, entry)
+        found = core.quick(request)
+        if found is not None:
+            if type(found) is tuple:  # a host's breaker
+                _, breaker, timer = found
+                return await self._quick(request, breaker, timer, breaker.acquire(), None)
+            route: Any = found
+            if route.pool.resolver is not None:
+                await arefresh(route.pool)
+            endpoint, permit = route.pick(request)
+            if permit is None:  # sent despite its breaker (ejection cap, panic mode)
+                return await self._quick(request, None, None, 0, route)
+            breaker = endpoint.breaker
+            return await self._quick(request, breaker, breaker.clock, permit, route)
         call = core.begin(request)
         if call.must_read:
             await request.aread()
@@ -414,12 +446,17 @@ class AsyncTwin(Generic[InnerT]):
         async with deadline(call.scope, clock=self._core.clock):
             return await self._send(call)
 
-    async def _quick(self, request: Any, entry: HostEntry) -> Any:
+    async def _quick(
+        self,
+        request: Any,
+        breaker: CircuitBreaker | None,
+        timer: _validate.Clock | None,
+        permit: int,
+        route: Route | None,
+    ) -> Any:
         """The async twin of `SyncTwin._quick`."""
         core = self._core
         kit = self._kit
-        _, breaker, timer = entry
-        permit = breaker.acquire()
         started = 0.0 if timer is None else timer()
         try:
             inject_trace_context(request.headers)
@@ -436,20 +473,26 @@ class AsyncTwin(Generic[InnerT]):
                     await stream.aclose()
                 response.stream = kit.ByteStream(body)
         except Exception as exc:
-            call = core.resume(request, entry, permit, started)
+            call = core.resume(request, breaker, timer, permit, started, route)
             wait = core.after_error(call, exc)
             if wait is None:
                 raise
             await self._sleep(wait)
             return await self._send(call)
         except BaseException:
-            breaker.release(permit)
+            if breaker is not None:
+                breaker.release(permit)
+            if route is not None:
+                route.release(request)
             raise
         status = response.status_code
         if status < 500 and status not in core.retry_statuses:
-            breaker.record_success(permit, 0.0 if timer is None else timer() - started)
+            if breaker is not None:
+                breaker.record_success(permit, 0.0 if timer is None else timer() - started)
+            if route is not None:
+                route.end(request, ok=True)
             return response
-        call = core.resume(request, entry, permit, started)
+        call = core.resume(request, breaker, timer, permit, started, route)
         wait = core.after_response(call, response, status, response.headers)
         if wait is None:
             return response

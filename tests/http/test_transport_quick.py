@@ -18,7 +18,7 @@ import pytest
 
 from resilience import CircuitBreaker, Policy, Retry, RetryBudget, backoff, deadline
 from resilience.events import Event, add_listener, remove_listener
-from resilience.httpx import AsyncResilientTransport, ResilientTransport
+from resilience.httpx import AsyncResilientTransport, ResilientTransport, Upstream
 
 URL = "http://api.test/items"
 
@@ -202,3 +202,81 @@ def test_quick_path_is_not_taken_when_something_is_planned() -> None:
     assert keys._core.quick(plain) is None
     timed = ResilientTransport(policy=Policy(timeout=5.0))
     assert timed._core.quick(plain) is None
+
+
+UPSTREAM_URL = "http://svc/items"
+
+
+def _upstream_outcome(transport: object, script: Script, events: _Events, result: str) -> Outcome:
+    endpoints = transport.upstreams["svc"].endpoints  # type: ignore[attr-defined]
+    assert all(e.in_flight == 0 for e in endpoints)
+    calls = sum(e.breaker.metrics().calls for e in endpoints)
+    failures = sum(e.breaker.metrics().failures for e in endpoints)
+    return len(script.seen), result, events.seen, (calls, failures)
+
+
+def _svc() -> Upstream:
+    # round_robin: both runs visit the endpoints in the same order.
+    return Upstream(
+        "svc", endpoints=["http://127.0.0.1:9001", "http://127.0.0.1:9002"], balancer="round_robin"
+    )
+
+
+def _sync_upstream(method: str, steps: list[int | type[Exception]], scoped: bool) -> Outcome:
+    script = Script(list(steps))
+    transport = ResilientTransport(
+        inner=httpx.MockTransport(script.answer), upstreams=[_svc()], sleep=lambda s: None
+    )
+    events = _Events()
+    add_listener(events)
+    try:
+        with httpx.Client(transport=transport) as client:
+            request = client.build_request(method, UPSTREAM_URL, content=b"{}")
+            if scoped:
+                with deadline(3600):
+                    assert transport._core.quick(request) is None
+                    result = _send(lambda: client.send(request))
+            else:
+                assert transport._core.quick(request) is not None
+                result = _send(lambda: client.send(request))
+            assert request.url == httpx.URL(UPSTREAM_URL)  # the logical URL again
+    finally:
+        remove_listener(events)
+    return _upstream_outcome(transport, script, events, result)
+
+
+async def _async_upstream(method: str, steps: list[int | type[Exception]], scoped: bool) -> Outcome:
+    script = Script(list(steps))
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    transport = AsyncResilientTransport(
+        inner=httpx.MockTransport(script.answer), upstreams=[_svc()], sleep=no_wait
+    )
+    events = _Events()
+    add_listener(events)
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            request = client.build_request(method, UPSTREAM_URL, content=b"{}")
+            try:
+                if scoped:
+                    async with deadline(3600):
+                        result = str((await client.send(request)).status_code)
+                else:
+                    result = str((await client.send(request)).status_code)
+            except httpx.HTTPError as exc:
+                result = type(exc).__name__
+    finally:
+        remove_listener(events)
+    return _upstream_outcome(transport, script, events, result)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_quick_path_matches_general_loop_for_upstreams(name: str) -> None:
+    """Routed through an upstream: the same attempts, outcome, events and endpoint counts."""
+    method, steps = SCENARIOS[name]
+    quick = _sync_upstream(method, steps, scoped=False)
+    assert quick == _sync_upstream(method, steps, scoped=True)
+    assert quick == asyncio.run(_async_upstream(method, steps, scoped=False))
+    assert quick == asyncio.run(_async_upstream(method, steps, scoped=True))
