@@ -7,14 +7,13 @@ It prints its port on the first line of stdout (then binds it), answers every re
 from __future__ import annotations
 
 import argparse
-import os
 import socket
-import threading
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import uvicorn
+
+from bench._child import exit_with_parent
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,19 +38,12 @@ async def app(
     await send({"type": "http.response.body", "body": BODY})
 
 
-def _watchdog(parent: int, max_seconds: float) -> None:
-    deadline = time.monotonic() + max_seconds
-    while os.getppid() == parent and time.monotonic() < deadline:
-        time.sleep(0.5)
-    os._exit(0)
-
-
 def main() -> None:
     """Bind a free port, print it, serve until the parent leaves or time runs out."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-seconds", type=float, default=900.0)
     args = parser.parse_args()
-    threading.Thread(target=_watchdog, args=(os.getppid(), args.max_seconds), daemon=True).start()
+    exit_with_parent(args.max_seconds)
     # uvicorn binds the port itself: serving a socket handed to Server.run(sockets=...) showed
     # 40 ms per keep-alive request here (delayed ACKs), which would measure nothing but that.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +28,7 @@ import redis
 import uvicorn
 from fastapi import FastAPI, Request
 
+from bench._child import exit_with_parent
 from resilience.idempotency import Idempotency
 from resilience.integrations.fastapi import add_resilience
 from resilience.stores import RedisStore
@@ -84,13 +84,6 @@ def build_app(
     return app
 
 
-def _watchdog(parent: int, max_seconds: float) -> None:
-    deadline = time.monotonic() + max_seconds
-    while os.getppid() == parent and time.monotonic() < deadline:
-        time.sleep(0.5)
-    os._exit(0)
-
-
 def main() -> None:
     """Bind a free port, print it, serve until the parent leaves or time runs out."""
     parser = argparse.ArgumentParser()
@@ -101,7 +94,7 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--max-seconds", type=float, default=300.0)
     args = parser.parse_args()
-    threading.Thread(target=_watchdog, args=(os.getppid(), args.max_seconds), daemon=True).start()
+    exit_with_parent(args.max_seconds)
     app = build_app(
         args.prefix,
         args.effects,

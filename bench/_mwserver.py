@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import socket
-import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from bench._child import exit_with_parent
 
 FRAMEWORKS = ("fastapi", "flask")
 BARE = "bare"
@@ -161,13 +160,6 @@ def flask_app(variant: str) -> Any:
     return app
 
 
-def _watchdog(parent: int, max_seconds: float) -> None:
-    deadline = time.monotonic() + max_seconds
-    while os.getppid() == parent and time.monotonic() < deadline:
-        time.sleep(0.5)
-    os._exit(0)
-
-
 def main() -> None:
     """Bind a free port, print it, serve until the parent leaves or time runs out."""
     parser = argparse.ArgumentParser()
@@ -175,7 +167,7 @@ def main() -> None:
     parser.add_argument("--variant", choices=VARIANTS, required=True)
     parser.add_argument("--max-seconds", type=float, default=900.0)
     args = parser.parse_args()
-    threading.Thread(target=_watchdog, args=(os.getppid(), args.max_seconds), daemon=True).start()
+    exit_with_parent(args.max_seconds)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import threading
-import time
+
+from bench._child import exit_with_parent
 
 BODY = b"ok"
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
@@ -54,13 +53,6 @@ async def _serve(specs: list[tuple[float, float]], seed: int, max_seconds: float
     await asyncio.sleep(max_seconds)
 
 
-def _watchdog(parent: int, max_seconds: float) -> None:
-    deadline = time.monotonic() + max_seconds
-    while os.getppid() == parent and time.monotonic() < deadline:
-        time.sleep(0.5)
-    os._exit(0)
-
-
 def main() -> None:
     """Start one endpoint per ``delay:fail`` argument; print their ports."""
     parser = argparse.ArgumentParser()
@@ -69,7 +61,7 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=600.0)
     args = parser.parse_args()
     specs = [(float(d), float(f)) for d, f in (s.split(":") for s in args.specs)]
-    threading.Thread(target=_watchdog, args=(os.getppid(), args.max_seconds), daemon=True).start()
+    exit_with_parent(args.max_seconds)
     asyncio.run(_serve(specs, args.seed, args.max_seconds))
 
 
