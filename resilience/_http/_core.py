@@ -440,8 +440,9 @@ class TransportCore:
             call.breaker = breaker
             call.permit = permit or 0
             if breaker is not None:
-                clock = call.timer = breaker.clock  # the breaker's own clock, for slow calls
-                call.started = clock()
+                clock = call.timer = endpoint.timer  # the breaker's, when it times slow calls
+                if clock is not None:
+                    call.started = clock()
             return
         breaker = call.breaker
         if breaker is not None:

@@ -187,7 +187,7 @@ class SyncTwin(Generic[InnerT]):
             if permit is None:  # sent despite its breaker (ejection cap, panic mode)
                 return self._quick(request, None, None, 0, route)
             breaker = endpoint.breaker
-            return self._quick(request, breaker, breaker.clock, permit, route)
+            return self._quick(request, breaker, endpoint.timer, permit, route)
         call = core.begin(request)
         if call.must_read:
             request.read()
@@ -427,7 +427,7 @@ class AsyncTwin(Generic[InnerT]):
             if permit is None:  # sent despite its breaker (ejection cap, panic mode)
                 return await self._quick(request, None, None, 0, route)
             breaker = endpoint.breaker
-            return await self._quick(request, breaker, breaker.clock, permit, route)
+            return await self._quick(request, breaker, endpoint.timer, permit, route)
         call = core.begin(request)
         if call.must_read:
             await request.aread()

@@ -30,6 +30,7 @@ from ._config import Address
 
 if TYPE_CHECKING:
     from .._breaker._breaker import CircuitBreaker
+    from .._validate import Clock
 
 __all__ = [
     "DEFAULT_DECAY",
@@ -132,6 +133,7 @@ class Endpoint:
         "samples",
         "scheme",
         "stamp",
+        "timer",
         "unit",
         "url",
         "weight",
@@ -154,6 +156,11 @@ class Endpoint:
         self.port = address.port  # None when it is the scheme's default
         self.weight = weight
         self.breaker = breaker
+        # The breaker's clock when it times calls (``slow_call_duration``), else None: an
+        # attempt then reads no clock for the breaker (the pool's clock times the latency).
+        self.timer: Clock | None = (
+            breaker.clock if breaker is not None and breaker.config.timed else None
+        )
         self.decay = decay
         # One item per attempt in flight: len() is the count.
         self.pending: collections.deque[None] = collections.deque()

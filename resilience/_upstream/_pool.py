@@ -484,6 +484,7 @@ class Pool:
         for endpoint in created:
             breaker = self._breaker(endpoint.url)
             breaker.add_listener(_Watch(self, endpoint))
+            endpoint.timer = breaker.clock if breaker.config.timed else None
             endpoint.breaker = breaker
         with self._lock:
             self._by_url = fresh

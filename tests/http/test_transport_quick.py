@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from resilience import CircuitBreaker, Policy, Retry, RetryBudget, backoff, deadline
+from resilience import CircuitBreaker, CircuitState, Policy, Retry, RetryBudget, backoff, deadline
 from resilience.events import Event, add_listener, remove_listener
 from resilience.httpx import AsyncResilientTransport, ResilientTransport, Upstream
+from resilience.testing import FakeClock
 
 URL = "http://api.test/items"
 
@@ -280,3 +281,25 @@ def test_quick_path_matches_general_loop_for_upstreams(name: str) -> None:
     assert quick == _sync_upstream(method, steps, scoped=True)
     assert quick == asyncio.run(_async_upstream(method, steps, scoped=False))
     assert quick == asyncio.run(_async_upstream(method, steps, scoped=True))
+
+
+@pytest.mark.parametrize("scoped", [False, True], ids=["quick", "general"])
+def test_slow_calls_are_timed_either_way(scoped: bool) -> None:
+    """A host breaker that times slow calls is timed on its own clock on both paths; one that
+    does not is not (then no clock is read for it)."""
+    clock = FakeClock()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        clock.advance(2.0)  # the attempt takes 2 s on the breaker's clock
+        return httpx.Response(200)
+
+    breaker = CircuitBreaker("slowhost", slow_call_duration=1.0, minimum_calls=1, clock=clock)
+    transport = ResilientTransport(httpx.MockTransport(answer), policy=Policy(breaker=breaker))
+    with httpx.Client(transport=transport) as client:
+        if scoped:
+            with deadline(3600):
+                client.get(URL)
+        else:
+            client.get(URL)
+    (host,) = transport.breakers.values()
+    assert host.state is CircuitState.OPEN  # the one call was slow
