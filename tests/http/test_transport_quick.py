@@ -10,8 +10,9 @@ the attempts made, the final outcome, the events and the host breaker's counts m
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from resilience.httpx import AsyncResilientTransport, ResilientTransport, Upstre
 from resilience.testing import FakeClock
 
 URL = "http://api.test/items"
+UPSTREAM_URL = "http://svc/items"
 
 
 @dataclass
@@ -82,74 +84,88 @@ class _Events:
         self.seen.append(_event_key(event))
 
 
-def _finish(transport: object, script: Script, events: _Events, result: str) -> Outcome:
-    breakers = transport.breakers  # type: ignore[attr-defined]
-    metrics = next(iter(breakers.values())).metrics()
-    return len(script.seen), result, events.seen, (metrics.calls, metrics.failures)
+def _finish(transport: Any, script: Script, events: _Events, result: str, routed: bool) -> Outcome:
+    if routed:
+        endpoints = transport.upstreams["svc"].endpoints
+        assert all(e.in_flight == 0 for e in endpoints)
+        breakers = [e.breaker for e in endpoints]
+    else:
+        breakers = list(transport.breakers.values())
+    calls = sum(b.metrics().calls for b in breakers)
+    failures = sum(b.metrics().failures for b in breakers)
+    return len(script.seen), result, events.seen, (calls, failures)
 
 
-def _sync(method: str, steps: list[int | type[Exception]], scoped: bool, policy: bool) -> Outcome:
-    script = Script(list(steps))
-    transport = ResilientTransport(
-        inner=httpx.MockTransport(script.answer),
-        policy=_policy() if policy else None,
-        sleep=lambda seconds: None,
+def _svc() -> Upstream:
+    # round_robin: both runs visit the endpoints in the same order.
+    return Upstream(
+        "svc", endpoints=["http://127.0.0.1:9001", "http://127.0.0.1:9002"], balancer="round_robin"
     )
+
+
+def _options(script: Script, policy: bool, routed: bool) -> dict[str, Any]:
+    return {
+        "inner": httpx.MockTransport(script.answer),
+        "policy": _policy() if policy else None,
+        "upstreams": [_svc()] if routed else [],
+    }
+
+
+def _sync(
+    method: str,
+    steps: list[int | type[Exception]],
+    scoped: bool,
+    policy: bool = False,
+    routed: bool = False,
+) -> Outcome:
+    """One request through a sync transport: quick path, or (*scoped*) the general loop."""
+    script = Script(list(steps))
+    transport = ResilientTransport(**_options(script, policy, routed), sleep=lambda s: None)
     events = _Events()
     add_listener(events)
     try:
         with httpx.Client(transport=transport) as client:
-            request = client.build_request(method, URL, content=b"{}")
-            if scoped:
-                with deadline(3600):
-                    assert transport._core.quick(request) is None
-                    result = _send(lambda: client.send(request))
-            else:
-                assert transport._core.quick(request) is not None
-                result = _send(lambda: client.send(request))
+            request = client.build_request(method, UPSTREAM_URL if routed else URL, content=b"{}")
+            with deadline(3600) if scoped else contextlib.nullcontext():
+                assert (transport._core.quick(request) is None) is scoped
+                try:
+                    result = str(client.send(request).status_code)
+                except httpx.HTTPError as exc:
+                    result = type(exc).__name__
+            assert request.url == httpx.URL(UPSTREAM_URL if routed else URL)
     finally:
         remove_listener(events)
-    return _finish(transport, script, events, result)
-
-
-def _send(send: Callable[[], httpx.Response]) -> str:
-    try:
-        return str(send().status_code)
-    except httpx.HTTPError as exc:
-        return type(exc).__name__
+    return _finish(transport, script, events, result, routed)
 
 
 async def _async(
-    method: str, steps: list[int | type[Exception]], scoped: bool, policy: bool
+    method: str,
+    steps: list[int | type[Exception]],
+    scoped: bool,
+    policy: bool = False,
+    routed: bool = False,
 ) -> Outcome:
+    """The async twin of `_sync`."""
     script = Script(list(steps))
 
     async def no_wait(seconds: float) -> None:
         return None
 
-    transport = AsyncResilientTransport(
-        inner=httpx.MockTransport(script.answer),
-        policy=_policy() if policy else None,
-        sleep=no_wait,
-    )
+    transport = AsyncResilientTransport(**_options(script, policy, routed), sleep=no_wait)
     events = _Events()
     add_listener(events)
     try:
         async with httpx.AsyncClient(transport=transport) as client:
-            request = client.build_request(method, URL, content=b"{}")
-            try:
-                if scoped:
-                    async with deadline(3600):
-                        assert transport._core.quick(request) is None
-                        result = str((await client.send(request)).status_code)
-                else:
-                    assert transport._core.quick(request) is not None
+            request = client.build_request(method, UPSTREAM_URL if routed else URL, content=b"{}")
+            async with deadline(3600) if scoped else contextlib.nullcontext():
+                assert (transport._core.quick(request) is None) is scoped
+                try:
                     result = str((await client.send(request)).status_code)
-            except httpx.HTTPError as exc:
-                result = type(exc).__name__
+                except httpx.HTTPError as exc:
+                    result = type(exc).__name__
     finally:
         remove_listener(events)
-    return _finish(transport, script, events, result)
+    return _finish(transport, script, events, result, routed)
 
 
 @pytest.fixture(params=[False, True], ids=["default", "policy"])
@@ -205,82 +221,14 @@ def test_quick_path_is_not_taken_when_something_is_planned() -> None:
     assert timed._core.quick(plain) is None
 
 
-UPSTREAM_URL = "http://svc/items"
-
-
-def _upstream_outcome(transport: object, script: Script, events: _Events, result: str) -> Outcome:
-    endpoints = transport.upstreams["svc"].endpoints  # type: ignore[attr-defined]
-    assert all(e.in_flight == 0 for e in endpoints)
-    calls = sum(e.breaker.metrics().calls for e in endpoints)
-    failures = sum(e.breaker.metrics().failures for e in endpoints)
-    return len(script.seen), result, events.seen, (calls, failures)
-
-
-def _svc() -> Upstream:
-    # round_robin: both runs visit the endpoints in the same order.
-    return Upstream(
-        "svc", endpoints=["http://127.0.0.1:9001", "http://127.0.0.1:9002"], balancer="round_robin"
-    )
-
-
-def _sync_upstream(method: str, steps: list[int | type[Exception]], scoped: bool) -> Outcome:
-    script = Script(list(steps))
-    transport = ResilientTransport(
-        inner=httpx.MockTransport(script.answer), upstreams=[_svc()], sleep=lambda s: None
-    )
-    events = _Events()
-    add_listener(events)
-    try:
-        with httpx.Client(transport=transport) as client:
-            request = client.build_request(method, UPSTREAM_URL, content=b"{}")
-            if scoped:
-                with deadline(3600):
-                    assert transport._core.quick(request) is None
-                    result = _send(lambda: client.send(request))
-            else:
-                assert transport._core.quick(request) is not None
-                result = _send(lambda: client.send(request))
-            assert request.url == httpx.URL(UPSTREAM_URL)  # the logical URL again
-    finally:
-        remove_listener(events)
-    return _upstream_outcome(transport, script, events, result)
-
-
-async def _async_upstream(method: str, steps: list[int | type[Exception]], scoped: bool) -> Outcome:
-    script = Script(list(steps))
-
-    async def no_wait(seconds: float) -> None:
-        return None
-
-    transport = AsyncResilientTransport(
-        inner=httpx.MockTransport(script.answer), upstreams=[_svc()], sleep=no_wait
-    )
-    events = _Events()
-    add_listener(events)
-    try:
-        async with httpx.AsyncClient(transport=transport) as client:
-            request = client.build_request(method, UPSTREAM_URL, content=b"{}")
-            try:
-                if scoped:
-                    async with deadline(3600):
-                        result = str((await client.send(request)).status_code)
-                else:
-                    result = str((await client.send(request)).status_code)
-            except httpx.HTTPError as exc:
-                result = type(exc).__name__
-    finally:
-        remove_listener(events)
-    return _upstream_outcome(transport, script, events, result)
-
-
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_quick_path_matches_general_loop_for_upstreams(name: str) -> None:
     """Routed through an upstream: the same attempts, outcome, events and endpoint counts."""
     method, steps = SCENARIOS[name]
-    quick = _sync_upstream(method, steps, scoped=False)
-    assert quick == _sync_upstream(method, steps, scoped=True)
-    assert quick == asyncio.run(_async_upstream(method, steps, scoped=False))
-    assert quick == asyncio.run(_async_upstream(method, steps, scoped=True))
+    quick = _sync(method, steps, scoped=False, routed=True)
+    assert quick == _sync(method, steps, scoped=True, routed=True)
+    assert quick == asyncio.run(_async(method, steps, scoped=False, routed=True))
+    assert quick == asyncio.run(_async(method, steps, scoped=True, routed=True))
 
 
 @pytest.mark.parametrize("scoped", [False, True], ids=["quick", "general"])
