@@ -205,7 +205,7 @@ def bench_sync(
         for name in order:
             timer, number = timers[name]
             samples[name].append(timer.timeit(number) * 1e9 / number)
-    return _rows(case, variant, contenders, samples, failed, paired=paired)
+    return sample_rows(case, variant, contenders, samples, failed, paired=paired)
 
 
 # An awaited coroutine that never suspends never hands control back to the event loop, so
@@ -299,10 +299,10 @@ async def _bench_async(
     finally:
         if gc_was_enabled:
             gc.enable()
-    return _rows(case, variant, contenders, samples, failed, paired=paired)
+    return sample_rows(case, variant, contenders, samples, failed, paired=paired)
 
 
-def _rows(
+def sample_rows(
     case: str,
     variant: str,
     contenders: Sequence[Contender],
@@ -310,7 +310,14 @@ def _rows(
     failed: dict[str, Row],
     *,
     paired: bool = False,
+    unit: str = "ns/call",
 ) -> list[Row]:
+    """A row per contender: the median of its samples (one per turn, in turn order).
+
+    `paired=True` notes what each contender adds over the first baseline as the median of
+    the per-turn differences: a drift of the machine's speed slower than a turn (a
+    neighbour's load, the clock) hits both samples of a turn alike.
+    """
     rows = []
     base = next((c.library for c in contenders if c.role == "baseline"), None)
     for contender in contenders:
@@ -319,11 +326,9 @@ def _rows(
             continue
         note = contender.note
         own = samples[contender.library]
-        if paired and base in samples and contender.library != base:
-            # The median of the per-turn differences: a drift of the machine's speed slower
-            # than a turn (a neighbour's load, the clock) hits both samples of a turn alike.
-            diffs = [mine - theirs for mine, theirs in zip(own, samples[base], strict=False)]
-            note = f"{median(diffs):+,.0f} ns over {base} (median per turn)"
+        if paired and base is not None and samples.get(base) and contender.library != base:
+            added = median([mine - theirs for mine, theirs in zip(own, samples[base], strict=True)])
+            note = f"{added:+,.0f} ns over bare, per turn" + (f"; {note}" if note else "")
         rows.append(
             Row(
                 case=case,
@@ -331,7 +336,7 @@ def _rows(
                 library=contender.library,
                 role=contender.role,
                 value=median(own),
-                unit="ns/call",
+                unit=unit,
                 better="lower",
                 note=note,
             )

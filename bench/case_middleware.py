@@ -43,6 +43,7 @@ from ._harness import (
     Row,
     Settings,
     failed_row,
+    sample_rows,
 )
 from ._mwserver import (
     BARE,
@@ -212,41 +213,6 @@ def wsgi_request(app: Any) -> Callable[[], None]:
     return call
 
 
-def _rows(
-    title: str,
-    variant: str,
-    built: Sequence[Contender],
-    samples: dict[str, list[float]],
-    failed: dict[str, Row],
-    unit: str,
-) -> list[Row]:
-    """A row per contender; the note says what it adds over the bare app, turn by turn."""
-    bare = built[0].library
-    rows = []
-    for c in built:
-        if c.library in failed:
-            rows.append(failed[c.library])
-            continue
-        mine = samples[c.library]
-        note = c.note
-        if c.library != bare and samples.get(bare):
-            added = statistics.median(m - b for m, b in zip(mine, samples[bare], strict=True))
-            note = f"{added:+,.0f} ns over bare" + (f"; {note}" if note else "")
-        rows.append(
-            Row(
-                case=title,
-                variant=variant,
-                library=c.library,
-                role=c.role,
-                value=statistics.median(mine),
-                unit=unit,
-                better="lower",
-                note=note,
-            )
-        )
-    return rows
-
-
 def _calls_per_sample(per_call_ns: float, settings: Settings) -> int:
     target = settings.scale(SAMPLE_NS, SAMPLE_NS_QUICK)
     return max(20, min(settings.number, int(target / max(per_call_ns, 1.0))))
@@ -285,7 +251,7 @@ def run_wsgi(settings: Settings, kind: str = "flask") -> list[Row]:
             apps, number = timers[name]
             timer = apps[turn % len(apps)]
             samples[name].append(timer.timeit(number) * 1e9 / number)
-    return _rows(TITLE, variant, built, samples, failed, UNIT)
+    return sample_rows(TITLE, variant, built, samples, failed, paired=True, unit=UNIT)
 
 
 async def _cpu_per_call(fn: Callable[[], Awaitable[None]], number: int) -> float:
@@ -327,7 +293,7 @@ async def _run_asgi(settings: Settings, kind: str) -> list[Row]:
     finally:
         if gc_was_enabled:
             gc.enable()
-    return _rows(TITLE, variant, built, samples, failed, UNIT)
+    return sample_rows(TITLE, variant, built, samples, failed, paired=True, unit=UNIT)
 
 
 def run_asgi(settings: Settings, kind: str = "fastapi") -> list[Row]:

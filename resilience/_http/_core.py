@@ -121,7 +121,6 @@ class TransportCore:
         "policy",
         "policy_attempt_timeout",
         "policy_timeout",
-        "quick_budget",
         "quick_ok",
         "retry",
         "retry_plan",
@@ -238,7 +237,6 @@ class TransportCore:
             and self.idempotency_keys is None
             and (plan is None or (plan[1] is None and not plan[3]))
         )
-        self.quick_budget = None if plan is None else plan[2]
 
     # ------------------------------------------------------------------ per request
 
@@ -269,9 +267,9 @@ class TransportCore:
             if self.hosts is None:
                 return None  # no breaker per host: nothing quick to do
             found = self.hosts.entry(request.url)
-        budget = self.quick_budget
-        if budget is not None:
-            budget.record_call()
+        plan = self.retry_plan
+        if plan is not None and plan[2] is not None:
+            plan[2].record_call()  # the retry budget, as `begin` counts the call
         return found
 
     def resume(
@@ -285,9 +283,7 @@ class TransportCore:
     ) -> Call:
         """The `Call` of a request `quick` let through, after its first attempt: what
         `begin` and `before_attempt` would have made of it."""
-        call = _new(Call)
-        call.request = request
-        call.base_extensions = request.extensions
+        call = Call(request)
         call.idempotent = request.method in IDEMPOTENT_METHODS
         retry = self.retry
         if retry is not None:

@@ -32,7 +32,7 @@ from ._core import (
 )
 from ._hosts import DEFAULT_MAX_HOSTS, BreakerMap
 from ._routing import Route, check_upstreams, upstream_map
-from ._rules import DEFAULT_RETRY_STATUSES, ErrorKinds
+from ._rules import DEFAULT_RETRY_STATUSES, ErrorKinds, Expiry
 from ._streams import LATE_HEAD, aread_body, read_body, sized_body
 
 if TYPE_CHECKING:
@@ -224,17 +224,8 @@ class SyncTwin(Generic[InnerT]):
         try:
             inject_trace_context(request.headers)
             response = self._inner.handle_request(request)  # type: ignore[attr-defined]
-            stream = response.stream
-            if (
-                not isinstance(stream, kit.ByteStream)
-                and isinstance(stream, kit.SyncByteStream)
-                and sized_body(response, core.buffer_limit)
-            ):
-                try:  # as `_send` does, with no deadline
-                    body = read_body(stream, None)
-                finally:
-                    stream.close()
-                response.stream = kit.ByteStream(body)
+            if not isinstance(response.stream, kit.ByteStream):
+                self._settle_body(response, None)
         except Exception as exc:
             call = core.resume(request, breaker, timer, permit, started, route)
             wait = core.after_error(call, exc)
@@ -263,12 +254,31 @@ class SyncTwin(Generic[InnerT]):
         self._sleep(wait)
         return self._send(call)
 
+    def _settle_body(self, response: Any, expiry: Expiry | None) -> None:
+        """Read a small sized body here, or bound a streamed one by the deadline.
+
+        The client reads the body after we return, where a broken connection could no
+        longer be retried: a body declared up to ``buffer_limit`` is read inside the
+        attempt. Called for a response whose body is not in memory yet.
+        """
+        kit = self._kit
+        stream = response.stream
+        if not isinstance(stream, kit.SyncByteStream):
+            return
+        if sized_body(response, self._core.buffer_limit):
+            try:
+                body = read_body(stream, expiry)
+            finally:
+                stream.close()
+            response.stream = kit.ByteStream(body)
+        elif expiry is not None:
+            response.stream = kit.DeadlineStream(stream, expiry)
+
     def _send(self, call: Call) -> Any:
         core = self._core
         kit = self._kit
         inner: Any = self._inner
         request: Any = call.request
-        limit = core.buffer_limit
         route = call.route
         while True:
             if route is not None and route.pool.resolver is not None:
@@ -288,19 +298,8 @@ class SyncTwin(Generic[InnerT]):
                 if expiry is not None and expiry.remaining() <= 0.0:  # `deadline_passed`
                     response.close()
                     raise deadline_error(LATE_HEAD)
-                stream = response.stream
-                if isinstance(stream, kit.ByteStream) or not isinstance(stream, kit.SyncByteStream):
-                    pass
-                elif sized_body(response, limit):
-                    # The client reads the body after we return, where a broken
-                    # connection could no longer be retried: read small bodies here.
-                    try:
-                        body = read_body(stream, expiry)
-                    finally:
-                        stream.close()
-                    response.stream = kit.ByteStream(body)
-                elif expiry is not None:
-                    response.stream = kit.DeadlineStream(stream, expiry)
+                if not isinstance(response.stream, kit.ByteStream):
+                    self._settle_body(response, expiry)
             except Exception as exc:
                 failure = exc
                 if traced:
@@ -461,17 +460,8 @@ class AsyncTwin(Generic[InnerT]):
         try:
             inject_trace_context(request.headers)
             response = await self._inner.handle_async_request(request)  # type: ignore[attr-defined]
-            stream = response.stream
-            if (
-                not isinstance(stream, kit.ByteStream)
-                and isinstance(stream, kit.AsyncByteStream)
-                and sized_body(response, core.buffer_limit)
-            ):
-                try:  # as `_send` does, with no deadline
-                    body = await aread_body(stream, None)
-                finally:
-                    await stream.aclose()
-                response.stream = kit.ByteStream(body)
+            if not isinstance(response.stream, kit.ByteStream):
+                await self._settle_body(response, None)
         except Exception as exc:
             call = core.resume(request, breaker, timer, permit, started, route)
             wait = core.after_error(call, exc)
@@ -500,12 +490,26 @@ class AsyncTwin(Generic[InnerT]):
         await self._sleep(wait)
         return await self._send(call)
 
+    async def _settle_body(self, response: Any, expiry: Expiry | None) -> None:
+        """The async twin of `SyncTwin._settle_body`."""
+        kit = self._kit
+        stream = response.stream
+        if not isinstance(stream, kit.AsyncByteStream):
+            return
+        if sized_body(response, self._core.buffer_limit):
+            try:
+                body = await aread_body(stream, expiry)
+            finally:
+                await stream.aclose()
+            response.stream = kit.ByteStream(body)
+        elif expiry is not None:
+            response.stream = kit.AsyncDeadlineStream(stream, expiry)
+
     async def _send(self, call: Call) -> Any:
         core = self._core
         kit = self._kit
         inner: Any = self._inner
         request: Any = call.request
-        limit = core.buffer_limit
         route = call.route
         while True:
             if route is not None and route.pool.resolver is not None:
@@ -525,21 +529,8 @@ class AsyncTwin(Generic[InnerT]):
                 if expiry is not None and expiry.remaining() <= 0.0:  # `deadline_passed`
                     await response.aclose()
                     raise deadline_error(LATE_HEAD)
-                stream = response.stream
-                if isinstance(stream, kit.ByteStream) or not isinstance(
-                    stream, kit.AsyncByteStream
-                ):
-                    pass
-                elif sized_body(response, limit):
-                    # The client reads the body after we return, where a broken
-                    # connection could no longer be retried: read small bodies here.
-                    try:
-                        body = await aread_body(stream, expiry)
-                    finally:
-                        await stream.aclose()
-                    response.stream = kit.ByteStream(body)
-                elif expiry is not None:
-                    response.stream = kit.AsyncDeadlineStream(stream, expiry)
+                if not isinstance(response.stream, kit.ByteStream):
+                    await self._settle_body(response, expiry)
             except Exception as exc:
                 failure = exc
                 if traced:
