@@ -7,6 +7,8 @@ out of here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, Final
 
 from httpx import (
@@ -92,17 +94,11 @@ _new_tuple: Final = tuple.__new__
 _new_object: Final = object.__new__
 
 
-def url_host(url: URL) -> str:
-    """*url*'s host as parsed (lower-case; IDNA hosts stay in their ``xn--`` form).
-
-    Example:
-        >>> url_host(URL("http://Payments:8080/x"))
-        'payments'
-    """
-    if _PARSE_RESULT is not None:
-        host: str = url._uri_reference.host
-        return host
-    return url.host
+url_host: Final[Callable[[URL], str]] = (
+    attrgetter("host") if _PARSE_RESULT is None else attrgetter("_uri_reference.host")
+)
+"""*url*'s host as parsed (lower-case; IDNA hosts stay in their ``xn--`` form), in one C
+call: ``url_host(URL("http://Payments:8080/x"))`` is ``"payments"``."""
 
 
 def with_origin(url: URL, scheme: str, host: str, port: int | None) -> URL:

@@ -25,15 +25,15 @@ from .._breaker._breaker import CircuitBreaker
 from .._breaker._registry import mark_template
 from .._deadline import _CURRENT, check_deadline
 from .._errors import ConfigError, DeadlineExceeded
+from .._observe import _otel_gate
 from .._observe._events import DeadlineExceededEvent, emit, error_name
-from .._observe._otel_gate import attempts_unrecorded
 from .._policy import Policy
 from .._retry._decision import DEFAULT_ATTEMPTS, MAX_RETRY_AFTER, decide
 from .._retry._report import announce
 from .._retry._retry import Retry
 from .._retry._shape import check_arity
 from ._call import Call, retry_plan
-from ._compat import ByteStream
+from ._compat import ByteStream, url_host
 from ._hosts import DEFAULT_BREAKER_NAME, DEFAULT_HOST_BREAKER, HostBreakers, HostEntry
 from ._outer import RETRY_COUNT_HEADERS, join_request
 from ._overrides import EXTENSION, parse_overrides
@@ -58,6 +58,7 @@ from ._rules import (
 
 if TYPE_CHECKING:
     from .._bulkhead import Bulkhead
+    from .._upstream._pool import Pool
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -240,15 +241,15 @@ class TransportCore:
 
     # ------------------------------------------------------------------ per request
 
-    def quick(self, request: RequestLike) -> HostEntry | Route | None:
-        """The host entry or upstream route of a request for the quick path, else None.
+    def quick(self, request: RequestLike) -> HostEntry | Pool | None:
+        """The host entry or upstream pool of a request for the quick path, else None.
 
         The drivers' quick path sends a first attempt without a `Call`, for transports with
         nothing per request to plan (no bulkhead, policy timeouts, automatic keys or
         tenacity wait) and requests with nothing special (no override or planning header, a
         body in memory, no deadline, no SDK recording): all `begin` and `before_attempt` do
         for those is count the call in the retry budget and find the host's breaker or the
-        upstream's route. A failed or retryable attempt becomes a `Call` (`resume`).
+        upstream's pool. A failed or retryable attempt becomes a `Call` (`resume`).
         """
         if (
             not self.quick_ok
@@ -256,13 +257,14 @@ class TransportCore:
             or not isinstance(request.stream, self.in_memory)
             or request.extensions.get(EXTENSION) is not None
             or not has_none_of(request.headers, _PLANNING_HEADERS)
-            or not attempts_unrecorded()
+            or not _otel_gate.attempts_unrecorded()  # one call (`_load_http`)
         ):
             return None
         routes = self.routes
-        found: HostEntry | Route | None = None
+        found: HostEntry | Pool | None = None
         if routes is not None:
-            found = routes.route(as_httpx(request))
+            # `Routes.pool`, inlined; the driver makes the `Route` once it read the resolver.
+            found = routes.pools.get(url_host(request.url))  # type: ignore[arg-type]
         if found is None:
             if self.hosts is None:
                 return None  # no breaker per host: nothing quick to do
@@ -372,7 +374,7 @@ class TransportCore:
             if call.route is not None:
                 return call  # each attempt takes its endpoint's breaker
         if self.hosts is not None:
-            _, call.breaker, call.timer = self.hosts.entry(request.url)
+            _, call.breaker, call.timer, _ = self.hosts.entry(request.url)
         return call
 
     def _replay_mode(self, request: RequestLike) -> tuple[bool, bool]:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
-from .._breaker._breaker import CircuitBreaker
+from .._breaker._breaker import CircuitBreaker, machine_of
+from .._breaker._machine import BreakerMachine
 from .._validate import Clock
 from ._compat import URL
 from ._rules import UrlParts, authority
@@ -114,8 +115,9 @@ class BreakerMap(Mapping[str, "CircuitBreaker"]):
         return f"BreakerMap({ {k: b.state.value for k, b in self._items().items()}!r})"
 
 
-HostEntry: TypeAlias = tuple[str, CircuitBreaker, Clock | None]
-"""A host's authority, its breaker, and the breaker's clock when it times calls."""
+HostEntry: TypeAlias = tuple[str, CircuitBreaker, Clock | None, BreakerMachine]
+"""A host's authority, its breaker, the breaker's clock when it times calls, and the
+breaker's state machine (the quick path takes and records permits on it)."""
 
 
 class HostBreakers:
@@ -132,8 +134,8 @@ class HostBreakers:
         self._factory = factory
         self._max = max_hosts
         self._lock = threading.Lock()
-        # (scheme, host, port) -> (authority, breaker, timer); a tuple key avoids formatting
-        # a string per request on the happy path.
+        # (scheme, host, port) -> (authority, breaker, timer, machine); a tuple key avoids
+        # formatting a string per request on the happy path.
         self._by_key: OrderedDict[tuple[str, str, int | None], HostEntry] = OrderedDict()
 
     def get(self, url: UrlParts) -> CircuitBreaker:
@@ -141,9 +143,9 @@ class HostBreakers:
         return self.entry(url)[1]
 
     def entry(self, url: UrlParts) -> HostEntry:
-        """(authority, breaker, timer) for *url*'s host, made on first use; *timer* is the
-        breaker's clock when it times calls (``slow_call_duration``), else None: then an
-        attempt needs no clock reading at all."""
+        """(authority, breaker, timer, machine) for *url*'s host, made on first use; *timer*
+        is the breaker's clock when it times calls (``slow_call_duration``), else None: then
+        an attempt needs no clock reading at all."""
         # httpx's URL keeps its parsed parts in a named tuple: reading them there skips three
         # properties (and the IDNA decoding of the host); other URLs answer by name.
         ref = getattr(url, "_uri_reference", None)
@@ -161,7 +163,12 @@ class HostBreakers:
         # Built outside the lock: building registers the breaker (another lock).
         name = authority(url)
         breaker = self._factory(f"{self._base}:{name}")
-        entry = (name, breaker, breaker.clock if breaker.config.timed else None)
+        entry = (
+            name,
+            breaker,
+            breaker.clock if breaker.config.timed else None,
+            machine_of(breaker),
+        )
         with self._lock:
             found = by_key.get(key)
             if found is not None:  # another thread won the race; keep its breaker
@@ -175,7 +182,7 @@ class HostBreakers:
     def by_authority(self) -> dict[str, CircuitBreaker]:
         """The breakers by authority, as they are now (a copy)."""
         with self._lock:
-            return {name: breaker for name, breaker, _ in self._by_key.values()}
+            return {entry[0]: entry[1] for entry in self._by_key.values()}
 
 
 # --------------------------------------------------------------------------- the core

@@ -80,21 +80,28 @@ class Route:
         if _PARSE_RESULT is None:
             request.url = with_origin(logical, scheme, endpoint.host, endpoint.port)
         else:
-            # `with_origin`, inlined (this runs on every attempt).
             ref = logical._uri_reference
-            url = request.url = _new_object(URL)
-            url._uri_reference = _new_tuple(
-                _PARSE_RESULT,
-                (
-                    scheme,
-                    ref.userinfo,
-                    endpoint.host,
-                    endpoint.port,
-                    ref.path,
-                    ref.query,
-                    ref.fragment,
-                ),
-            )
+            last = endpoint.pointed
+            if last is not None and last[0] == ref:
+                # The same URL as the last request sent here (a service's fixed paths): its
+                # endpoint URL again, immutable like every httpx URL.
+                request.url = last[1]  # type: ignore[assignment]  # an URL, set below
+            else:
+                # `with_origin`, inlined (this runs on every attempt).
+                url = request.url = _new_object(URL)
+                url._uri_reference = _new_tuple(
+                    _PARSE_RESULT,
+                    (
+                        scheme,
+                        ref.userinfo,
+                        endpoint.host,
+                        endpoint.port,
+                        ref.path,
+                        ref.query,
+                        ref.fragment,
+                    ),
+                )
+                endpoint.pointed = (ref, url)
         if scheme == "https" and _SNI not in request.extensions:
             # TLS checks the certificate against the name the caller asked for (the Host
             # header's), not against the endpoint's address: Envoy's auto_sni.

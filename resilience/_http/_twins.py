@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 from .. import _validate
 from .._deadline import deadline
 from .._errors import ConfigError
-from .._observe._otel_gate import NO_ATTEMPT, http_attempt
+from .._observe._otel_gate import NO_ATTEMPT, http_attempt, inject_context
 from .._upstream._config import Upstream
 from .._upstream._resolve import arefresh, refresh
 from .._upstream._view import UpstreamMap
-from ._call import Call, check_inner, check_sleep, inject_trace_context
+from ._call import Call, check_inner, check_sleep, current_otel_context, inject_trace_context
 from ._core import (
     DEFAULT_BUFFER_LIMIT,
     DEFAULT_MAX_RETRY_AFTER,
@@ -37,6 +37,7 @@ from ._streams import LATE_HEAD, aread_body, read_body, sized_body
 
 if TYPE_CHECKING:
     from .._breaker._breaker import CircuitBreaker
+    from .._breaker._machine import BreakerMachine
     from .._policy import Policy
 
 __all__ = ["AsyncTwin", "Kit", "SyncTwin"]
@@ -177,17 +178,19 @@ class SyncTwin(Generic[InnerT]):
         core = self._core
         found = core.quick(request)
         if found is not None:
-            if type(found) is tuple:  # a host's breaker
-                _, breaker, timer = found
-                return self._quick(request, breaker, timer, breaker.acquire(), None)
-            route: Any = found
-            if route.pool.resolver is not None:
-                refresh(route.pool)
+            if type(found) is tuple:  # a host's (authority, breaker, timer, machine)
+                _, breaker, timer, machine = found
+                return self._quick(request, breaker, machine, timer, machine.acquire(), None)
+            pool: Any = found  # an upstream's
+            if pool.resolver is not None:
+                refresh(pool)
+            route = Route(pool, request.url)
             endpoint, permit = route.pick(request)
             if permit is None:  # sent despite its breaker (ejection cap, panic mode)
-                return self._quick(request, None, None, 0, route)
-            breaker = endpoint.breaker
-            return self._quick(request, breaker, endpoint.timer, permit, route)
+                return self._quick(request, None, None, None, 0, route)
+            return self._quick(
+                request, endpoint.breaker, endpoint.machine, endpoint.timer, permit, route
+            )
         call = core.begin(request)
         if call.must_read:
             request.read()
@@ -210,6 +213,7 @@ class SyncTwin(Generic[InnerT]):
         self,
         request: Any,
         breaker: CircuitBreaker | None,
+        machine: BreakerMachine | None,
         timer: _validate.Clock | None,
         permit: int,
         route: Route | None,
@@ -222,7 +226,8 @@ class SyncTwin(Generic[InnerT]):
         kit = self._kit
         started = 0.0 if timer is None else timer()
         try:
-            inject_trace_context(request.headers)
+            if current_otel_context():  # `inject_trace_context`, inlined
+                inject_context(request.headers)
             response = self._inner.handle_request(request)  # type: ignore[attr-defined]
             if not isinstance(response.stream, kit.ByteStream):
                 self._settle_body(response, None)
@@ -241,8 +246,8 @@ class SyncTwin(Generic[InnerT]):
             raise
         status = response.status_code
         if status < 500 and status not in core.retry_statuses:
-            if breaker is not None:
-                breaker.record_success(permit, 0.0 if timer is None else timer() - started)
+            if machine is not None:  # the breaker's record_success, one call fewer
+                machine.record_success(permit, 0.0 if timer is None else timer() - started)
             if route is not None:
                 route.end(request, ok=True)
             return response
@@ -416,17 +421,19 @@ class AsyncTwin(Generic[InnerT]):
         core = self._core
         found = core.quick(request)
         if found is not None:
-            if type(found) is tuple:  # a host's breaker
-                _, breaker, timer = found
-                return await self._quick(request, breaker, timer, breaker.acquire(), None)
-            route: Any = found
-            if route.pool.resolver is not None:
-                await arefresh(route.pool)
+            if type(found) is tuple:  # a host's (authority, breaker, timer, machine)
+                _, breaker, timer, machine = found
+                return await self._quick(request, breaker, machine, timer, machine.acquire(), None)
+            pool: Any = found  # an upstream's
+            if pool.resolver is not None:
+                await arefresh(pool)
+            route = Route(pool, request.url)
             endpoint, permit = route.pick(request)
             if permit is None:  # sent despite its breaker (ejection cap, panic mode)
-                return await self._quick(request, None, None, 0, route)
-            breaker = endpoint.breaker
-            return await self._quick(request, breaker, endpoint.timer, permit, route)
+                return await self._quick(request, None, None, None, 0, route)
+            return await self._quick(
+                request, endpoint.breaker, endpoint.machine, endpoint.timer, permit, route
+            )
         call = core.begin(request)
         if call.must_read:
             await request.aread()
@@ -449,6 +456,7 @@ class AsyncTwin(Generic[InnerT]):
         self,
         request: Any,
         breaker: CircuitBreaker | None,
+        machine: BreakerMachine | None,
         timer: _validate.Clock | None,
         permit: int,
         route: Route | None,
@@ -458,7 +466,8 @@ class AsyncTwin(Generic[InnerT]):
         kit = self._kit
         started = 0.0 if timer is None else timer()
         try:
-            inject_trace_context(request.headers)
+            if current_otel_context():  # `inject_trace_context`, inlined
+                inject_context(request.headers)
             response = await self._inner.handle_async_request(request)  # type: ignore[attr-defined]
             if not isinstance(response.stream, kit.ByteStream):
                 await self._settle_body(response, None)
@@ -477,8 +486,8 @@ class AsyncTwin(Generic[InnerT]):
             raise
         status = response.status_code
         if status < 500 and status not in core.retry_statuses:
-            if breaker is not None:
-                breaker.record_success(permit, 0.0 if timer is None else timer() - started)
+            if machine is not None:  # the breaker's record_success, one call fewer
+                machine.record_success(permit, 0.0 if timer is None else timer() - started)
             if route is not None:
                 route.end(request, ok=True)
             return response

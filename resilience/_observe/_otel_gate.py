@@ -205,16 +205,19 @@ _idle: Callable[[], bool] = bool  # replaced by `_otel.recording_nothing` when l
 
 
 def _load_http() -> None:
-    global _start, _inject, _idle
+    global _start, _inject, _idle, attempts_unrecorded
     from . import _otel, _otel_http  # first use: opentelemetry-api is imported here
 
     OTEL_SINK.start()
     _inject = _otel_http.inject_context
     _idle = _otel.recording_nothing
     _start = _otel_http.start
+    # From now on the question is `recording_nothing`'s alone: callers that look the name
+    # up on this module (once per request) ask it in one call instead of two.
+    attempts_unrecorded = _otel.recording_nothing
 
 
-def attempts_unrecorded() -> bool:
+def attempts_unrecorded() -> bool:  # noqa: F811  # `_load_http` rebinds it
     """True when `http_attempt` would record nothing now, whatever the request (no SDK).
 
     Example:
@@ -224,8 +227,8 @@ def attempts_unrecorded() -> bool:
         True
     """
     if _start is None:
-        if not in_use():
-            return True
+        if not (_PROVIDER_IN_ENVIRONMENT or "opentelemetry" in sys.modules):
+            return True  # `in_use`, inlined: asked once per HTTP request
         _load_http()
     return _idle()
 

@@ -26,10 +26,12 @@ import collections
 import math
 from typing import TYPE_CHECKING, Final
 
+from .._breaker._breaker import machine_of
 from ._config import Address
 
 if TYPE_CHECKING:
     from .._breaker._breaker import CircuitBreaker
+    from .._breaker._machine import BreakerMachine
     from .._validate import Clock
 
 __all__ = [
@@ -128,7 +130,9 @@ class Endpoint:
         "forced",
         "host",
         "last",
+        "machine",
         "pending",
+        "pointed",
         "port",
         "samples",
         "scheme",
@@ -154,8 +158,13 @@ class Endpoint:
         self.scheme = address.scheme  # "http" or "https"
         self.host = address.host  # an IPv6 address without brackets
         self.port = address.port  # None when it is the scheme's default
+        # The transport's last request URL pointed here: (the logical URL's parts, the
+        # endpoint URL made from them), reused while requests ask for the same URL.
+        self.pointed: tuple[object, object] | None = None
         self.weight = weight
         self.breaker = breaker
+        # Its state machine: an attempt takes and records its permit there (`machine_of`).
+        self.machine: BreakerMachine | None = None if breaker is None else machine_of(breaker)
         # The breaker's clock when it times calls (``slow_call_duration``), else None: an
         # attempt then reads no clock for the breaker (the pool's clock times the latency).
         self.timer: Clock | None = (
@@ -208,8 +217,9 @@ class Endpoint:
             b = self.before if samples else rtt
             self.before = a
             self.last = rtt
-            low, high = (a, b) if a < b else (b, a)
-            sample = low if rtt < low else high if rtt > high else rtt
+            if a > b:
+                a, b = b, a  # a swap, no tuple
+            sample = a if rtt < a else b if rtt > b else rtt
             seen = self.width
             self.width = seen = seen + (width - seen) * WIDTH_WEIGHT
             self.samples = samples + 1

@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from .. import _validate
-from .._breaker._breaker import CircuitState
+from .._breaker._breaker import CircuitState, machine_of
 from .._errors import CircuitOpenError
 from .._observe._events import (
     CircuitStateChanged,
@@ -240,10 +240,10 @@ class Pool:
         if endpoint.forced:
             endpoint.start()
             return endpoint, None
-        breaker = endpoint.breaker
-        assert breaker is not None
+        machine = endpoint.machine  # the breaker's acquire, one call fewer
+        assert machine is not None
         try:
-            permit = breaker.acquire()
+            permit = machine.acquire()
         except CircuitOpenError as exc:
             return self._pick_again(now, exclude, endpoint, exc)
         if not endpoint.closed:
@@ -485,6 +485,7 @@ class Pool:
             breaker = self._breaker(endpoint.url)
             breaker.add_listener(_Watch(self, endpoint))
             endpoint.timer = breaker.clock if breaker.config.timed else None
+            endpoint.machine = machine_of(breaker)
             endpoint.breaker = breaker
         with self._lock:
             self._by_url = fresh

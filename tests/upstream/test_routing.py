@@ -110,6 +110,29 @@ def test_any_port_of_the_logical_host_is_routed() -> None:
     assert recorder.seen[0].headers["host"] == "payments:8080"
 
 
+def test_each_request_reaches_its_own_url_when_paths_repeat_and_change() -> None:
+    """An endpoint reuses the URL it made for the last request only for the same URL: a
+    repeat, a new path, a new query, userinfo and the old path again each arrive intact."""
+    recorder = Recorder()
+    asked = [
+        "http://payments/charges?id=1",
+        "http://payments/charges?id=1",
+        "http://payments/charges?id=2",
+        "http://payments/refunds?id=2",
+        "http://user:secret@payments/refunds?id=2",
+        "http://payments/charges?id=1",
+    ]
+    with client(recorder, Upstream("payments", endpoints=[A])) as http:
+        answered = [http.get(url).request.url for url in asked]
+    assert [sent.url for sent in recorder.seen] == [
+        url.replace("http://payments", A).replace(
+            "http://user:secret@payments", A.replace("//", "//user:secret@")
+        )
+        for url in asked
+    ]
+    assert [str(url) for url in answered] == asked
+
+
 def test_other_hosts_pass_through() -> None:
     """A request to a host that is no upstream's name is sent as is."""
     recorder = Recorder()
