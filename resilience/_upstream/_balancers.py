@@ -48,10 +48,6 @@ MAX_CYCLE: Final = 4096
 _TRIES: Final = 8
 """Draws that may land on an excluded endpoint before a pick scans for an allowed one."""
 
-_GAP: Final = 600.0
-"""Decay exponents are clamped to this (math.exp overflows past about 709; at 600 the older
-estimate counts for nothing anyway)."""
-
 _exp: Final = math.exp
 
 
@@ -125,9 +121,15 @@ class _Table(NamedTuple):
     weighted: bool
     prob: tuple[float, ...]
     alias: tuple[int, ...]
+    pairs: tuple[tuple[Endpoint, Endpoint], ...] = ()
+    """Every ordered pair of two different members, for power-of-two-choices draws: one
+    draw picks both (equal weights and at most `PAIRS_UP_TO` members; else empty)."""
 
 
 _EMPTY: Final = _Table((), False, (), ())
+
+PAIRS_UP_TO: Final = 64
+"""Largest rotation whose pairs are listed for P2C (64 x 63 pairs); larger ones draw twice."""
 
 
 class Balancer(abc.ABC):
@@ -153,6 +155,9 @@ class Balancer(abc.ABC):
         if len(set(weights)) > 1:
             prob, alias = alias_table(weights)
             self._table = _Table(members, True, prob, alias)
+        elif len(members) <= PAIRS_UP_TO:
+            pairs = tuple((a, b) for a in members for b in members if a is not b)
+            self._table = _Table(members, False, (), (), pairs)
         else:
             self._table = _Table(members, False, (), ())
 
@@ -215,6 +220,17 @@ class _PowerOfTwo(Balancer):
             if first is None:
                 return self._pick_general(table, now, ())  # only excluded ones are left
             second = self._draw_allowed(table, (*exclude, first))
+        elif not table.weighted:
+            # More members than `PAIRS_UP_TO`: one draw still picks both, as from the pairs.
+            count = len(members)
+            spot = self._random() * count
+            i = int(spot)
+            if i >= count:  # a random() of 1.0 from a sloppy source
+                i = count - 1
+            j = int((spot - i) * (count - 1))  # the fraction left over: a second draw
+            if j >= i:
+                j = j + 1 if j + 1 < count else i - 1  # uniform over the others
+            first, second = members[i], members[j]
         else:
             first = self._draw(table)
             second = self._draw_allowed(table, (first,))
@@ -230,20 +246,12 @@ class LeastRequest(_PowerOfTwo):
     def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
         """Of two endpoints drawn at random, the one with fewer requests in flight."""
         table = self._table
-        members = table.members
-        count = len(members)
-        if exclude or table.weighted or count < 2:
+        pairs = table.pairs
+        if exclude or not pairs:
             return self._pick_general(table, now, exclude)
-        spot = self._random() * count
-        i = int(spot)
-        if i >= count:  # a random() of 1.0 from a sloppy source
-            i = count - 1
-        # One draw for both: the fraction left over is a second uniform draw.
-        j = int((spot - i) * (count - 1))
-        if j >= i:
-            j = j + 1 if j + 1 < count else i - 1  # uniform over the others
-        a = members[i]
-        b = members[j]
+        count = len(pairs)
+        k = int(self._random() * count)  # one draw picks both
+        a, b = pairs[k if k < count else count - 1]  # (a random() of 1.0 from a sloppy source)
         return b if len(b.pending) < len(a.pending) else a
 
     def _better(self, a: Endpoint, b: Endpoint, now: float) -> Endpoint:
@@ -261,19 +269,12 @@ class PeakEwma(_PowerOfTwo):
     def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
         """Of two endpoints drawn at random, the one with the lower latency x load."""
         table = self._table
-        members = table.members
-        count = len(members)
-        if exclude or table.weighted or count < 2:
+        pairs = table.pairs
+        if exclude or not pairs:
             return self._pick_general(table, now, exclude)
-        spot = self._random() * count  # as in LeastRequest.pick
-        i = int(spot)
-        if i >= count:
-            i = count - 1
-        j = int((spot - i) * (count - 1))
-        if j >= i:
-            j = j + 1 if j + 1 < count else i - 1
-        a = members[i]
-        b = members[j]
+        count = len(pairs)
+        k = int(self._random() * count)  # as in LeastRequest.pick
+        a, b = pairs[k if k < count else count - 1]
         # Endpoint.load for both, inlined (this runs on every attempt). Both estimates decay
         # alike, so comparing them needs only the decay between their stamps: one exp.
         cost_a = a.unit
@@ -283,11 +284,10 @@ class PeakEwma(_PowerOfTwo):
         cost_a *= len(a.pending) + 1
         cost_b *= len(b.pending) + 1
         gap = (a.stamp - b.stamp) / a.decay  # > 0: b's estimate is the older one
-        if gap > _GAP:
-            gap = _GAP
-        elif gap < -_GAP:
-            gap = -_GAP
-        return b if cost_b * _exp(-gap) < cost_a else a
+        # Decay the older estimate by the gap: exp of a negative number never overflows.
+        if gap >= 0.0:
+            return b if cost_b * _exp(-gap) < cost_a else a
+        return b if cost_b < cost_a * _exp(gap) else a
 
     def _better(self, a: Endpoint, b: Endpoint, now: float) -> Endpoint:
         return b if b.load(now) / b.weight < a.load(now) / a.weight else a
@@ -302,7 +302,12 @@ class RandomBalancer(Balancer):
     def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
         """An endpoint at random, in proportion to the weights."""
         table = self._table
-        if not table.members:
+        members = table.members
+        if not exclude and not table.weighted and members:
+            count = len(members)  # `_draw`, inlined for the common case
+            index = int(self._random() * count)
+            return members[index if index < count else count - 1]
+        if not members:
             return None
         if exclude:
             chosen = self._draw_allowed(table, exclude)
