@@ -87,6 +87,8 @@ class Row:
     better: Better
     note: str = ""
     error: bool = False
+    added: float | None = None
+    """Paired runs: the median per-turn difference to the baseline, in `unit`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +328,7 @@ def sample_rows(
             continue
         note = contender.note
         own = samples[contender.library]
+        added: float | None = None
         if paired and base is not None and samples.get(base) and contender.library != base:
             added = median([mine - theirs for mine, theirs in zip(own, samples[base], strict=True)])
             note = f"{added:+,.0f} ns over bare, per turn" + (f"; {note}" if note else "")
@@ -339,6 +342,7 @@ def sample_rows(
                 unit=unit,
                 better="lower",
                 note=note,
+                added=added,
             )
         )
     return rows
