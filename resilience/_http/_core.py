@@ -263,7 +263,8 @@ class TransportCore:
         routes = self.routes
         found: HostEntry | Pool | None = None
         if routes is not None:
-            # `Routes.pool`, inlined; the driver makes the `Route` once it read the resolver.
+            # The pool `Routes.route` finds; the driver makes the `Route` once it has read the
+            # resolver (reading it is I/O, sync or async).
             found = routes.pools.get(url_host(request.url))  # type: ignore[arg-type]
         if found is None:
             if self.hosts is None:

@@ -129,13 +129,16 @@ class _Table(NamedTuple):
 _EMPTY: Final = _Table((), False, (), ())
 
 PAIRS_UP_TO: Final = 64
-"""Largest rotation whose pairs are listed for P2C (64 x 63 pairs); larger ones draw twice."""
+"""Largest rotation whose pairs are listed for P2C (64 x 63 pairs); for a larger one the
+index of the second endpoint comes from the fraction the first draw leaves over."""
 
 
 class Balancer(abc.ABC):
     """Picks an endpoint of the rotation; `rebuild` when the rotation changes."""
 
     name: ClassVar[str]
+    paired: ClassVar[bool] = False
+    """Whether picks draw two endpoints at once (the rotation then lists its pairs)."""
 
     __slots__ = ("_random", "_table")
 
@@ -149,13 +152,14 @@ class Balancer(abc.ABC):
         return self._table.members
 
     def rebuild(self, members: Sequence[Endpoint]) -> None:
-        """Take the new rotation (O(n)); picks already running keep the old one."""
+        """Take the new rotation (O(n), or O(n²) for the pairs of a small paired one); picks
+        already running keep the old one."""
         members = tuple(members)
         weights = [m.weight for m in members]
         if len(set(weights)) > 1:
             prob, alias = alias_table(weights)
             self._table = _Table(members, True, prob, alias)
-        elif len(members) <= PAIRS_UP_TO:
+        elif self.paired and len(members) <= PAIRS_UP_TO:
             pairs = tuple((a, b) for a in members for b in members if a is not b)
             self._table = _Table(members, False, (), (), pairs)
         else:
@@ -202,6 +206,7 @@ class _PowerOfTwo(Balancer):
     on every attempt, and a method call per comparison would double its cost.
     """
 
+    paired: ClassVar[bool] = True
     __slots__ = ()
 
     @abc.abstractmethod

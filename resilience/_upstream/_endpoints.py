@@ -162,14 +162,14 @@ class Endpoint:
         # endpoint URL made from them), reused while requests ask for the same URL.
         self.pointed: tuple[object, object] | None = None
         self.weight = weight
-        self.breaker = breaker
+        self.breaker: CircuitBreaker | None = None
         # Its state machine: an attempt takes and records its permit there (`machine_of`).
-        self.machine: BreakerMachine | None = None if breaker is None else machine_of(breaker)
+        self.machine: BreakerMachine | None = None
         # The breaker's clock when it times calls (``slow_call_duration``), else None: an
         # attempt then reads no clock for the breaker (the pool's clock times the latency).
-        self.timer: Clock | None = (
-            breaker.clock if breaker is not None and breaker.config.timed else None
-        )
+        self.timer: Clock | None = None
+        if breaker is not None:
+            self.attach(breaker)
         self.decay = decay
         # One item per attempt in flight: len() is the count.
         self.pending: collections.deque[None] = collections.deque()
@@ -189,6 +189,12 @@ class Endpoint:
         # a pick needs no second look at it), and whether it is sent to despite its breaker.
         self.closed = True
         self.forced = False
+
+    def attach(self, breaker: CircuitBreaker) -> None:
+        """Make *breaker* this endpoint's, with what each attempt reads of it."""
+        self.timer = breaker.clock if breaker.config.timed else None
+        self.machine = machine_of(breaker)
+        self.breaker = breaker  # last: a pick that sees it finds the rest set
 
     @property
     def in_flight(self) -> int:

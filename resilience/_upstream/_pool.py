@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from .. import _validate
-from .._breaker._breaker import CircuitState, machine_of
+from .._breaker._breaker import CircuitState
 from .._errors import CircuitOpenError
 from .._observe._events import (
     CircuitStateChanged,
@@ -484,9 +484,7 @@ class Pool:
         for endpoint in created:
             breaker = self._breaker(endpoint.url)
             breaker.add_listener(_Watch(self, endpoint))
-            endpoint.timer = breaker.clock if breaker.config.timed else None
-            endpoint.machine = machine_of(breaker)
-            endpoint.breaker = breaker
+            endpoint.attach(breaker)
         with self._lock:
             self._by_url = fresh
             self._endpoints = tuple(fresh.values())
