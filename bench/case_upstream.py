@@ -326,7 +326,8 @@ def _overhead(settings: Settings) -> list[Row]:
                 for name in BALANCERS
             ),
         ]
-        variant = "sync, no network, " + ("one path" if paths == 1 else f"{paths} paths in turn")
+        # One path keeps the variant's old name, so `--compare` matches it with earlier runs.
+        variant = "sync, no network" + ("" if paths == 1 else f", {paths} paths in turn")
         # CPU time: the time the process waits for a core (a shared machine) is left out.
         # Paired: each routed sample minus the plain host's of the same turn, the median.
         timed = bench_sync(CALL, variant, contenders, settings, cpu=True, paired=True)
