@@ -122,6 +122,7 @@ class TransportCore:
         "policy",
         "policy_attempt_timeout",
         "policy_timeout",
+        "quick_budget",
         "quick_ok",
         "retry",
         "retry_plan",
@@ -230,6 +231,8 @@ class TransportCore:
             if upstreams
             else None
         )
+        # The retry budget the quick path counts calls in (`quick`).
+        self.quick_budget = None if plan is None else plan[2]
         # Whether requests may take the quick path (`quick`).
         self.quick_ok = (
             self.bulkhead is None
@@ -261,18 +264,19 @@ class TransportCore:
         ):
             return None
         routes = self.routes
-        found: HostEntry | Pool | None = None
-        if routes is not None:
-            # The pool `Routes.route` finds; the driver makes the `Route` once it has read the
-            # resolver (reading it is I/O, sync or async).
-            found = routes.pools.get(url_host(request.url))  # type: ignore[arg-type]
+        # The pool `Routes.route` finds; the driver makes the `Route` once it has read the
+        # resolver (reading it is I/O, sync or async).
+        found: HostEntry | Pool | None = (
+            None if routes is None else routes.pools.get(url_host(request.url))  # type: ignore[arg-type]
+        )
         if found is None:
-            if self.hosts is None:
+            hosts = self.hosts
+            if hosts is None:
                 return None  # no breaker per host: nothing quick to do
-            found = self.hosts.entry(request.url)
-        plan = self.retry_plan
-        if plan is not None and plan[2] is not None:
-            plan[2].record_call()  # the retry budget, as `begin` counts the call
+            found = hosts.entry(request.url)
+        budget = self.quick_budget
+        if budget is not None:
+            budget.record_call()  # as `begin` counts the call
         return found
 
     def resume(

@@ -127,7 +127,7 @@ class HostBreakers:
     `CircuitBreaker` defaults, named ``<base>:<scheme://host:port>``.
     """
 
-    __slots__ = ("_base", "_by_key", "_factory", "_lock", "_max")
+    __slots__ = ("_base", "_by_key", "_factory", "_last", "_lock", "_max")
 
     def __init__(self, base: str, factory: Callable[[str], CircuitBreaker], max_hosts: int) -> None:
         self._base = base
@@ -137,6 +137,9 @@ class HostBreakers:
         # (scheme, host, port) -> (authority, breaker, timer, machine); a tuple key avoids
         # formatting a string per request on the happy path.
         self._by_key: OrderedDict[tuple[str, str, int | None], HostEntry] = OrderedDict()
+        # The host looked up last, (scheme, host, port, entry): most clients call one host
+        # over and over, and comparing three parts is cheaper than hashing a new key.
+        self._last: tuple[Any, ...] = (None, None, None, None)
 
     def get(self, url: UrlParts) -> CircuitBreaker:
         """The breaker for *url*'s host, made on first use."""
@@ -148,35 +151,39 @@ class HostBreakers:
         an attempt needs no clock reading at all."""
         # httpx's URL keeps its parsed parts in a named tuple: reading them there skips three
         # properties (and the IDNA decoding of the host); other URLs answer by name.
-        ref = getattr(url, "_uri_reference", None)
-        key = (url.scheme, url.host, url.port) if ref is None else (ref.scheme, ref.host, ref.port)
-        by_key = self._by_key
-        # A hit needs no lock: a dict read is atomic, and a key evicted meanwhile only
-        # misses the move to the end (its breaker is still the right one for this call).
-        entry = by_key.get(key)
-        if entry is not None:
-            try:
-                by_key.move_to_end(key)
-            except KeyError:
-                pass
+        ref = getattr(url, "_uri_reference", url)
+        host = ref.host
+        last = self._last
+        if host == last[1] and ref.port == last[2] and ref.scheme == last[0]:
+            # Every other lookup ends in `_entry`, which moves its host to the end of the LRU
+            # order and makes it the last: the last host is at the end already.
+            entry: HostEntry = last[3]
             return entry
-        # Built outside the lock: building registers the breaker (another lock).
-        name = authority(url)
-        breaker = self._factory(f"{self._base}:{name}")
-        entry = (
-            name,
-            breaker,
-            breaker.clock if breaker.config.timed else None,
-            machine_of(breaker),
-        )
+        return self._entry(url, (ref.scheme, host, ref.port))
+
+    def _entry(self, url: UrlParts, key: tuple[str, str, int | None]) -> HostEntry:
+        by_key = self._by_key
+        entry = by_key.get(key)
+        if entry is None:
+            # Built outside the lock: building registers the breaker (another lock).
+            name = authority(url)
+            breaker = self._factory(f"{self._base}:{name}")
+            entry = (
+                name,
+                breaker,
+                breaker.clock if breaker.config.timed else None,
+                machine_of(breaker),
+            )
         with self._lock:
             found = by_key.get(key)
-            if found is not None:  # another thread won the race; keep its breaker
+            if found is not None:  # known already, or another thread won the race
+                entry = found
                 by_key.move_to_end(key)
-                return found
-            by_key[key] = entry
-            if len(by_key) > self._max:
-                by_key.popitem(last=False)
+            else:
+                by_key[key] = entry
+                if len(by_key) > self._max:
+                    by_key.popitem(last=False)
+            self._last = (*key, entry)
         return entry
 
     def by_authority(self) -> dict[str, CircuitBreaker]:

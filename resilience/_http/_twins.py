@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from .. import _validate
 from .._deadline import deadline
+from .._breaker._machine import FAST_IDLE
+from .._breaker._state import CLOSED
 from .._errors import ConfigError
 from .._observe._otel_gate import NO_ATTEMPT, http_attempt, inject_context
 from .._upstream._config import Upstream
@@ -180,7 +182,9 @@ class SyncTwin(Generic[InnerT]):
         if found is not None:
             if type(found) is tuple:  # a host's (authority, breaker, timer, machine)
                 _, breaker, timer, machine = found
-                return self._quick(request, breaker, machine, timer, machine.acquire(), None)
+                # `machine.acquire()`, its CLOSED case inlined
+                held = machine.gen if machine.state is CLOSED else machine.acquire_slow()
+                return self._quick(request, breaker, machine, timer, held, None)
             pool: Any = found  # an upstream's
             if pool.resolver is not None:
                 refresh(pool)
@@ -246,7 +250,9 @@ class SyncTwin(Generic[InnerT]):
             raise
         status = response.status_code
         if status < 500 and status not in core.retry_statuses:
-            if machine is not None:  # the breaker's record_success, one call fewer
+            if machine is not None and (
+                timer is not None or machine.fast != FAST_IDLE or permit != machine.gen
+            ):  # the breaker's record_success, less a call while nothing is left to count
                 machine.record_success(permit, 0.0 if timer is None else timer() - started)
             if route is not None:
                 route.end(request, ok=True)
@@ -423,7 +429,9 @@ class AsyncTwin(Generic[InnerT]):
         if found is not None:
             if type(found) is tuple:  # a host's (authority, breaker, timer, machine)
                 _, breaker, timer, machine = found
-                return await self._quick(request, breaker, machine, timer, machine.acquire(), None)
+                # `machine.acquire()`, its CLOSED case inlined
+                held = machine.gen if machine.state is CLOSED else machine.acquire_slow()
+                return await self._quick(request, breaker, machine, timer, held, None)
             pool: Any = found  # an upstream's
             if pool.resolver is not None:
                 await arefresh(pool)
@@ -486,7 +494,9 @@ class AsyncTwin(Generic[InnerT]):
             raise
         status = response.status_code
         if status < 500 and status not in core.retry_statuses:
-            if machine is not None:  # the breaker's record_success, one call fewer
+            if machine is not None and (
+                timer is not None or machine.fast != FAST_IDLE or permit != machine.gen
+            ):  # the breaker's record_success, less a call while nothing is left to count
                 machine.record_success(permit, 0.0 if timer is None else timer() - started)
             if route is not None:
                 route.end(request, ok=True)

@@ -114,20 +114,22 @@ _tracer_cache: tuple[object, Tracer] | None = None
 
 def set_tracer_provider(provider: TracerProvider | None) -> None:
     """Send this library's spans to *provider*; None goes back to the global provider."""
-    global _tracer_provider, _tracer_cache
+    global _tracer_provider, _tracer_cache, _none_injected
     with _lock:
         _tracer_provider = provider
         _tracer_cache = None
+        _none_injected = _FAST_PATHS and provider is None and _injected_instruments is None
 
 
 def set_meter_provider(provider: MeterProvider | None) -> None:
     """Send this library's metrics to *provider*; None goes back to the global provider."""
-    global _meter_provider, _injected_instruments
+    global _meter_provider, _injected_instruments, _none_injected
     # Built now, not on first use, so the breaker gauges report from the first collection.
     built = Instruments(provider) if provider is not None else None
     with _lock:
         _meter_provider = provider
         _injected_instruments = built
+        _none_injected = _FAST_PATHS and built is None and _tracer_provider is None
 
 
 def get_tracer_provider() -> TracerProvider:
@@ -181,6 +183,14 @@ _FAST_METRICS: Final = (
     getattr(_METRICS_INTERNAL, "_METER_PROVIDER", _UNSET) is not _UNSET
     and "OTEL_PYTHON_METER_PROVIDER" not in os.environ
 )
+
+
+_FAST_PATHS: Final = _FAST_TRACE and _FAST_METRICS
+"""Whether a None in the API's provider variables means "no SDK" for both signals."""
+_none_injected: bool = _FAST_PATHS
+"""`_FAST_PATHS`, and no provider injected by `set_tracer_provider`/`set_meter_provider`:
+kept up to date by both, so that `recording_nothing` (per HTTP attempt) reads one name for
+the four it stands for."""
 
 
 def tracer() -> Tracer | None:
@@ -442,10 +452,7 @@ def recording_nothing() -> bool:
         True
     """
     return (
-        _FAST_TRACE
-        and _FAST_METRICS
-        and _tracer_provider is None
-        and _injected_instruments is None
+        _none_injected
         and trace._TRACER_PROVIDER is None
         and _METRICS_INTERNAL._METER_PROVIDER is None
     )

@@ -259,6 +259,30 @@ def test_host_breakers_are_bounded_lru() -> None:
     assert a.name == "lru:https://a.test:443"
 
 
+def test_host_breakers_keep_the_lru_order_when_one_host_repeats() -> None:
+    """A host asked for over and over (answered from the last lookup) stays the most
+    recent; one evicted meanwhile gets a new breaker, even right after being the last."""
+    hosts = HostBreakers("repeat", lambda name: CircuitBreaker(name), max_hosts=2)
+
+    def url(host: str) -> httpx.URL:
+        return httpx.URL(f"https://{host}.test/")
+
+    for host in ["a", "b", "b", "a", "a", "a", "c"]:
+        hosts.get(url(host))
+    assert set(hosts.by_authority()) == {"https://a.test:443", "https://c.test:443"}
+
+    one = HostBreakers("one", lambda name: CircuitBreaker(name), max_hosts=1)
+    first = one.get(url("a"))
+    assert one.get(url("a")) is first
+    one.get(url("b"))
+    assert list(one.by_authority()) == ["https://b.test:443"]
+    again = one.get(url("a"))
+    assert again is not first  # a was evicted: its breaker is gone with it
+    assert list(one.by_authority()) == ["https://a.test:443"]
+    assert one.get(httpx.URL("http://a.test/")) is not again  # another scheme, another host
+    assert one.get(httpx.URL("https://a.test:8443/")) is not again  # another port too
+
+
 def test_host_breakers_make_one_breaker_per_host_under_threads() -> None:
     """Many threads asking for the same host all get the same breaker."""
     hosts = HostBreakers("threads", lambda name: CircuitBreaker(name), max_hosts=8)
