@@ -17,9 +17,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from .. import _validate
-from .._deadline import deadline
 from .._breaker._machine import FAST_IDLE
 from .._breaker._state import CLOSED
+from .._deadline import deadline
 from .._errors import ConfigError
 from .._observe._otel_gate import NO_ATTEMPT, http_attempt, inject_context
 from .._upstream._config import Upstream
