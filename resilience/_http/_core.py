@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
+from operator import itemgetter
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from .. import _testmode, _validate
@@ -82,6 +83,7 @@ RESEND_COUNT_EXTENSION: Final = "resilience.resend_count"
 # A timeout that fires this close to the deadline was the deadline's doing.
 _DEADLINE_SLACK: Final = 0.02
 _new: Final = object.__new__
+_LOWER_NAME: Final = itemgetter(1)
 current_deadline: Final = _CURRENT.get
 """`resilience._deadline.current_deadline` without its Python frame (read per attempt)."""
 _PLANNING_HEADERS: Final = frozenset(
@@ -245,7 +247,8 @@ class TransportCore:
     # ------------------------------------------------------------------ per request
 
     def quick(self, request: RequestLike) -> HostEntry | Pool | None:
-        """The host entry or upstream pool of a request for the quick path, else None.
+        """The host entry or upstream pool of a request for the quick path, else None
+        (*request*: an httpx or httpx2 request, the drivers that ask).
 
         The drivers' quick path sends a first attempt without a `Call`, for transports with
         nothing per request to plan (no bulkhead, policy timeouts, automatic keys or
@@ -259,7 +262,9 @@ class TransportCore:
             or current_deadline() is not None
             or not isinstance(request.stream, self.in_memory)
             or request.extensions.get(EXTENSION) is not None
-            or not has_none_of(request.headers, _PLANNING_HEADERS)
+            # `has_none_of`, inlined: only the httpx-like drivers ask, whose headers keep
+            # (raw name, lower-case name, value) in ``_list``
+            or not _PLANNING_HEADERS.isdisjoint(map(_LOWER_NAME, request.headers._list))
             or not _otel_gate.attempts_unrecorded()  # one call (`_load_http`)
         ):
             return None

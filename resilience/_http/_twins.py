@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
@@ -420,28 +420,45 @@ class AsyncTwin(Generic[InnerT]):
         """Each upstream by name, live: ``.endpoints`` with url, healthy, in_flight..."""
         return upstream_map(self._core.routes)
 
-    async def handle_async_request(self, request: Any) -> Any:
-        """Send *request* through the inner transport, retrying as the rules allow."""
+    def handle_async_request(self, request: Any) -> Coroutine[Any, Any, Any]:
+        """Send *request* through the inner transport, retrying as the rules allow.
+
+        A plain function returning the coroutine that does the work (httpx awaits it at
+        once): the quick path's first attempt is then a request's only coroutine.
+        """
         if not isinstance(request, self._kit.Request):
             raise _foreign(self._kit, request, "AsyncResilientTransport")
+        found = self._core.quick(request)
+        if found is None:
+            return self._planned(request)
+        if type(found) is tuple:  # a host's (authority, breaker, timer, machine)
+            _, breaker, timer, machine = found
+            if machine.state is CLOSED:  # the permit is the generation: nothing to give back
+                return self._quick(request, breaker, machine, timer, machine.gen, None)
+        # Permits that must be given back (a probe's, an endpoint's) are taken inside the
+        # coroutine, where its `_quick` releases them even if it is cancelled at once.
+        return self._first(request, found)
+
+    async def _first(self, request: Any, found: Any) -> Any:
+        """The quick path of a request to an upstream, or to a host whose breaker is not
+        CLOSED: take the permit (pick an endpoint), then `_quick`."""
+        if type(found) is tuple:
+            _, breaker, timer, machine = found
+            return await self._quick(request, breaker, machine, timer, machine.acquire(), None)
+        pool = found
+        if pool.resolver is not None:
+            await arefresh(pool)
+        route = Route(pool, request.url)
+        endpoint, permit = route.pick(request)
+        if permit is None:  # sent despite its breaker (ejection cap, panic mode)
+            return await self._quick(request, None, None, None, 0, route)
+        return await self._quick(
+            request, endpoint.breaker, endpoint.machine, endpoint.timer, permit, route
+        )
+
+    async def _planned(self, request: Any) -> Any:
+        """A request `TransportCore.quick` did not let through: planned by `begin`."""
         core = self._core
-        found = core.quick(request)
-        if found is not None:
-            if type(found) is tuple:  # a host's (authority, breaker, timer, machine)
-                _, breaker, timer, machine = found
-                # `machine.acquire()`, its CLOSED case inlined
-                held = machine.gen if machine.state is CLOSED else machine.acquire_slow()
-                return await self._quick(request, breaker, machine, timer, held, None)
-            pool: Any = found  # an upstream's
-            if pool.resolver is not None:
-                await arefresh(pool)
-            route = Route(pool, request.url)
-            endpoint, permit = route.pick(request)
-            if permit is None:  # sent despite its breaker (ejection cap, panic mode)
-                return await self._quick(request, None, None, None, 0, route)
-            return await self._quick(
-                request, endpoint.breaker, endpoint.machine, endpoint.timer, permit, route
-            )
         call = core.begin(request)
         if call.must_read:
             await request.aread()
