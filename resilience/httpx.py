@@ -24,9 +24,10 @@ from ._http._compat import (
     SyncByteStream,
 )
 from ._http._core import TransportCore
+from ._http._kit import Kit
 from ._http._rules import HTTPX_ERRORS
 from ._http._streams import AsyncDeadlineStream, DeadlineStream
-from ._http._twins import AsyncTwin, Kit, SyncTwin
+from ._http._twins import AsyncTwin, SyncTwin
 from ._upstream._config import Upstream
 from ._upstream._resolve import dns
 

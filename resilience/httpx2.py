@@ -15,7 +15,8 @@ is in ``docs/sdks.md``.
 
 from __future__ import annotations
 
-from ._http._twins import AsyncTwin, Kit, SyncTwin
+from ._http._kit import Kit
+from ._http._twins import AsyncTwin, SyncTwin
 
 try:
     import httpx2

@@ -233,9 +233,8 @@ class TransportCore:
             if upstreams
             else None
         )
-        # The retry budget the quick path counts calls in (`quick`).
+        # Whether requests may take the quick path (`quick`), and the budget it counts in.
         self.quick_budget = None if plan is None else plan[2]
-        # Whether requests may take the quick path (`quick`).
         self.quick_ok = (
             self.bulkhead is None
             and self.policy_timeout is None
@@ -247,8 +246,7 @@ class TransportCore:
     # ------------------------------------------------------------------ per request
 
     def quick(self, request: RequestLike) -> HostEntry | Pool | None:
-        """The host entry or upstream pool of a request for the quick path, else None
-        (*request*: an httpx or httpx2 request, the drivers that ask).
+        """The host entry or upstream pool of an httpx(2) request's quick path, else None.
 
         The drivers' quick path sends a first attempt without a `Call`, for transports with
         nothing per request to plan (no bulkhead, policy timeouts, automatic keys or
@@ -262,15 +260,13 @@ class TransportCore:
             or current_deadline() is not None
             or not isinstance(request.stream, self.in_memory)
             or request.extensions.get(EXTENSION) is not None
-            # `has_none_of`, inlined: only the httpx-like drivers ask, whose headers keep
-            # (raw name, lower-case name, value) in ``_list``
+            # `has_none_of`, inlined: httpx's and httpx2's headers keep ``_list``
             or not _PLANNING_HEADERS.isdisjoint(map(_LOWER_NAME, request.headers._list))
             or not _otel_gate.attempts_unrecorded()  # one call (`_load_http`)
         ):
             return None
         routes = self.routes
-        # The pool `Routes.route` finds; the driver makes the `Route` once it has read the
-        # resolver (reading it is I/O, sync or async).
+        # The pool `Routes.route` finds; the driver makes the `Route` (after the resolver).
         found: HostEntry | Pool | None = (
             None if routes is None else routes.pools.get(url_host(request.url))  # type: ignore[arg-type]
         )

@@ -9,10 +9,8 @@ the public classes with their library's kit and base transport.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
@@ -20,21 +18,20 @@ from .. import _validate
 from .._breaker._machine import FAST_IDLE
 from .._breaker._state import CLOSED
 from .._deadline import deadline
-from .._errors import ConfigError
 from .._observe._otel_gate import NO_ATTEMPT, http_attempt, inject_context
 from .._upstream._config import Upstream
 from .._upstream._resolve import arefresh, refresh
 from .._upstream._view import UpstreamMap
-from ._call import Call, check_inner, check_sleep, current_otel_context, inject_trace_context
+from ._call import Call, check_sleep, current_otel_context, inject_trace_context
 from ._core import (
     DEFAULT_BUFFER_LIMIT,
     DEFAULT_MAX_RETRY_AFTER,
-    TransportCore,
     deadline_error,
 )
 from ._hosts import DEFAULT_MAX_HOSTS, BreakerMap
-from ._routing import Route, check_upstreams, upstream_map
-from ._rules import DEFAULT_RETRY_STATUSES, ErrorKinds, Expiry
+from ._kit import Kit, async_sleep, blocking_sleep, check_inner_of, foreign, routes
+from ._routing import Route, upstream_map
+from ._rules import DEFAULT_RETRY_STATUSES, Expiry
 from ._streams import LATE_HEAD, aread_body, read_body, sized_body
 
 if TYPE_CHECKING:
@@ -42,78 +39,9 @@ if TYPE_CHECKING:
     from .._breaker._machine import BreakerMachine
     from .._policy import Policy
 
-__all__ = ["AsyncTwin", "Kit", "SyncTwin"]
+__all__ = ["AsyncTwin", "SyncTwin"]
 
 InnerT = TypeVar("InnerT")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Kit:
-    """What one httpx-like library contributes to the transports."""
-
-    name: str
-    """Its import name (``httpx``, ``httpx2``), for messages."""
-    other: str
-    """The import name of the library it is often mistaken for."""
-    Request: type[Any]
-    ByteStream: type[Any]
-    SyncByteStream: type[Any]
-    AsyncByteStream: type[Any]
-    HTTPTransport: Callable[[], Any]
-    AsyncHTTPTransport: Callable[[], Any]
-    DeadlineStream: type[Any]
-    AsyncDeadlineStream: type[Any]
-    errors: ErrorKinds
-    core: type[TransportCore]
-    """`TransportCore`, or a subclass knowing the library's request body classes."""
-
-
-def _routes(kit: Kit, upstreams: Iterable[Upstream]) -> tuple[object, ...]:
-    checked = check_upstreams(upstreams)
-    if checked and kit.name != "httpx":
-        msg = (
-            f"upstreams= is supported by resilience.httpx's transports, got it on "
-            f"resilience.{kit.name}'s; route through resilience.httpx, or pass one URL per host"
-        )
-        raise ConfigError(msg)
-    return checked
-
-
-def _blocking_sleep(seconds: float) -> None:
-    # Looked up per call, so tests that patch time.sleep see our waits too.
-    time.sleep(seconds)
-
-
-async def _async_sleep(seconds: float) -> None:
-    await asyncio.sleep(seconds)
-
-
-def _from_library(value: object, name: str) -> bool:
-    return any(
-        (getattr(cls, "__module__", None) or "").partition(".")[0] == name
-        for cls in type(value).__mro__
-    )
-
-
-def _check_inner(kit: Kit, inner: Any, method: str) -> Any:
-    if _from_library(inner, kit.other):
-        msg = (
-            f"inner must be an {kit.name} transport, got {inner!r} from {kit.other}: "
-            f"use resilience.{kit.other}'s transports with {kit.other} clients"
-        )
-        raise ConfigError(msg)
-    return check_inner(inner, method)
-
-
-def _foreign(kit: Kit, request: object, cls: str) -> ConfigError:
-    """The error for a request from another library (the transport was given to its client)."""
-    library = (type(request).__module__ or "?").partition(".")[0]
-    msg = (
-        f"resilience.{kit.name}.{cls} was given to an {library} client (it got a "
-        f"{type(request).__qualname__} from {library}); use resilience.{library}.{cls} "
-        f"with {library} clients"
-    )
-    return ConfigError(msg)
 
 
 class SyncTwin(Generic[InnerT]):
@@ -149,13 +77,13 @@ class SyncTwin(Generic[InnerT]):
             clock=clock,
             wall_clock=wall_clock,
             errors=kit.errors,
-            upstreams=_routes(kit, upstreams),
+            upstreams=routes(kit, upstreams),
         )
         self._sleep: Callable[[float], object] = (
-            _blocking_sleep if sleep is None else check_sleep(sleep)
+            blocking_sleep if sleep is None else check_sleep(sleep)
         )
         self._inner: InnerT = (
-            kit.HTTPTransport() if inner is None else _check_inner(kit, inner, "handle_request")
+            kit.HTTPTransport() if inner is None else check_inner_of(kit, inner, "handle_request")
         )
 
     @property
@@ -176,7 +104,7 @@ class SyncTwin(Generic[InnerT]):
     def handle_request(self, request: Any) -> Any:
         """Send *request* through the inner transport, retrying as the rules allow."""
         if not isinstance(request, self._kit.Request):
-            raise _foreign(self._kit, request, "ResilientTransport")
+            raise foreign(self._kit, request, "ResilientTransport")
         core = self._core
         found = core.quick(request)
         if found is not None:
@@ -393,16 +321,16 @@ class AsyncTwin(Generic[InnerT]):
             clock=clock,
             wall_clock=wall_clock,
             errors=kit.errors,
-            upstreams=_routes(kit, upstreams),
+            upstreams=routes(kit, upstreams),
             is_async=True,
         )
         self._sleep: Callable[[float], Awaitable[object]] = (
-            _async_sleep if sleep is None else check_sleep(sleep)
+            async_sleep if sleep is None else check_sleep(sleep)
         )
         self._inner: InnerT = (
             kit.AsyncHTTPTransport()
             if inner is None
-            else _check_inner(kit, inner, "handle_async_request")
+            else check_inner_of(kit, inner, "handle_async_request")
         )
 
     @property
@@ -427,7 +355,7 @@ class AsyncTwin(Generic[InnerT]):
         once): the quick path's first attempt is then a request's only coroutine.
         """
         if not isinstance(request, self._kit.Request):
-            raise _foreign(self._kit, request, "AsyncResilientTransport")
+            raise foreign(self._kit, request, "AsyncResilientTransport")
         found = self._core.quick(request)
         if found is None:
             return self._planned(request)
