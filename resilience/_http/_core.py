@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
-from operator import itemgetter
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from .. import _testmode, _validate
@@ -44,6 +43,7 @@ from ._rules import (
     IDEMPOTENCY_HEADER,
     IDEMPOTENT_METHODS,
     KEYED_METHODS,
+    LOWER_NAME,
     ErrorKinds,
     RequestLike,
     as_httpx,
@@ -83,7 +83,6 @@ RESEND_COUNT_EXTENSION: Final = "resilience.resend_count"
 # A timeout that fires this close to the deadline was the deadline's doing.
 _DEADLINE_SLACK: Final = 0.02
 _new: Final = object.__new__
-_LOWER_NAME: Final = itemgetter(1)
 current_deadline: Final = _CURRENT.get
 """`resilience._deadline.current_deadline` without its Python frame (read per attempt)."""
 _PLANNING_HEADERS: Final = frozenset(
@@ -261,7 +260,7 @@ class TransportCore:
             or not isinstance(request.stream, self.in_memory)
             or request.extensions.get(EXTENSION) is not None
             # `has_none_of`, inlined: httpx's and httpx2's headers keep ``_list``
-            or not _PLANNING_HEADERS.isdisjoint(map(_LOWER_NAME, request.headers._list))
+            or not _PLANNING_HEADERS.isdisjoint(map(LOWER_NAME, request.headers._list))
             or not _otel_gate.attempts_unrecorded()  # one call (`_load_http`)
         ):
             return None

@@ -42,6 +42,7 @@ class Kit:
 
 
 def routes(kit: Kit, upstreams: Iterable[Upstream]) -> tuple[object, ...]:
+    """A transport's ``upstreams``, checked: only resilience.httpx's transports route."""
     checked = check_upstreams(upstreams)
     if checked and kit.name != "httpx":
         msg = (
@@ -53,11 +54,13 @@ def routes(kit: Kit, upstreams: Iterable[Upstream]) -> tuple[object, ...]:
 
 
 def blocking_sleep(seconds: float) -> None:
-    # Looked up per call, so tests that patch time.sleep see our waits too.
+    """The sync transport's default ``sleep``: `time.sleep`, looked up per call so that
+    tests patching it see our waits too."""
     time.sleep(seconds)
 
 
 async def async_sleep(seconds: float) -> None:
+    """The async transport's default ``sleep``: `asyncio.sleep`."""
     await asyncio.sleep(seconds)
 
 
@@ -69,6 +72,7 @@ def _from_library(value: object, name: str) -> bool:
 
 
 def check_inner_of(kit: Kit, inner: Any, method: str) -> Any:
+    """A transport's ``inner``: of *kit*'s library, not its look-alike, and with *method*."""
     if _from_library(inner, kit.other):
         msg = (
             f"inner must be an {kit.name} transport, got {inner!r} from {kit.other}: "

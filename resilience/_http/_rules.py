@@ -40,6 +40,7 @@ __all__ = [
     "IDEMPOTENCY_HEADER",
     "IDEMPOTENT_METHODS",
     "KEYED_METHODS",
+    "LOWER_NAME",
     "ErrorKinds",
     "Expiry",
     "RequestLike",
@@ -349,10 +350,11 @@ def has_none_of(headers: object, names: frozenset[bytes]) -> bool:
     if items.__class__ is not list:
         return False
     # Items are (raw name, lower-case name, value) in both libraries; all in C from here.
-    return names.isdisjoint(map(_LOWER_NAME, items))
+    return names.isdisjoint(map(LOWER_NAME, items))
 
 
-_LOWER_NAME: Final = operator.itemgetter(1)
+LOWER_NAME: Final = operator.itemgetter(1)
+"""The lower-case name of an httpx or httpx2 header item (raw name, lower name, value)."""
 
 
 def as_httpx(request: RequestLike) -> Request:

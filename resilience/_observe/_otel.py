@@ -118,7 +118,7 @@ def set_tracer_provider(provider: TracerProvider | None) -> None:
     with _lock:
         _tracer_provider = provider
         _tracer_cache = None
-        _none_injected = _FAST_PATHS and provider is None and _injected_instruments is None
+        _none_injected = _nothing_injected()
 
 
 def set_meter_provider(provider: MeterProvider | None) -> None:
@@ -129,7 +129,12 @@ def set_meter_provider(provider: MeterProvider | None) -> None:
     with _lock:
         _meter_provider = provider
         _injected_instruments = built
-        _none_injected = _FAST_PATHS and built is None and _tracer_provider is None
+        _none_injected = _nothing_injected()
+
+
+def _nothing_injected() -> bool:
+    """`_none_injected` as the setters leave it (called under `_lock`)."""
+    return _FAST_PATHS and _tracer_provider is None and _injected_instruments is None
 
 
 def get_tracer_provider() -> TracerProvider:
