@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
 from .. import _validate
+from .._breaker._state import CLOSED
 from .._errors import ConfigError
 from .._upstream._config import Upstream, is_async_only
 from .._upstream._endpoints import Endpoint
@@ -39,7 +40,7 @@ from ._compat import (
 if TYPE_CHECKING:
     from .._breaker._breaker import CircuitBreaker
 
-__all__ = ["Route", "Routes", "check_upstreams", "upstream_map"]
+__all__ = ["Route", "Routes", "check_upstreams", "lease", "upstream_map"]
 
 _SNI: Final = "sni_hostname"
 
@@ -49,72 +50,37 @@ class Route:
 
     __slots__ = ("endpoint", "logical", "permit", "pool", "started", "tried", "width")
 
+    pool: Pool
+    logical: URL
+    tried: tuple[Endpoint, ...]  # every endpoint picked so far, the current one last
+    endpoint: Endpoint | None  # the current attempt's, None once it ended
+    permit: int | None  # its breaker permit; None when sent despite its breaker
+    started: float  # when it was sent (the pool's clock)
+    width: int  # attempts in flight on its endpoint then, this one included
+
     def __init__(self, pool: Pool, logical: URL) -> None:
-        # `pick` sets the rest before `end` or `release` reads them.
+        # `lease` sets the rest before `end` or `release` reads them.
         self.pool = pool
         self.logical = logical
-        self.tried: tuple[Endpoint, ...] = ()
-        self.endpoint: Endpoint | None = None
+        self.tried = ()
+        self.endpoint = None
 
     def pick(self, request: Request) -> Lease:
-        """Choose this attempt's endpoint, take its permit, point *request* at it.
+        """Choose the next attempt's endpoint (`lease`): never one tried already while
+        another is in the rotation."""
+        lease(self.pool, request, self)
+        endpoint = self.endpoint
+        assert endpoint is not None
+        return endpoint, self.permit
 
-        Raises `CircuitOpenError` when no endpoint can take it, and `httpx.ConnectError`
-        when the upstream has no endpoints at all (its resolver never answered).
-        """
-        pool = self.pool
-        now = pool.clock()
-        tried = self.tried
-        try:
-            endpoint, permit = lease = pool.pick(now, tried)
-        except LookupError as exc:
-            msg = f"{exc}: its resolver has not returned any endpoint URL"
-            raise ConnectError(msg, request=request) from exc
-        self.endpoint = endpoint
-        self.permit = permit
-        self.started = now
-        self.width = len(endpoint.pending)  # this attempt included
-        self.tried = (*tried, endpoint) if tried else (endpoint,)
-        scheme = endpoint.scheme
-        logical = self.logical
-        if _PARSE_RESULT is None:
-            request.url = with_origin(logical, scheme, endpoint.host, endpoint.port)
-        else:
-            ref = logical._uri_reference
-            last = endpoint.pointed
-            if last is not None and last[0] == ref:
-                # The same URL as the last request sent here (a service's fixed paths): its
-                # endpoint URL again, immutable like every httpx URL.
-                request.url = last[1]  # type: ignore[assignment]  # an URL, set below
-            else:
-                # `with_origin`, inlined (this runs on every attempt).
-                url = request.url = _new_object(URL)
-                url._uri_reference = _new_tuple(
-                    _PARSE_RESULT,
-                    (
-                        scheme,
-                        ref.userinfo,
-                        endpoint.host,
-                        endpoint.port,
-                        ref.path,
-                        ref.query,
-                        ref.fragment,
-                    ),
-                )
-                endpoint.pointed = (ref, url)
-        if scheme == "https" and _SNI not in request.extensions:
-            # TLS checks the certificate against the name the caller asked for (the Host
-            # header's), not against the endpoint's address: Envoy's auto_sni.
-            request.extensions = {**request.extensions, _SNI: logical.host}
-        return lease
-
-    def end(self, request: Request, *, ok: bool) -> None:
+    def end(self, request: Request, ok: bool) -> None:
         """The attempt ended (*ok*: not a failure): learn its latency, restore the URL."""
         endpoint = self.endpoint
         if endpoint is not None:
             self.endpoint = None
             pool = self.pool
-            now = pool.clock()
+            clock = pool.clock
+            now = clock()
             endpoint.finish(now - self.started, now, ok, self.width)
             if self.permit is not None and not endpoint.closed:
                 pool.probe_ended()
@@ -127,6 +93,73 @@ class Route:
             self.endpoint = None
             self.pool.release(endpoint)
         request.url = self.logical
+
+
+def lease(pool: Pool, request: Request, route: Route | None = None) -> Route:
+    """Choose an attempt's endpoint, take its permit, point *request*'s URL at it.
+
+    The first attempt of a request passes no *route* and gets a new one (no `__init__`
+    frame); later attempts pass theirs and avoid the endpoints it tried. `Pool.pick`'s
+    common case (a CLOSED breaker) is inlined: this runs on every attempt.
+
+    Raises `CircuitOpenError` when no endpoint can take it, and `httpx.ConnectError` when
+    the upstream has no endpoints at all (its resolver never answered).
+    """
+    clock = pool.clock  # an attribute read, then a call: `pool.clock()` is not specialized
+    now = clock()
+    if route is None:
+        route = _new_object(Route)
+        route.pool = pool
+        route.logical = logical = request.url
+        tried: tuple[Endpoint, ...] = ()
+    else:
+        logical = route.logical
+        tried = route.tried
+    if pool.dirty or now >= pool.check_at:
+        pool.rebuild(now)
+    choose = pool.choose
+    endpoint = choose(now, tried)
+    machine = None if endpoint is None or not endpoint.closed else endpoint.machine
+    if machine is not None and machine.state is CLOSED:
+        endpoint.pending.append(None)  # type: ignore[union-attr]  # endpoint.start(), inlined
+        permit: int | None = machine.gen
+    else:
+        try:
+            endpoint, permit = pool.pick_rest(now, tried, endpoint)
+        except LookupError as exc:
+            msg = f"{exc}: its resolver has not returned any endpoint URL"
+            raise ConnectError(msg, request=request) from exc
+    assert endpoint is not None
+    route.endpoint = endpoint
+    route.permit = permit
+    route.started = now
+    route.width = len(endpoint.pending)  # this attempt included
+    route.tried = (*tried, endpoint) if tried else (endpoint,)
+    scheme = endpoint.scheme
+    if _PARSE_RESULT is None:
+        request.url = with_origin(logical, scheme, endpoint.host, endpoint.port)
+    else:
+        ref = logical._uri_reference
+        path = ref[4]
+        last = endpoint.pointed
+        if last is not None and last[0] == path and last[1] == ref:
+            # The same URL as the last request sent here (a service's fixed paths): its
+            # endpoint URL again, immutable like every httpx URL. The path is compared
+            # first: it is what differs when the URL does.
+            request.url = last[2]  # type: ignore[assignment]  # an URL, set below
+        else:
+            # `with_origin`, inlined, its fields read by index (cheaper than by name).
+            url = request.url = _new_object(URL)
+            url._uri_reference = _new_tuple(
+                _PARSE_RESULT,
+                (scheme, ref[1], endpoint.host, endpoint.port, path, ref[5], ref[6]),
+            )
+            endpoint.pointed = (path, ref, url)
+    if scheme == "https" and _SNI not in request.extensions:
+        # TLS checks the certificate against the name the caller asked for (the Host
+        # header's), not against the endpoint's address: Envoy's auto_sni.
+        request.extensions = {**request.extensions, _SNI: logical.host}
+    return route
 
 
 class Routes:

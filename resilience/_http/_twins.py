@@ -30,7 +30,7 @@ from ._core import (
 )
 from ._hosts import DEFAULT_MAX_HOSTS, BreakerMap
 from ._kit import Kit, async_sleep, blocking_sleep, check_inner_of, foreign, routes
-from ._routing import Route, upstream_map
+from ._routing import Route, lease, upstream_map
 from ._rules import DEFAULT_RETRY_STATUSES, Expiry
 from ._streams import LATE_HEAD, aread_body, read_body, sized_body
 
@@ -116,8 +116,10 @@ class SyncTwin(Generic[InnerT]):
             pool: Any = found  # an upstream's
             if pool.resolver is not None:
                 refresh(pool)
-            route = Route(pool, request.url)
-            endpoint, permit = route.pick(request)
+            route = lease(pool, request)
+            endpoint = route.endpoint
+            assert endpoint is not None
+            permit = route.permit
             if permit is None:  # sent despite its breaker (ejection cap, panic mode)
                 return self._quick(request, None, None, None, 0, route)
             return self._quick(
@@ -183,7 +185,7 @@ class SyncTwin(Generic[InnerT]):
             ):  # the breaker's record_success, less a call while nothing is left to count
                 machine.record_success(permit, 0.0 if timer is None else timer() - started)
             if route is not None:
-                route.end(request, ok=True)
+                route.end(request, True)
             return response
         call = core.resume(request, breaker, timer, permit, started, route)
         wait = core.after_response(call, response, status, response.headers)
@@ -376,8 +378,10 @@ class AsyncTwin(Generic[InnerT]):
         pool = found
         if pool.resolver is not None:
             await arefresh(pool)
-        route = Route(pool, request.url)
-        endpoint, permit = route.pick(request)
+        route = lease(pool, request)
+        endpoint = route.endpoint
+        assert endpoint is not None
+        permit = route.permit
         if permit is None:  # sent despite its breaker (ejection cap, panic mode)
             return await self._quick(request, None, None, None, 0, route)
         return await self._quick(
@@ -444,7 +448,7 @@ class AsyncTwin(Generic[InnerT]):
             ):  # the breaker's record_success, less a call while nothing is left to count
                 machine.record_success(permit, 0.0 if timer is None else timer() - started)
             if route is not None:
-                route.end(request, ok=True)
+                route.end(request, True)
             return response
         call = core.resume(request, breaker, timer, permit, started, route)
         wait = core.after_response(call, response, status, response.headers)

@@ -22,7 +22,7 @@ import abc
 import itertools
 import math
 from collections.abc import Callable, Collection, Sequence
-from typing import ClassVar, Final, NamedTuple
+from typing import ClassVar, Final, NamedTuple, TypeAlias
 
 from .._errors import ConfigError
 from ._endpoints import Endpoint
@@ -49,6 +49,7 @@ _TRIES: Final = 8
 """Draws that may land on an excluded endpoint before a pick scans for an allowed one."""
 
 _exp: Final = math.exp
+_floor: Final = math.floor  # an int from a float: cheaper than int(), which is a type call
 
 
 def alias_table(weights: Sequence[float]) -> tuple[tuple[float, ...], tuple[int, ...]]:
@@ -121,12 +122,17 @@ class _Table(NamedTuple):
     weighted: bool
     prob: tuple[float, ...]
     alias: tuple[int, ...]
-    pairs: tuple[tuple[Endpoint, Endpoint], ...] = ()
-    """Every ordered pair of two different members, for power-of-two-choices draws: one
-    draw picks both (equal weights and at most `PAIRS_UP_TO` members; else empty)."""
 
 
 _EMPTY: Final = _Table((), False, (), ())
+
+_Pairs: TypeAlias = tuple[tuple[tuple[Endpoint, Endpoint], ...], float]
+"""Every ordered pair of two different members for power-of-two-choices draws (one draw
+picks both), then the last pair again; and how many pairs (without that repeat) as a float.
+Drawing ``pairs[floor(random() * count)]`` needs no bounds check: a random() of 1.0 (from a
+sloppy source) lands on the repeat."""
+
+_NO_PAIRS: Final[_Pairs] = ((), 0.0)
 
 PAIRS_UP_TO: Final = 64
 """Largest rotation whose pairs are listed for P2C (64 x 63 pairs); for a larger one the
@@ -140,11 +146,15 @@ class Balancer(abc.ABC):
     paired: ClassVar[bool] = False
     """Whether picks draw two endpoints at once (the rotation then lists its pairs)."""
 
-    __slots__ = ("_random", "_table")
+    __slots__ = ("_pairs", "_random", "_table")
 
     def __init__(self, random: RandomSource) -> None:
         self._random = random
         self._table = _EMPTY
+        # Listed for paired balancers while the weights are equal and there are at most
+        # `PAIRS_UP_TO` members; read by their picks on every attempt (a slot, not a field
+        # of the table: that would be a slower read).
+        self._pairs = _NO_PAIRS
 
     @property
     def members(self) -> tuple[Endpoint, ...]:
@@ -159,11 +169,14 @@ class Balancer(abc.ABC):
         if len(set(weights)) > 1:
             prob, alias = alias_table(weights)
             self._table = _Table(members, True, prob, alias)
-        elif self.paired and len(members) <= PAIRS_UP_TO:
-            pairs = tuple((a, b) for a in members for b in members if a is not b)
-            self._table = _Table(members, False, (), (), pairs)
+            self._pairs = _NO_PAIRS
         else:
             self._table = _Table(members, False, (), ())
+            if self.paired and 1 < len(members) <= PAIRS_UP_TO:
+                pairs = tuple((a, b) for a in members for b in members if a is not b)
+                self._pairs = ((*pairs, pairs[-1]), float(len(pairs)))
+            else:
+                self._pairs = _NO_PAIRS
 
     @abc.abstractmethod
     def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
@@ -179,7 +192,7 @@ class Balancer(abc.ABC):
         members = table.members
         count = len(members)
         spot = self._random() * count
-        index = int(spot)
+        index = _floor(spot)
         if index >= count:  # a random() of 1.0 from a sloppy source
             index = count - 1
         # The fraction left over is a second uniform draw: no second call needed.
@@ -250,13 +263,11 @@ class LeastRequest(_PowerOfTwo):
 
     def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
         """Of two endpoints drawn at random, the one with fewer requests in flight."""
-        table = self._table
-        pairs = table.pairs
+        pairs, count = self._pairs
         if exclude or not pairs:
-            return self._pick_general(table, now, exclude)
-        count = len(pairs)
-        k = int(self._random() * count)  # one draw picks both
-        a, b = pairs[k if k < count else count - 1]  # (a random() of 1.0 from a sloppy source)
+            return self._pick_general(self._table, now, exclude)
+        random = self._random  # read, then called: `self._random()` is not specialized
+        a, b = pairs[_floor(random() * count)]  # one draw picks both
         return b if len(b.pending) < len(a.pending) else a
 
     def _better(self, a: Endpoint, b: Endpoint, now: float) -> Endpoint:
@@ -273,26 +284,29 @@ class PeakEwma(_PowerOfTwo):
 
     def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
         """Of two endpoints drawn at random, the one with the lower latency x load."""
-        table = self._table
-        pairs = table.pairs
+        pairs, count = self._pairs
         if exclude or not pairs:
-            return self._pick_general(table, now, exclude)
-        count = len(pairs)
-        k = int(self._random() * count)  # as in LeastRequest.pick
-        a, b = pairs[k if k < count else count - 1]
+            return self._pick_general(self._table, now, exclude)
+        random = self._random
+        a, b = pairs[_floor(random() * count)]  # as in LeastRequest.pick
         # Endpoint.load for both, inlined (this runs on every attempt). Both estimates decay
-        # alike, so comparing them needs only the decay between their stamps: one exp.
+        # alike, so comparing them needs only the decay between their stamps, and that only
+        # when the older estimate is the higher: decay can only lower it.
         cost_a = a.unit
         cost_b = b.unit
-        if cost_a == 0.0 or cost_b == 0.0:
+        if not cost_a or not cost_b:  # one has no estimate yet
             return b if b.load(now) < a.load(now) else a
         cost_a *= len(a.pending) + 1
         cost_b *= len(b.pending) + 1
-        gap = (a.stamp - b.stamp) / a.decay  # > 0: b's estimate is the older one
+        gap = a.stamp - b.stamp
+        if gap >= 0.0:  # b's estimate is the older one
+            if cost_b < cost_a:
+                return b
+            return b if cost_b * _exp(-gap * a.rate) < cost_a else a
+        if cost_a <= cost_b:
+            return a
         # Decay the older estimate by the gap: exp of a negative number never overflows.
-        if gap >= 0.0:
-            return b if cost_b * _exp(-gap) < cost_a else a
-        return b if cost_b < cost_a * _exp(gap) else a
+        return b if cost_b < cost_a * _exp(gap * a.rate) else a
 
     def _better(self, a: Endpoint, b: Endpoint, now: float) -> Endpoint:
         return b if b.load(now) / b.weight < a.load(now) / a.weight else a
@@ -310,7 +324,7 @@ class RandomBalancer(Balancer):
         members = table.members
         if not exclude and not table.weighted and members:
             count = len(members)  # `_draw`, inlined for the common case
-            index = int(self._random() * count)
+            index = _floor(self._random() * count)
             return members[index if index < count else count - 1]
         if not members:
             return None

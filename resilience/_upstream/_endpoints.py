@@ -134,6 +134,7 @@ class Endpoint:
         "pending",
         "pointed",
         "port",
+        "rate",
         "samples",
         "scheme",
         "stamp",
@@ -158,9 +159,9 @@ class Endpoint:
         self.scheme = address.scheme  # "http" or "https"
         self.host = address.host  # an IPv6 address without brackets
         self.port = address.port  # None when it is the scheme's default
-        # The transport's last request URL pointed here: (the logical URL's parts, the
-        # endpoint URL made from them), reused while requests ask for the same URL.
-        self.pointed: tuple[object, object] | None = None
+        # The transport's last request URL pointed here: (its path, the logical URL's
+        # parts, the endpoint URL made from them), reused while requests ask for that URL.
+        self.pointed: tuple[str, object, object] | None = None
         self.weight = weight
         self.breaker: CircuitBreaker | None = None
         # Its state machine: an attempt takes and records its permit there (`machine_of`).
@@ -171,6 +172,7 @@ class Endpoint:
         if breaker is not None:
             self.attach(breaker)
         self.decay = decay
+        self.rate = 1.0 / decay  # multiplied rather than divided by, per answer
         # One item per attempt in flight: len() is the count.
         self.pending: collections.deque[None] = collections.deque()
         self.ewma = 0.0
@@ -219,8 +221,11 @@ class Endpoint:
         if ok:
             samples = self.samples
             # The median of this answer and the two before it (the first fills all three).
-            a = self.last if samples else rtt
-            b = self.before if samples else rtt
+            if samples:
+                a = self.last
+                b = self.before
+            else:
+                a = b = rtt
             self.before = a
             self.last = rtt
             if a > b:
@@ -228,17 +233,21 @@ class Endpoint:
             sample = a if rtt < a else b if rtt > b else rtt
             seen = self.width
             self.width = seen = seen + (width - seen) * WIDTH_WEIGHT
-            self.samples = samples + 1
-            if sample >= cost or samples < WARMUP:
-                # `peak_ewma`, inlined (this runs after every attempt); while warming up,
-                # the latest (filtered) answer is the estimate.
+            if samples < WARMUP:
+                # While warming up, the latest (filtered) answer is the estimate; counting
+                # stops there (an int past 256 would be a new object per answer).
+                self.samples = samples + 1
                 cost = sample
+            elif sample >= cost:
+                cost = sample  # the peak
             else:
-                elapsed = now - self.stamp
-                keep = _exp(-elapsed / self.decay) if elapsed > 0.0 else 1.0
+                # `peak_ewma`, inlined (this runs after every attempt), in fewer float
+                # operations: each makes a new float object.
+                gap = self.stamp - now
+                keep = _exp(gap * self.rate) if gap < 0.0 else 1.0
                 if keep > KEEP:
                     keep = KEEP
-                cost = cost * keep + sample * (1.0 - keep)
+                cost = sample + (cost - sample) * keep
         elif rtt > cost:
             seen = self.width
             cost = rtt
@@ -269,9 +278,9 @@ class Endpoint:
         cost = self.unit
         if cost == 0.0:
             return PENALTY + pending if pending > 0 else 0.0
-        elapsed = now - self.stamp  # `decayed`, inlined
-        if elapsed > 0.0:
-            cost *= _exp(-elapsed / self.decay)
+        gap = self.stamp - now  # `decayed`, inlined
+        if gap < 0.0:
+            cost *= _exp(gap * self.rate)
         return cost * (pending + 1)
 
     def __repr__(self) -> str:

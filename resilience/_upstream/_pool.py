@@ -150,18 +150,19 @@ class Pool:
         "_breaker",
         "_by_url",
         "_decay",
-        "_dirty",
         "_ejected",
         "_endpoints",
         "_forced",
         "_leaving",
         "_lock",
-        "_next_check",
         "_panic",
         "_refresh",
         "_refreshed_at",
         "_refreshing",
+        "check_at",
+        "choose",
         "clock",
+        "dirty",
         "name",
         "resolver",
         "upstream",
@@ -183,6 +184,8 @@ class Pool:
         self.clock = clock
         self._decay = decay
         self._balancer = make_balancer(upstream.balancer, random)
+        # The balancer's pick, bound once: `lease` calls it on every attempt.
+        self.choose = self._balancer.pick
         self._lock = threading.Lock()
         self._endpoints: tuple[Endpoint, ...] = ()
         self._by_url: dict[str, Endpoint] = {}
@@ -190,8 +193,11 @@ class Pool:
         self._forced: frozenset[Endpoint] = frozenset()
         self._ejected: tuple[Endpoint, ...] = ()
         self._panic = False
-        self._dirty = True
-        self._next_check = math.inf
+        # When the rotation must be decided again (`rebuild`): as soon as something changed
+        # (dirty), else at check_at, when an ejection ends by itself. Read with `choose` by
+        # `pick`, and by the transports' `lease`, which inlines pick's common case.
+        self.dirty = True
+        self.check_at = math.inf
         self._refresh = _validate.required_duration("refresh", upstream.refresh)
         self._refreshed_at: float | None = None
         self._refreshing = False
@@ -232,24 +238,38 @@ class Pool:
         (every one ejected, or its probe slots taken), and `LookupError` when the upstream
         has no endpoints at all (its resolver never answered).
         """
-        if self._dirty or now >= self._next_check:
-            self._rebuild(now)
-        endpoint = self._balancer.pick(now, exclude)
-        if endpoint is None:
+        if self.dirty or now >= self.check_at:
+            self.rebuild(now)
+        endpoint = self.choose(now, exclude)
+        if endpoint is not None and endpoint.closed:
+            machine = endpoint.machine
+            assert machine is not None
+            if machine.state is _CLOSED:  # its acquire, inlined: the permit is the generation
+                endpoint.pending.append(None)  # endpoint.start(), inlined
+                return endpoint, machine.gen
+        return self.pick_rest(now, exclude, endpoint)
+
+    def pick_rest(
+        self, now: float, exclude: Collection[Endpoint], chosen: Endpoint | None
+    ) -> Lease:
+        """`pick` once the balancer has *chosen*, when that cannot be taken at once: nothing
+        was chosen, it is sent to despite its breaker (forced), its breaker moved since the
+        rotation was decided, or it is probing (HALF_OPEN)."""
+        if chosen is None:
             return self._pick_again(now, exclude, None, None)
-        if endpoint.forced:
-            endpoint.start()
-            return endpoint, None
-        machine = endpoint.machine  # the breaker's acquire, one call fewer
+        if chosen.forced:
+            chosen.start()
+            return chosen, None
+        machine = chosen.machine
         assert machine is not None
         try:
             permit = machine.acquire()
         except CircuitOpenError as exc:
-            return self._pick_again(now, exclude, endpoint, exc)
-        if not endpoint.closed:
-            self._dirty = True  # a probe slot taken: the rotation may change
-        endpoint.pending.append(None)  # endpoint.start(), inlined: this runs on every attempt
-        return endpoint, permit
+            return self._pick_again(now, exclude, chosen, exc)
+        if not chosen.closed:
+            self.dirty = True  # a probe slot taken: the rotation may change
+        chosen.start()
+        return chosen, permit
 
     def _pick_again(
         self,
@@ -264,7 +284,7 @@ class Pool:
         soft = exclude
         refusals: tuple[Endpoint, ...] = () if refused is None else (refused,)
         if refused is not None:
-            self._dirty = True
+            self.dirty = True
         for _ in range(len(self._endpoints) + 2):
             if refused is None and not refusals and not soft:
                 break  # the first pick found nothing, with nothing excluded
@@ -285,12 +305,12 @@ class Pool:
             try:
                 permit = breaker.acquire()
             except CircuitOpenError as exc:
-                self._dirty = True
+                self.dirty = True
                 refusals = (*refusals, endpoint)
                 last = exc
                 continue
             if not endpoint.closed:
-                self._dirty = True
+                self.dirty = True
             endpoint.start()
             return endpoint, permit
         raise self._nothing_to_pick(now, last)
@@ -301,16 +321,16 @@ class Pool:
         """The attempt on *endpoint* ended at *now* after *rtt* seconds (*ok*: no failure)."""
         endpoint.finish(rtt, now, ok)
         if permit is not None and not endpoint.closed:
-            self._dirty = True  # a probe ended: its slot may be free again
+            self.dirty = True  # a probe ended: its slot may be free again
 
     def probe_ended(self) -> None:
         """An attempt holding a probe slot ended: the rotation may change."""
-        self._dirty = True
+        self.dirty = True
 
     def release(self, endpoint: Endpoint) -> None:
         """The attempt on *endpoint* was cancelled: count it out, learn nothing from it."""
         endpoint.release()
-        self._dirty = True
+        self.dirty = True
 
     def _nothing_to_pick(self, now: float, last: CircuitOpenError | None) -> Exception:
         endpoints = self._endpoints
@@ -333,13 +353,13 @@ class Pool:
     # ------------------------------------------------------------------ the rotation
 
     def _current(self, now: float) -> None:
-        if self._dirty or now >= self._next_check:
-            self._rebuild(now)
+        if self.dirty or now >= self.check_at:
+            self.rebuild(now)
 
-    def _rebuild(self, now: float) -> None:
+    def rebuild(self, now: float) -> None:
         """Recompute the rotation from the breakers' states (O(n); on change only)."""
         # Cleared first: a breaker that moves while we read the states dirties it again.
-        self._dirty = False
+        self.dirty = False
         endpoints = self._endpoints
         health: list[Health] = []
         next_check = math.inf
@@ -356,7 +376,7 @@ class Pool:
         )
         with self._lock:
             if self._endpoints is not endpoints:
-                self._dirty = True  # the set changed meanwhile: the next pick redoes this
+                self.dirty = True  # the set changed meanwhile: the next pick redoes this
                 return
             self._forced = frozenset(endpoints[i] for i in verdict.forced)
             self._ejected = tuple(endpoints[i] for i in verdict.ejected)
@@ -364,7 +384,7 @@ class Pool:
                 endpoint.forced = i in verdict.forced
                 endpoint.closed = health[i].state == "closed"
             self._panic = verdict.panic
-            self._next_check = next_check
+            self.check_at = next_check
             self._balancer.rebuild([endpoints[i] for i in verdict.members])
 
     @staticmethod
@@ -391,7 +411,7 @@ class Pool:
 
     def _breaker_moved(self, endpoint: Endpoint, event: CircuitStateChanged) -> None:
         """An endpoint's breaker changed state: redo the rotation, say what happened."""
-        self._dirty = True
+        self.dirty = True
         new = event.new_state
         if new in _EJECTING:
             now = self.clock()
@@ -488,7 +508,7 @@ class Pool:
         with self._lock:
             self._by_url = fresh
             self._endpoints = tuple(fresh.values())
-            self._dirty = True
+            self.dirty = True
         if old and (created or removed):
             emit(
                 UpstreamEndpointsChanged(

@@ -157,6 +157,30 @@ def test_peak_ewma_weighs_in_flight() -> None:
     assert shares(pe, members, 100) == {1: 100}
 
 
+def test_peak_ewma_picks_the_lower_load_of_its_pair() -> None:
+    """Of the pair it draws, peak_ewma takes the one whose `Endpoint.load` is lower (the
+    first on a tie), whichever estimate is older, higher, decayed or busier."""
+    rng = random.Random(5)
+    decided_by_decay = 0
+    for _ in range(400):
+        a, b = endpoints(1, 1)
+        for endpoint in (a, b):
+            stamp = rng.choice([0.0, 1.0, 5.0, 30.0])
+            endpoint.start()
+            endpoint.finish(rng.choice([0.01, 0.02, 0.05]), now=stamp, ok=True)
+            for _ in range(rng.randrange(3)):
+                endpoint.start()
+        pe = PeakEwma(lambda: 0.0)  # the first pair of the table: (a, b)
+        pe.rebuild([a, b])
+        now = 40.0
+        expected = b if b.load(now) < a.load(now) else a
+        assert pe.pick(now) is expected
+        undecayed_a = a.unit * (a.in_flight + 1)
+        undecayed_b = b.unit * (b.in_flight + 1)
+        decided_by_decay += (undecayed_b < undecayed_a) != (expected is b)
+    assert decided_by_decay > 10  # the decay between the stamps changed the verdict
+
+
 @pytest.mark.parametrize("cls", [RoundRobin, LeastRequest, PeakEwma, RandomBalancer])
 def test_exclude_is_avoided_while_others_remain(cls: type) -> None:
     """Excluded endpoints are never picked when another is in the rotation."""
