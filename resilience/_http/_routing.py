@@ -46,7 +46,12 @@ _SNI: Final = "sni_hostname"
 
 
 class Route:
-    """One request's way through an upstream: the logical URL, the endpoints tried."""
+    """One request's way through an upstream: the logical URL, the endpoints tried.
+
+    Made by `lease` (a request's first attempt on the drivers' quick path) or
+    `Routes.route`; it has no ``__init__``: calling the bare class is the cheapest way to
+    make an object, and a route is made per request.
+    """
 
     __slots__ = ("endpoint", "logical", "permit", "pool", "started", "tried", "width")
 
@@ -57,13 +62,6 @@ class Route:
     permit: int | None  # its breaker permit; None when sent despite its breaker
     started: float  # when it was sent (the pool's clock)
     width: int  # attempts in flight on its endpoint then, this one included
-
-    def __init__(self, pool: Pool, logical: URL) -> None:
-        # `lease` sets the rest before `end` or `release` reads them.
-        self.pool = pool
-        self.logical = logical
-        self.tried = ()
-        self.endpoint = None
 
     def pick(self, request: Request) -> Lease:
         """Choose the next attempt's endpoint (`lease`): never one tried already while
@@ -98,9 +96,9 @@ class Route:
 def lease(pool: Pool, request: Request, route: Route | None = None) -> Route:
     """Choose an attempt's endpoint, take its permit, point *request*'s URL at it.
 
-    The first attempt of a request passes no *route* and gets a new one (no `__init__`
-    frame); later attempts pass theirs and avoid the endpoints it tried. `Pool.pick`'s
-    common case (a CLOSED breaker) is inlined: this runs on every attempt.
+    The first attempt of a request passes no *route* and gets a new one; later attempts
+    pass theirs and avoid the endpoints it tried. `Pool.pick`'s common case (a CLOSED
+    breaker) is inlined: this runs on every attempt.
 
     Raises `CircuitOpenError` when no endpoint can take it, and `httpx.ConnectError` when
     the upstream has no endpoints at all (its resolver never answered).
@@ -108,7 +106,7 @@ def lease(pool: Pool, request: Request, route: Route | None = None) -> Route:
     clock = pool.clock  # an attribute read, then a call: `pool.clock()` is not specialized
     now = clock()
     if route is None:
-        route = _new_object(Route)
+        route = Route()
         route.pool = pool
         route.logical = logical = request.url
         tried: tuple[Endpoint, ...] = ()
@@ -209,7 +207,14 @@ class Routes:
     def route(self, request: Request) -> Route | None:
         """The route for *request*, or None when its host is no upstream's name."""
         pool = self.pools.get(url_host(request.url))
-        return None if pool is None else Route(pool, request.url)
+        if pool is None:
+            return None
+        route = Route()
+        route.pool = pool
+        route.logical = request.url
+        route.tried = ()
+        route.endpoint = None
+        return route
 
 
 class _Namer:
