@@ -80,7 +80,7 @@ class Route:
             clock = pool.clock
             now = clock()
             endpoint.finish(now - self.started, now, ok, self.width)
-            if self.permit is not None and not endpoint.closed:
+            if not endpoint.closed and self.permit is not None:  # a probe ended
                 pool.probe_ended()
         request.url = self.logical
 
