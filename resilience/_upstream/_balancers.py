@@ -22,7 +22,7 @@ import abc
 import itertools
 import math
 from collections.abc import Callable, Collection, Sequence
-from typing import ClassVar, Final, NamedTuple, TypeAlias
+from typing import Any, ClassVar, Final, NamedTuple, TypeAlias
 
 from .._errors import ConfigError
 from ._endpoints import Endpoint
@@ -126,13 +126,14 @@ class _Table(NamedTuple):
 
 _EMPTY: Final = _Table((), False, (), ())
 
-_Pairs: TypeAlias = tuple[tuple[tuple[Endpoint, Endpoint], ...], float]
-"""Every ordered pair of two different members for power-of-two-choices draws (one draw
-picks both), then the last pair again; and how many pairs (without that repeat) as a float.
-Drawing ``pairs[floor(random() * count)]`` needs no bounds check: a random() of 1.0 (from a
-sloppy source) lands on the repeat."""
+_Flat: TypeAlias = tuple[tuple[Any, ...], float]
+"""What one uniform draw picks from while the weights are equal, then its last item again;
+and how many items (without that repeat) as a float. For power-of-two-choices balancers
+the ordered pairs of two different members (one draw picks both; up to `PAIRS_UP_TO`
+members), for the others the members. Drawing ``items[floor(random() * count)]`` needs no
+bounds check: a random() of 1.0 (from a sloppy source) lands on the repeat."""
 
-_NO_PAIRS: Final[_Pairs] = ((), 0.0)
+_NOTHING_FLAT: Final[_Flat] = ((), 0.0)
 
 PAIRS_UP_TO: Final = 64
 """Largest rotation whose pairs are listed for P2C (64 x 63 pairs); for a larger one the
@@ -146,15 +147,14 @@ class Balancer(abc.ABC):
     paired: ClassVar[bool] = False
     """Whether picks draw two endpoints at once (the rotation then lists its pairs)."""
 
-    __slots__ = ("_pairs", "_random", "_table")
+    __slots__ = ("_flat", "_random", "_table")
 
     def __init__(self, random: RandomSource) -> None:
         self._random = random
         self._table = _EMPTY
-        # Listed for paired balancers while the weights are equal and there are at most
-        # `PAIRS_UP_TO` members; read by their picks on every attempt (a slot, not a field
-        # of the table: that would be a slower read).
-        self._pairs = _NO_PAIRS
+        # Read by the picks on every attempt: a slot, not a field of the table (a NamedTuple
+        # field is a slower read).
+        self._flat = _NOTHING_FLAT
 
     @property
     def members(self) -> tuple[Endpoint, ...]:
@@ -169,14 +169,14 @@ class Balancer(abc.ABC):
         if len(set(weights)) > 1:
             prob, alias = alias_table(weights)
             self._table = _Table(members, True, prob, alias)
-            self._pairs = _NO_PAIRS
-        else:
-            self._table = _Table(members, False, (), ())
-            if self.paired and 1 < len(members) <= PAIRS_UP_TO:
-                pairs = tuple((a, b) for a in members for b in members if a is not b)
-                self._pairs = ((*pairs, pairs[-1]), float(len(pairs)))
-            else:
-                self._pairs = _NO_PAIRS
+            self._flat = _NOTHING_FLAT
+            return
+        self._table = _Table(members, False, (), ())
+        items: tuple[Any, ...] = members
+        if self.paired:
+            few = 1 < len(members) <= PAIRS_UP_TO
+            items = tuple((a, b) for a in members for b in members if a is not b) if few else ()
+        self._flat = ((*items, items[-1]), float(len(items))) if items else _NOTHING_FLAT
 
     @abc.abstractmethod
     def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
@@ -263,10 +263,12 @@ class LeastRequest(_PowerOfTwo):
 
     def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
         """Of two endpoints drawn at random, the one with fewer requests in flight."""
-        pairs, count = self._pairs
+        pairs, count = self._flat
         if exclude or not pairs:
             return self._pick_general(self._table, now, exclude)
         random = self._random  # read, then called: `self._random()` is not specialized
+        a: Endpoint
+        b: Endpoint
         a, b = pairs[_floor(random() * count)]  # one draw picks both
         return b if len(b.pending) < len(a.pending) else a
 
@@ -284,10 +286,12 @@ class PeakEwma(_PowerOfTwo):
 
     def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
         """Of two endpoints drawn at random, the one with the lower latency x load."""
-        pairs, count = self._pairs
+        pairs, count = self._flat
         if exclude or not pairs:
             return self._pick_general(self._table, now, exclude)
         random = self._random
+        a: Endpoint
+        b: Endpoint
         a, b = pairs[_floor(random() * count)]  # as in LeastRequest.pick
         # Endpoint.load for both, inlined (this runs on every attempt). Both estimates decay
         # alike, so comparing them needs only the decay between their stamps, and that only
@@ -320,18 +324,19 @@ class RandomBalancer(Balancer):
 
     def pick(self, now: float, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
         """An endpoint at random, in proportion to the weights."""
+        members, count = self._flat
+        if members and not exclude:
+            random = self._random  # `_draw`, inlined for equal weights
+            chosen: Endpoint = members[_floor(random() * count)]
+            return chosen
         table = self._table
         members = table.members
-        if not exclude and not table.weighted and members:
-            count = len(members)  # `_draw`, inlined for the common case
-            index = _floor(self._random() * count)
-            return members[index if index < count else count - 1]
         if not members:
             return None
         if exclude:
-            chosen = self._draw_allowed(table, exclude)
-            if chosen is not None:
-                return chosen
+            allowed = self._draw_allowed(table, exclude)
+            if allowed is not None:
+                return allowed
         return self._draw(table)
 
 
