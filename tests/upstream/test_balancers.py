@@ -230,12 +230,12 @@ def test_picks_cost_at_most_two_random_draws(cls: type) -> None:
 
 
 def test_a_sloppy_random_of_one_stays_in_range() -> None:
-    """A random source returning 1.0 never indexes past the end."""
-    members = endpoints(1, 2, 3)
-    for cls in (LeastRequest, RandomBalancer):
-        balancer = cls(lambda: 1.0)
-        balancer.rebuild(members)
-        assert balancer.pick(0.0) in members
+    """A random source returning 1.0 never indexes past the end, weighted or not."""
+    for members in (endpoints(1, 2, 3), endpoints(1, 1, 1), endpoints(1)):
+        for cls in (LeastRequest, PeakEwma, RandomBalancer):
+            balancer = cls(lambda: 1.0)
+            balancer.rebuild(members)
+            assert balancer.pick(0.0) in members
 
 
 def test_make_balancer_by_name() -> None:
