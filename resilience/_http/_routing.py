@@ -97,8 +97,8 @@ def lease(pool: Pool, request: Request, route: Route | None = None) -> Route:
     """Choose an attempt's endpoint, take its permit, point *request*'s URL at it.
 
     The first attempt of a request passes no *route* and gets a new one; later attempts
-    pass theirs and avoid the endpoints it tried. `Pool.pick`'s common case (a CLOSED
-    breaker) is inlined: this runs on every attempt.
+    pass theirs and avoid the endpoints it tried. `Pool.pick`'s common case is inlined:
+    this runs on every attempt.
 
     Raises `CircuitOpenError` when no endpoint can take it, and `httpx.ConnectError` when
     the upstream has no endpoints at all (its resolver never answered).
@@ -113,6 +113,8 @@ def lease(pool: Pool, request: Request, route: Route | None = None) -> Route:
     else:
         logical = route.logical
         tried = route.tried
+    # `Pool.pick`, with `Pool._current` inlined, and `Pool.take` for a CLOSED rotation
+    # member (the breaker's permit is its generation).
     if pool.dirty or now >= pool.check_at:
         pool.rebuild(now)
     choose = pool.choose
@@ -123,7 +125,7 @@ def lease(pool: Pool, request: Request, route: Route | None = None) -> Route:
         permit: int | None = machine.gen
     else:
         try:
-            endpoint, permit = pool.pick_rest(now, tried, endpoint)
+            endpoint, permit = pool.take(now, tried, endpoint)
         except LookupError as exc:
             msg = f"{exc}: its resolver has not returned any endpoint URL"
             raise ConnectError(msg, request=request) from exc

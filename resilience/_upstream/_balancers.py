@@ -146,6 +146,8 @@ class Balancer(abc.ABC):
     name: ClassVar[str]
     paired: ClassVar[bool] = False
     """Whether picks draw two endpoints at once (the rotation then lists its pairs)."""
+    drawn: ClassVar[bool] = True
+    """Whether picks draw at random (from `_Flat` while the weights are equal)."""
 
     __slots__ = ("_flat", "_random", "_table")
 
@@ -172,7 +174,7 @@ class Balancer(abc.ABC):
             self._flat = _NOTHING_FLAT
             return
         self._table = _Table(members, False, (), ())
-        items: tuple[Any, ...] = members
+        items: tuple[Any, ...] = members if self.drawn else ()
         if self.paired:
             few = 1 < len(members) <= PAIRS_UP_TO
             items = tuple((a, b) for a in members for b in members if a is not b) if few else ()
@@ -344,6 +346,7 @@ class RoundRobin(Balancer):
     """Smooth weighted round robin over a precomputed cycle."""
 
     name: ClassVar[str] = "round_robin"
+    drawn: ClassVar[bool] = False  # a step along its cycle
     __slots__ = ("_counter", "_cycle")
 
     def __init__(self, random: RandomSource) -> None:

@@ -195,7 +195,7 @@ class Pool:
         self._panic = False
         # When the rotation must be decided again (`rebuild`): as soon as something changed
         # (dirty), else at check_at, when an ejection ends by itself. Read with `choose` by
-        # `pick`, and by the transports' `lease`, which inlines pick's common case.
+        # `pick`, and by the transports' `lease`, which inlines `_current` and `take`'s common case.
         self.dirty = True
         self.check_at = math.inf
         self._refresh = _validate.required_duration("refresh", upstream.refresh)
@@ -238,23 +238,17 @@ class Pool:
         (every one ejected, or its probe slots taken), and `LookupError` when the upstream
         has no endpoints at all (its resolver never answered).
         """
-        if self.dirty or now >= self.check_at:
-            self.rebuild(now)
-        endpoint = self.choose(now, exclude)
-        if endpoint is not None and endpoint.closed:
-            machine = endpoint.machine
-            assert machine is not None
-            if machine.state is _CLOSED:  # its acquire, inlined: the permit is the generation
-                endpoint.pending.append(None)  # endpoint.start(), inlined
-                return endpoint, machine.gen
-        return self.pick_rest(now, exclude, endpoint)
+        self._current(now)
+        return self.take(now, exclude, self.choose(now, exclude))
 
-    def pick_rest(
-        self, now: float, exclude: Collection[Endpoint], chosen: Endpoint | None
-    ) -> Lease:
-        """`pick` once the balancer has *chosen*, when that cannot be taken at once: nothing
-        was chosen, it is sent to despite its breaker (forced), its breaker moved since the
-        rotation was decided, or it is probing (HALF_OPEN)."""
+    def take(self, now: float, exclude: Collection[Endpoint], chosen: Endpoint | None) -> Lease:
+        """Take the permit of the endpoint the balancer has *chosen* (and count the attempt
+        in), or pick again when it cannot take the attempt: nothing was chosen, or its
+        breaker moved since the rotation was decided. A member sent to despite its breaker
+        (forced) takes it without a permit.
+
+        The transports' `lease` inlines its common case: a CLOSED rotation member.
+        """
         if chosen is None:
             return self._pick_again(now, exclude, None, None)
         if chosen.forced:
@@ -353,7 +347,7 @@ class Pool:
     # ------------------------------------------------------------------ the rotation
 
     def _current(self, now: float) -> None:
-        if self.dirty or now >= self.check_at:
+        if self.dirty or now >= self.check_at:  # inlined in the transports' `lease`
             self.rebuild(now)
 
     def rebuild(self, now: float) -> None:
